@@ -1,0 +1,66 @@
+# nsqk: NSQ -> Kinesis bridge, per-shard Lambda consumers, CDK app.
+# The first two commands on a fresh clone are `make dev` and `make test`.
+
+SHELL        := /bin/bash
+GO           ?= go
+NODE_TOOLS   := _tools
+NODE_MODULES := $(NODE_TOOLS)/node_modules/.installed
+BIN          := bin
+# The CDK tests (infra/) run without -race: jsii drives a node process and is not goroutine-safe,
+# so there is nothing for the race detector to find there, only a slower build.
+GO_PKGS      := $(shell $(GO) list ./... 2>/dev/null | grep -v '/infra')
+INFRA_PKGS   := $(shell $(GO) list ./infra/... 2>/dev/null)
+
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+export CDK_HOME := $(CURDIR)/.cdk
+export CDK_DISABLE_VERSION_CHECK := true
+
+.PHONY: help dev test test-short build lambda synth bench chaos fmt vet tools invoke clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+tools: $(NODE_MODULES) ## install the pinned Node tooling (kinesalite, kinesis-local, aws-cdk)
+
+$(NODE_MODULES): $(NODE_TOOLS)/package.json $(NODE_TOOLS)/package-lock.json
+	cd $(NODE_TOOLS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+dev: tools ## run the whole flow locally: embedded nsqd, kinesalite, bridge, consumers
+	$(GO) run ./cmd/nsqk dev $(ARGS)
+
+test: tools vet ## vet + all tests (race detector on every non-CDK package)
+	$(GO) test -race -count=1 $(GO_PKGS)
+	@if [ -n "$(INFRA_PKGS)" ]; then $(GO) test -count=1 -timeout 15m $(INFRA_PKGS); fi
+
+test-short: ## unit tests only, no emulators
+	$(GO) test -short -count=1 $(GO_PKGS)
+
+build: ## build the CLI and the bridge for this machine into bin/
+	$(GO) build -trimpath -o $(BIN)/ ./cmd/nsqk ./functions/bridge
+
+lambda: ## build every Lambda function (provided.al2023, arm64) into dist/<name>/bootstrap
+	@echo "make lambda: not available yet (consumers issue #4)"; exit 1
+
+synth: tools ## synthesize the CDK app offline into cdk.out/
+	@echo "make synth: not available yet (CDK issue #5)"; exit 1
+
+bench: tools ## Go micro-benchmarks now; the end-to-end benchmark arrives with issue #6
+	$(GO) test -run '^$$' -bench . -benchmem ./shared/kpl/
+
+chaos: tools ## the fault suite
+	@echo "make chaos: not available yet (reliability issue #7)"; exit 1
+
+invoke: ## run a Lambda handler locally: make invoke FN=<name> EVENT=<file>
+	@echo "make invoke: not available yet (consumers issue #4)"; exit 1
+
+fmt: ## gofmt every Go file
+	gofmt -s -w $$(git ls-files '*.go')
+
+vet: ## go vet + gofmt check
+	@out=$$(gofmt -s -l $$(git ls-files '*.go' 2>/dev/null; git ls-files --others --exclude-standard '*.go' 2>/dev/null)); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+clean: ## remove build output
+	rm -rf $(BIN) dist cdk.out .dev .bench .chaos

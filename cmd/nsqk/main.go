@@ -1,0 +1,50 @@
+// Command nsqk is the developer and operator CLI of the NSQ -> Kinesis bridge: run the whole flow
+// locally (dev), decode KPL records (decode), and the benchmark and fault tools.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/peterbourgon/ff/v3/ffcli"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:]))
+}
+
+func run(ctx context.Context, args []string) int {
+	root := &ffcli.Command{
+		Name:       "nsqk",
+		ShortUsage: "nsqk <subcommand> [flags]",
+		ShortHelp:  "NSQ -> Kinesis bridge tooling",
+		FlagSet:    flag.NewFlagSet("nsqk", flag.ContinueOnError),
+		Subcommands: []*ffcli.Command{
+			decodeCommand(),
+		},
+		Exec: func(context.Context, []string) error { return flag.ErrHelp },
+	}
+	if err := root.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 2
+		}
+		fmt.Fprintln(os.Stderr, "nsqk:", err)
+		return 2
+	}
+	if err := root.Run(ctx); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, ffcli.DefaultUsageFunc(root))
+			return 2
+		}
+		fmt.Fprintln(os.Stderr, "nsqk:", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,176 @@
+// Package nsqlocal runs a real nsqd (and optionally nsqlookupd) inside the current process, on
+// loopback ports, for `nsqk dev`, the benchmarks, the fault suite and the tests. It is the embeddable
+// package the nsqd binary itself is built from (github.com/nsqio/nsq/nsqd), not a fake.
+package nsqlocal
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/nsqio/nsq/nsqd"
+	"github.com/nsqio/nsq/nsqlookupd"
+)
+
+// Options configures an embedded nsqd. Zero values take the defaults noted on each field.
+type Options struct {
+	// TCPAddress and HTTPAddress to listen on; default 127.0.0.1:0 (a free port). Set them to
+	// restart an nsqd on the same address.
+	TCPAddress  string
+	HTTPAddress string
+	// DataPath holds the on-disk queue; default a fresh temporary directory removed by Stop.
+	// Set it (and keep it) to restart an nsqd with its queued messages.
+	DataPath string
+	// MsgTimeout is the server default message timeout; default nsqd's 60 s.
+	MsgTimeout time.Duration
+	// MaxRdyCount caps a client's RDY; default nsqd's 2500.
+	MaxRdyCount int64
+	// MemQueueSize is the number of messages kept in memory per topic/channel; default nsqd's 10000.
+	MemQueueSize int64
+	// QueueScanRefreshInterval defaults to 100 ms (nsqd uses 5 s, which delays timeouts in tests).
+	QueueScanRefreshInterval time.Duration
+	// LookupdTCPAddresses to register with.
+	LookupdTCPAddresses []string
+	// Logger receives nsqd's warnings and errors; default discards them.
+	Logger *slog.Logger
+}
+
+// NSQD is a running embedded nsqd.
+type NSQD struct {
+	*nsqd.NSQD
+	// TCPAddr and HTTPAddr are the bound addresses (host:port).
+	TCPAddr  string
+	HTTPAddr string
+	tmpDir   string
+	done     chan error
+}
+
+// Start starts an nsqd and returns once it accepts connections.
+func Start(o Options) (*NSQD, error) {
+	opts := nsqd.NewOptions()
+	opts.TCPAddress = or(o.TCPAddress, "127.0.0.1:0")
+	opts.HTTPAddress = or(o.HTTPAddress, "127.0.0.1:0")
+	opts.HTTPSAddress = ""
+	opts.BroadcastAddress = "127.0.0.1"
+	opts.LogLevel = nsqd.LOG_WARN
+	opts.Logger = logAdapter{orDiscard(o.Logger).With("component", "nsqd")}
+	opts.QueueScanRefreshInterval = 100 * time.Millisecond
+	if o.QueueScanRefreshInterval > 0 {
+		opts.QueueScanRefreshInterval = o.QueueScanRefreshInterval
+	}
+	if o.MsgTimeout > 0 {
+		opts.MsgTimeout = o.MsgTimeout
+	}
+	if o.MaxRdyCount > 0 {
+		opts.MaxRdyCount = o.MaxRdyCount
+	}
+	if o.MemQueueSize > 0 {
+		opts.MemQueueSize = o.MemQueueSize
+	}
+	opts.NSQLookupdTCPAddresses = o.LookupdTCPAddresses
+	n := &NSQD{done: make(chan error, 1)}
+	opts.DataPath = o.DataPath
+	if opts.DataPath == "" {
+		dir, err := os.MkdirTemp("", "nsqk-nsqd-")
+		if err != nil {
+			return nil, err
+		}
+		n.tmpDir, opts.DataPath = dir, dir
+	}
+	d, err := nsqd.New(opts)
+	if err != nil {
+		n.cleanup()
+		return nil, fmt.Errorf("nsqlocal: %w", err)
+	}
+	n.NSQD = d
+	n.TCPAddr = d.RealTCPAddr().String()
+	n.HTTPAddr = d.RealHTTPAddr().String()
+	go func() { n.done <- d.Main() }()
+	return n, nil
+}
+
+// Stop shuts nsqd down (persisting its metadata and queues) and removes a temporary data path.
+func (n *NSQD) Stop() {
+	n.Exit()
+	<-n.done
+	n.cleanup()
+}
+
+func (n *NSQD) cleanup() {
+	if n.tmpDir != "" {
+		os.RemoveAll(n.tmpDir)
+	}
+}
+
+// Depth returns the number of messages waiting (in memory, on disk, deferred and in flight) in
+// topic/channel; 0 when either does not exist.
+func (n *NSQD) Depth(topic, channel string) int64 {
+	stats := n.GetStats(topic, channel, false)
+	for _, t := range stats.Topics {
+		for _, c := range t.Channels {
+			return c.Depth + int64(c.InFlightCount) + int64(c.DeferredCount)
+		}
+	}
+	return 0
+}
+
+// Lookupd is a running embedded nsqlookupd.
+type Lookupd struct {
+	*nsqlookupd.NSQLookupd
+	TCPAddr  string
+	HTTPAddr string
+	done     chan error
+}
+
+// StartLookupd starts an nsqlookupd on free loopback ports.
+func StartLookupd(logger *slog.Logger) (*Lookupd, error) {
+	opts := nsqlookupd.NewOptions()
+	opts.TCPAddress = "127.0.0.1:0"
+	opts.HTTPAddress = "127.0.0.1:0"
+	opts.BroadcastAddress = "127.0.0.1"
+	opts.LogLevel = nsqd.LOG_WARN
+	opts.Logger = logAdapter{orDiscard(logger).With("component", "nsqlookupd")}
+	l, err := nsqlookupd.New(opts)
+	if err != nil {
+		return nil, fmt.Errorf("nsqlocal: %w", err)
+	}
+	lk := &Lookupd{NSQLookupd: l, TCPAddr: l.RealTCPAddr().String(), HTTPAddr: l.RealHTTPAddr().String(), done: make(chan error, 1)}
+	go func() { lk.done <- l.Main() }()
+	return lk, nil
+}
+
+// Stop shuts nsqlookupd down.
+func (l *Lookupd) Stop() {
+	l.Exit()
+	<-l.done
+}
+
+// logAdapter routes nsq's line logger into slog.
+type logAdapter struct{ l *slog.Logger }
+
+func (a logAdapter) Output(_ int, s string) error {
+	s = strings.TrimSpace(s)
+	switch {
+	case strings.HasPrefix(s, "ERROR") || strings.HasPrefix(s, "FATAL"):
+		a.l.Error(s)
+	default:
+		a.l.Warn(s)
+	}
+	return nil
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+func orDiscard(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return l
+}

@@ -1,0 +1,737 @@
+// Package emf writes CloudWatch metrics in the Embedded Metric Format (EMF): JSON log lines that
+// CloudWatch Logs turns into metrics, so a Lambda function (or a container whose stdout goes to
+// CloudWatch Logs) publishes metrics without an SDK call.
+//
+// A Registry holds counters, gauges and histograms under one namespace and one dimension set.
+// Recording is cheap and safe for concurrent use (counters and gauges are atomics; a histogram
+// takes an uncontended mutex and never allocates). Flush writes what was recorded since the last
+// flush as EMF documents, one Write per document, and resets counters and histograms.
+//
+// Limits of the format (Specification: Embedded metric format, CloudWatch User Guide; the same
+// numbers are the MAX_METRICS_PER_EVENT and MAX_DATAPOINTS_PER_METRIC constants of AWS's own
+// aws-embedded-metrics libraries):
+//
+//   - a MetricDirective holds at most 100 metric definitions;
+//   - a values array holds at most 100 entries (a Values/Counts histogram at most 100 bins);
+//   - a DimensionSet holds at most 30 keys (9 in older versions of the spec: keep it short).
+//
+// A flush therefore usually writes one document, and more only when it must: a histogram with
+// more than 100 distinct bins is split across documents (each part with its own exact
+// Count/Sum and Min/Max bounds, so CloudWatch's aggregate is the same), and more than 100 metrics
+// are spread over several documents.
+//
+// Histograms use the bins of aws-embedded-metrics-java (Histogram.java): a value v > 0 falls in
+// bin i = floor(ln v / ln 1.1) and is reported as exp((i+0.5)·ln 1.1), i.e. within ±5% — enough
+// for CloudWatch to compute percentiles over the Values/Counts form. Values ≤ 0 are reported in a
+// bin of their own with the value 0.
+package emf
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Limits from the EMF specification.
+const (
+	MaxMetricsPerDocument = 100 // MetricDefinition objects in one MetricDirective
+	MaxValuesPerMetric    = 100 // entries of a values array / bins of a Values/Counts histogram
+	MaxDimensions         = 30  // keys in one DimensionSet
+)
+
+// Unit is a CloudWatch metric unit.
+type Unit string
+
+// Units used in this project (any CloudWatch unit name works).
+const (
+	Count        Unit = "Count"
+	Milliseconds Unit = "Milliseconds"
+	Seconds      Unit = "Seconds"
+	Bytes        Unit = "Bytes"
+	Percent      Unit = "Percent"
+	CountPerSec  Unit = "Count/Second"
+	None         Unit = "None"
+)
+
+// Dimension is one dimension key and its value.
+type Dimension struct{ Name, Value string }
+
+// Config configures a Registry.
+type Config struct {
+	// Namespace is the CloudWatch namespace, for example "NSQK/Consumer". Required.
+	Namespace string
+	// Dimensions is the one dimension set every metric is published with, for example
+	// [{Function, nsqk-monitor}]. May be empty.
+	Dimensions []Dimension
+	// Output receives the documents, one JSON line each, one Write call per line. Default
+	// io.Discard (tests and tools read documents back with Decode).
+	Output io.Writer
+	// Now stamps documents (_aws.Timestamp); default time.Now.
+	Now func() time.Time
+}
+
+// Registry holds metrics and flushes them as EMF documents. Its methods are safe for concurrent
+// use.
+type Registry struct {
+	cfg     Config
+	dimJSON []byte // `"Dimensions":[[...]]` plus the root members for the dimension values
+
+	mu      sync.Mutex // guards metrics (registration) and serialises Flush
+	metrics []metric
+	byName  map[string]metric
+	buf     bytes.Buffer
+}
+
+type metric interface {
+	name() string
+	unit() Unit
+	// collect appends the parts (JSON values) to report and resets what must be reset.
+	collect(parts [][]byte) [][]byte
+}
+
+// New returns a Registry. It panics on an invalid Config (programming error).
+func New(cfg Config) *Registry {
+	if cfg.Namespace == "" {
+		panic("emf: empty Namespace")
+	}
+	if len(cfg.Dimensions) > MaxDimensions {
+		panic("emf: more than 30 dimensions")
+	}
+	if cfg.Output == nil {
+		cfg.Output = io.Discard
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	r := &Registry{cfg: cfg, byName: map[string]metric{}}
+	var b bytes.Buffer
+	b.WriteString(`"Dimensions":[[`)
+	for i, d := range cfg.Dimensions {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		writeJSONString(&b, d.Name)
+	}
+	b.WriteString(`]]`)
+	r.dimJSON = b.Bytes()
+	return r
+}
+
+// Namespace returns the configured namespace.
+func (r *Registry) Namespace() string { return r.cfg.Namespace }
+
+func (r *Registry) register(name string, u Unit, mk func() metric) metric {
+	if name == "" || name == "_aws" {
+		panic("emf: invalid metric name " + strconv.Quote(name))
+	}
+	for _, d := range r.cfg.Dimensions {
+		if d.Name == name {
+			panic("emf: metric name " + name + " collides with a dimension")
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if m, ok := r.byName[name]; ok {
+		return m
+	}
+	m := mk()
+	r.byName[name] = m
+	r.metrics = append(r.metrics, m)
+	return m
+}
+
+// Counter returns the counter with this name, creating it. Counters report the sum of Add calls
+// since the previous flush (0 included, so that alarms see a datapoint).
+func (r *Registry) Counter(name string, u Unit) *Counter {
+	m := r.register(name, u, func() metric { return &Counter{n: name, u: u} })
+	c, ok := m.(*Counter)
+	if !ok {
+		panic("emf: " + name + " is registered as another kind of metric")
+	}
+	return c
+}
+
+// Gauge returns the gauge with this name, creating it. A gauge reports its last Set value at
+// every flush once it has been set.
+func (r *Registry) Gauge(name string, u Unit) *Gauge {
+	m := r.register(name, u, func() metric { return &Gauge{n: name, u: u} })
+	g, ok := m.(*Gauge)
+	if !ok {
+		panic("emf: " + name + " is registered as another kind of metric")
+	}
+	return g
+}
+
+// Histogram returns the histogram with this name, creating it. A histogram reports the values
+// observed since the previous flush in the Values/Counts form (with Min, Max, Count and Sum),
+// and nothing when there were none.
+func (r *Registry) Histogram(name string, u Unit) *Histogram {
+	m := r.register(name, u, func() metric { return &Histogram{n: name, u: u} })
+	h, ok := m.(*Histogram)
+	if !ok {
+		panic("emf: " + name + " is registered as another kind of metric")
+	}
+	return h
+}
+
+// Flush writes the metrics recorded since the previous flush as EMF documents to the output and
+// resets counters and histograms. It writes nothing if there is nothing to report (no metric
+// registered, or only unset gauges and empty histograms). It returns the first write error.
+func (r *Registry) Flush() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	type entry struct {
+		m     metric
+		parts [][]byte
+	}
+	var entries []entry
+	rounds := 0
+	for _, m := range r.metrics {
+		parts := m.collect(nil)
+		if len(parts) == 0 {
+			continue
+		}
+		entries = append(entries, entry{m, parts})
+		rounds = max(rounds, len(parts))
+	}
+	ts := r.cfg.Now().UnixMilli()
+	// Document k of round j carries part j of up to 100 metrics that have such a part.
+	for j := range rounds {
+		var batch []entry
+		for _, e := range entries {
+			if j < len(e.parts) {
+				batch = append(batch, e)
+			}
+		}
+		for len(batch) > 0 {
+			n := min(len(batch), MaxMetricsPerDocument)
+			b := &r.buf
+			b.Reset()
+			b.WriteString(`{"_aws":{"Timestamp":`)
+			b.WriteString(strconv.FormatInt(ts, 10))
+			b.WriteString(`,"CloudWatchMetrics":[{"Namespace":`)
+			writeJSONString(b, r.cfg.Namespace)
+			b.WriteByte(',')
+			b.Write(r.dimJSON)
+			b.WriteString(`,"Metrics":[`)
+			for i, e := range batch[:n] {
+				if i > 0 {
+					b.WriteByte(',')
+				}
+				b.WriteString(`{"Name":`)
+				writeJSONString(b, e.m.name())
+				b.WriteString(`,"Unit":`)
+				writeJSONString(b, string(e.m.unit()))
+				b.WriteByte('}')
+			}
+			b.WriteString(`]}]}`)
+			for _, d := range r.cfg.Dimensions {
+				b.WriteByte(',')
+				writeJSONString(b, d.Name)
+				b.WriteByte(':')
+				writeJSONString(b, d.Value)
+			}
+			for _, e := range batch[:n] {
+				b.WriteByte(',')
+				writeJSONString(b, e.m.name())
+				b.WriteByte(':')
+				b.Write(e.parts[j])
+			}
+			b.WriteString("}\n")
+			if _, err := r.cfg.Output.Write(b.Bytes()); err != nil {
+				return fmt.Errorf("emf: write: %w", err)
+			}
+			batch = batch[n:]
+		}
+	}
+	return nil
+}
+
+// Counter is a monotonically increasing count, reset at every flush.
+type Counter struct {
+	n string
+	u Unit
+	v atomic.Int64
+}
+
+// Add adds d (which may be 0).
+func (c *Counter) Add(d int64) { c.v.Add(d) }
+
+// Inc adds 1.
+func (c *Counter) Inc() { c.v.Add(1) }
+
+func (c *Counter) name() string { return c.n }
+func (c *Counter) unit() Unit   { return c.u }
+func (c *Counter) collect(parts [][]byte) [][]byte {
+	return append(parts, strconv.AppendInt(nil, c.v.Swap(0), 10))
+}
+
+// Gauge is a value that is reported as last set.
+type Gauge struct {
+	n    string
+	u    Unit
+	bits atomic.Uint64
+	set  atomic.Bool
+}
+
+// Set sets the value.
+func (g *Gauge) Set(v float64) {
+	g.bits.Store(math.Float64bits(v))
+	g.set.Store(true)
+}
+
+func (g *Gauge) name() string { return g.n }
+func (g *Gauge) unit() Unit   { return g.u }
+func (g *Gauge) collect(parts [][]byte) [][]byte {
+	if !g.set.Load() {
+		return parts
+	}
+	return append(parts, appendFloat(nil, math.Float64frombits(g.bits.Load())))
+}
+
+// Histogram bins, after aws-embedded-metrics-java: bin i holds (1.1^i, 1.1^(i+1)].
+const (
+	binMin  = -300 // 1.1^-300 ≈ 4e-13
+	binMax  = 500  // 1.1^500 ≈ 5e20
+	numBins = binMax - binMin + 1
+)
+
+var lnBase = math.Log(1.1)
+
+// binOf returns the bin index of v > 0, clamped to [binMin, binMax].
+func binOf(v float64) int {
+	i := int(math.Floor(math.Log(v) / lnBase))
+	return min(max(i, binMin), binMax)
+}
+
+func binValue(i int) float64 { return math.Exp((float64(i) + 0.5) * lnBase) }
+func binLow(i int) float64   { return math.Exp(float64(i) * lnBase) }
+func binHigh(i int) float64  { return math.Exp(float64(i+1) * lnBase) }
+
+// Histogram records a distribution of values; see the package documentation for its bins.
+type Histogram struct {
+	n string
+	u Unit
+
+	mu       sync.Mutex
+	count    uint64
+	sum      float64
+	min, max float64
+	zero     uint64  // values <= 0 (and NaN)
+	zeroSum  float64 // their sum (negative or 0)
+	bins     [numBins]uint32
+	binSums  [numBins]float64
+	lo, hi   int // lowest and highest bin used, valid when count > zero
+	anyInBin bool
+}
+
+// Observe records one value.
+func (h *Histogram) Observe(v float64) {
+	h.mu.Lock()
+	h.observeLocked(v)
+	h.mu.Unlock()
+}
+
+// ObserveDuration records d in the histogram's unit (Milliseconds or Seconds; anything else is
+// taken as milliseconds).
+func (h *Histogram) ObserveDuration(d time.Duration) {
+	if h.u == Seconds {
+		h.Observe(d.Seconds())
+		return
+	}
+	h.Observe(float64(d) / float64(time.Millisecond))
+}
+
+func (h *Histogram) observeLocked(v float64) {
+	if math.IsInf(v, 0) {
+		return // not representable in JSON; CloudWatch would reject the whole document
+	}
+	if h.count == 0 || v < h.min {
+		h.min = v
+	}
+	if h.count == 0 || v > h.max {
+		h.max = v
+	}
+	h.count++
+	if !(v > 0) { // includes NaN, which is then counted as 0
+		if math.IsNaN(v) {
+			v = 0
+			h.min, h.max = min(h.min, 0), max(h.max, 0)
+		}
+		h.zero++
+		h.zeroSum += v
+		h.sum += v
+		return
+	}
+	h.sum += v
+	i := binOf(v)
+	k := i - binMin
+	h.bins[k]++
+	h.binSums[k] += v
+	if !h.anyInBin || i < h.lo {
+		h.lo = i
+	}
+	if !h.anyInBin || i > h.hi {
+		h.hi = i
+	}
+	h.anyInBin = true
+}
+
+func (h *Histogram) name() string { return h.n }
+func (h *Histogram) unit() Unit   { return h.u }
+
+type bin struct {
+	value, sum, lo, hi float64
+	count              uint64
+}
+
+func (h *Histogram) collect(parts [][]byte) [][]byte {
+	h.mu.Lock()
+	if h.count == 0 {
+		h.mu.Unlock()
+		return parts
+	}
+	var bins []bin
+	if h.zero > 0 {
+		bins = append(bins, bin{value: 0, sum: h.zeroSum, lo: h.min, hi: 0, count: h.zero})
+	}
+	if h.anyInBin {
+		for i := h.lo; i <= h.hi; i++ {
+			k := i - binMin
+			if c := h.bins[k]; c > 0 {
+				bins = append(bins, bin{value: binValue(i), sum: h.binSums[k], lo: binLow(i), hi: binHigh(i), count: uint64(c)})
+				h.bins[k], h.binSums[k] = 0, 0
+			}
+		}
+	}
+	gmin, gmax := h.min, h.max
+	h.count, h.sum, h.zero, h.zeroSum, h.anyInBin = 0, 0, 0, 0, false
+	h.mu.Unlock()
+
+	for len(bins) > 0 {
+		n := min(len(bins), MaxValuesPerMetric)
+		part := bins[:n]
+		bins = bins[n:]
+		var cnt uint64
+		var sum float64
+		for _, b := range part {
+			cnt += b.count
+			sum += b.sum
+		}
+		// Bounds of this part: the exact extremes where they fall in it, else the bin edges
+		// (every value of a bin lies within them), so Min ≤ values ≤ Max holds per part.
+		lo := max(part[0].lo, gmin)
+		hi := min(part[n-1].hi, gmax)
+		if len(parts) == 0 && lo > gmin { // first part holds the smallest bin
+			lo = gmin
+		}
+		if len(bins) == 0 {
+			hi = gmax
+		}
+		lo, hi = min(lo, hi), max(lo, hi)
+		sum = min(max(sum, lo*float64(cnt)), hi*float64(cnt)) // guard float rounding
+		b := make([]byte, 0, 32+n*24)
+		b = append(b, `{"Values":[`...)
+		for i, x := range part {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendFloat(b, x.value)
+		}
+		b = append(b, `],"Counts":[`...)
+		for i, x := range part {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = strconv.AppendUint(b, x.count, 10)
+		}
+		b = append(b, `],"Max":`...)
+		b = appendFloat(b, hi)
+		b = append(b, `,"Min":`...)
+		b = appendFloat(b, lo)
+		b = append(b, `,"Count":`...)
+		b = strconv.AppendUint(b, cnt, 10)
+		b = append(b, `,"Sum":`...)
+		b = appendFloat(b, sum)
+		b = append(b, '}')
+		parts = append(parts, b)
+	}
+	return parts
+}
+
+func appendFloat(b []byte, f float64) []byte {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return append(b, '0')
+	}
+	return strconv.AppendFloat(b, f, 'g', -1, 64)
+}
+
+func writeJSONString(b *bytes.Buffer, s string) {
+	q, _ := json.Marshal(s) // cannot fail for a string
+	b.Write(q)
+}
+
+// Document is one decoded EMF document (see Decode).
+type Document struct {
+	Timestamp  time.Time
+	Namespace  string
+	Dimensions map[string]string // dimension key -> value from the root node
+	Metrics    map[string]Value
+}
+
+// Value is one metric of a decoded document: a single number, or a Values/Counts histogram.
+type Value struct {
+	Unit   Unit
+	Number *float64 // a plain numeric target
+	// Values/Counts form (nil Number):
+	Values, Counts           []float64
+	Min, Max, Count, Sum     float64
+	IsHistogram, IsValueList bool
+}
+
+// Total returns the number for a plain value, the Sum for a histogram.
+func (v Value) Total() float64 {
+	if v.Number != nil {
+		return *v.Number
+	}
+	return v.Sum
+}
+
+// Decode parses one EMF line written by a Registry (or any EMF document with one
+// MetricDirective). It checks the structural rules this package relies on: the _aws metadata,
+// at most 100 metrics, at most 100 values per metric, dimension targets present as strings and
+// metric targets present as numbers or Values/Counts objects.
+func Decode(line []byte) (Document, error) {
+	var root map[string]json.RawMessage
+	if err := json.Unmarshal(line, &root); err != nil {
+		return Document{}, fmt.Errorf("emf: not a JSON object: %w", err)
+	}
+	var meta struct {
+		Timestamp         *int64 `json:"Timestamp"`
+		CloudWatchMetrics []struct {
+			Namespace  string     `json:"Namespace"`
+			Dimensions [][]string `json:"Dimensions"`
+			Metrics    []struct {
+				Name string `json:"Name"`
+				Unit string `json:"Unit"`
+			} `json:"Metrics"`
+		} `json:"CloudWatchMetrics"`
+	}
+	raw, ok := root["_aws"]
+	if !ok {
+		return Document{}, fmt.Errorf("emf: no _aws member")
+	}
+	if err := json.Unmarshal(raw, &meta); err != nil {
+		return Document{}, fmt.Errorf("emf: _aws: %w", err)
+	}
+	if meta.Timestamp == nil || len(meta.CloudWatchMetrics) != 1 {
+		return Document{}, fmt.Errorf("emf: want a Timestamp and exactly one MetricDirective")
+	}
+	md := meta.CloudWatchMetrics[0]
+	if md.Namespace == "" || len(md.Metrics) == 0 || len(md.Metrics) > MaxMetricsPerDocument {
+		return Document{}, fmt.Errorf("emf: namespace %q with %d metrics", md.Namespace, len(md.Metrics))
+	}
+	doc := Document{
+		Timestamp:  time.UnixMilli(*meta.Timestamp),
+		Namespace:  md.Namespace,
+		Dimensions: map[string]string{},
+		Metrics:    map[string]Value{},
+	}
+	for _, set := range md.Dimensions {
+		if len(set) > MaxDimensions {
+			return Document{}, fmt.Errorf("emf: dimension set of %d keys", len(set))
+		}
+		for _, k := range set {
+			var s string
+			if err := json.Unmarshal(root[k], &s); err != nil {
+				return Document{}, fmt.Errorf("emf: dimension %q: not a string member", k)
+			}
+			doc.Dimensions[k] = s
+		}
+	}
+	for _, m := range md.Metrics {
+		t, ok := root[m.Name]
+		if !ok {
+			return Document{}, fmt.Errorf("emf: metric %q has no target member", m.Name)
+		}
+		v := Value{Unit: Unit(m.Unit)}
+		var num float64
+		var list []float64
+		var hist struct {
+			Values, Counts       []float64
+			Min, Max, Count, Sum *float64
+		}
+		switch {
+		case json.Unmarshal(t, &num) == nil:
+			v.Number = &num
+		case json.Unmarshal(t, &list) == nil:
+			if len(list) > MaxValuesPerMetric {
+				return Document{}, fmt.Errorf("emf: metric %q has %d values", m.Name, len(list))
+			}
+			v.Values, v.IsValueList = list, true
+			for _, x := range list {
+				v.Sum += x
+			}
+			v.Count = float64(len(list))
+		case json.Unmarshal(t, &hist) == nil && hist.Count != nil && hist.Sum != nil && hist.Min != nil && hist.Max != nil:
+			if len(hist.Values) != len(hist.Counts) || len(hist.Values) == 0 || len(hist.Values) > MaxValuesPerMetric {
+				return Document{}, fmt.Errorf("emf: metric %q: %d values, %d counts", m.Name, len(hist.Values), len(hist.Counts))
+			}
+			v.Values, v.Counts, v.IsHistogram = hist.Values, hist.Counts, true
+			v.Min, v.Max, v.Count, v.Sum = *hist.Min, *hist.Max, *hist.Count, *hist.Sum
+		default:
+			return Document{}, fmt.Errorf("emf: metric %q: target is neither a number, an array nor a Values/Counts object", m.Name)
+		}
+		doc.Metrics[m.Name] = v
+	}
+	return doc, nil
+}
+
+// Summary accumulates decoded documents: counters and histogram counts summed, for tools
+// (`nsqk dev`) and tests that want totals over a run.
+type Summary struct {
+	mu     sync.Mutex
+	totals map[string]*SummaryValue
+}
+
+// SummaryValue is the accumulation of one metric over decoded documents.
+type SummaryValue struct {
+	Unit     Unit
+	Sum      float64 // sum of plain values, or of histogram sums
+	Count    float64 // number of plain values, or histogram counts
+	Min, Max float64
+	// Bins merges histogram Values -> Counts, for percentiles.
+	Bins map[float64]float64
+}
+
+// Percentile returns the p-th percentile (0 < p ≤ 100) of merged histogram bins, or NaN.
+func (s *SummaryValue) Percentile(p float64) float64 {
+	if len(s.Bins) == 0 {
+		return math.NaN()
+	}
+	keys := make([]float64, 0, len(s.Bins))
+	var total float64
+	for k, c := range s.Bins {
+		keys = append(keys, k)
+		total += c
+	}
+	sort.Float64s(keys)
+	rank := p / 100 * total
+	var acc float64
+	for _, k := range keys {
+		acc += s.Bins[k]
+		if acc >= rank {
+			return k
+		}
+	}
+	return keys[len(keys)-1]
+}
+
+// Add folds a document into the summary.
+func (s *Summary) Add(d Document) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.totals == nil {
+		s.totals = map[string]*SummaryValue{}
+	}
+	for name, v := range d.Metrics {
+		t := s.totals[name]
+		if t == nil {
+			t = &SummaryValue{Unit: v.Unit, Min: math.Inf(1), Max: math.Inf(-1)}
+			s.totals[name] = t
+		}
+		switch {
+		case v.Number != nil:
+			t.Sum += *v.Number
+			t.Count++
+			t.Min, t.Max = min(t.Min, *v.Number), max(t.Max, *v.Number)
+		case v.IsHistogram:
+			t.Sum += v.Sum
+			t.Count += v.Count
+			t.Min, t.Max = min(t.Min, v.Min), max(t.Max, v.Max)
+			if t.Bins == nil {
+				t.Bins = map[float64]float64{}
+			}
+			for i, x := range v.Values {
+				t.Bins[x] += v.Counts[i]
+			}
+		default:
+			for _, x := range v.Values {
+				t.Sum += x
+				t.Count++
+				t.Min, t.Max = min(t.Min, x), max(t.Max, x)
+			}
+		}
+	}
+}
+
+// Get returns a copy of the accumulated value of a metric.
+func (s *Summary) Get(name string) (SummaryValue, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, ok := s.totals[name]
+	if !ok {
+		return SummaryValue{}, false
+	}
+	c := *t
+	if t.Bins != nil {
+		c.Bins = make(map[float64]float64, len(t.Bins))
+		for k, v := range t.Bins {
+			c.Bins[k] = v
+		}
+	}
+	return c, true
+}
+
+// Names returns the metric names seen, sorted.
+func (s *Summary) Names() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.totals))
+	for k := range s.totals {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// LineWriter is an io.Writer that decodes every complete EMF line written to it into a Summary
+// and forwards the bytes to Next (if any). Non-EMF lines are forwarded only. Use it as a
+// Registry's Output to watch metrics locally.
+type LineWriter struct {
+	Summary *Summary
+	Next    io.Writer
+	mu      sync.Mutex
+	partial []byte
+}
+
+func (w *LineWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	w.partial = append(w.partial, p...)
+	for {
+		i := bytes.IndexByte(w.partial, '\n')
+		if i < 0 {
+			break
+		}
+		line := w.partial[:i]
+		if d, err := Decode(line); err == nil && w.Summary != nil {
+			w.Summary.Add(d)
+		}
+		w.partial = w.partial[i+1:]
+	}
+	if len(w.partial) == 0 {
+		w.partial = nil
+	}
+	w.mu.Unlock()
+	if w.Next != nil {
+		return w.Next.Write(p)
+	}
+	return len(p), nil
+}

@@ -1,0 +1,124 @@
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+)
+
+// backlogLoop polls nsqd's /stats for the channel depth (messages queued and not yet delivered),
+// the signal that the bridge is falling behind. Addresses come from lookupd, or from
+// NSQDHTTPAddresses when connecting to nsqd directly; without either there is no backlog gauge.
+func (b *Bridge) backlogLoop(ctx context.Context) {
+	if len(b.o.LookupdHTTPAddresses) == 0 && len(b.o.NSQDHTTPAddresses) == 0 {
+		return
+	}
+	client := &http.Client{Timeout: 5 * time.Second}
+	t := time.NewTicker(b.o.BacklogInterval)
+	defer t.Stop()
+	for {
+		if depth, err := b.backlog(ctx, client); err != nil {
+			b.log.Debug("nsq backlog poll failed", "err", err)
+		} else {
+			b.m.backlog.Set(float64(depth))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (b *Bridge) backlog(ctx context.Context, client *http.Client) (int64, error) {
+	addrs := b.o.NSQDHTTPAddresses
+	if len(b.o.LookupdHTTPAddresses) > 0 {
+		var err error
+		if addrs, err = b.lookup(ctx, client); err != nil {
+			return 0, err
+		}
+	}
+	var total int64
+	for _, a := range addrs {
+		var stats struct {
+			Topics []struct {
+				TopicName string `json:"topic_name"`
+				Channels  []struct {
+					ChannelName string `json:"channel_name"`
+					Depth       int64  `json:"depth"`
+				} `json:"channels"`
+			} `json:"topics"`
+		}
+		q := url.Values{"format": {"json"}, "topic": {b.o.Topic}, "channel": {b.o.Channel}}
+		if err := getJSON(ctx, client, httpURL(a, "/stats", q), &stats); err != nil {
+			return 0, err
+		}
+		for _, t := range stats.Topics {
+			for _, c := range t.Channels {
+				if t.TopicName == b.o.Topic && c.ChannelName == b.o.Channel {
+					total += c.Depth
+				}
+			}
+		}
+	}
+	return total, nil
+}
+
+func (b *Bridge) lookup(ctx context.Context, client *http.Client) ([]string, error) {
+	seen := map[string]bool{}
+	var out []string
+	var lastErr error
+	for _, l := range b.o.LookupdHTTPAddresses {
+		var resp struct {
+			Producers []struct {
+				BroadcastAddress string `json:"broadcast_address"`
+				HTTPPort         int    `json:"http_port"`
+			} `json:"producers"`
+		}
+		if err := getJSON(ctx, client, httpURL(l, "/lookup", url.Values{"topic": {b.o.Topic}}), &resp); err != nil {
+			lastErr = err
+			continue
+		}
+		for _, p := range resp.Producers {
+			a := net.JoinHostPort(p.BroadcastAddress, strconv.Itoa(p.HTTPPort))
+			if !seen[a] {
+				seen[a] = true
+				out = append(out, a)
+			}
+		}
+	}
+	if len(out) == 0 && lastErr != nil {
+		return nil, lastErr
+	}
+	return out, nil
+}
+
+func httpURL(addr, path string, q url.Values) string {
+	u, err := url.Parse(addr)
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		u = &url.URL{Scheme: "http", Host: addr}
+	}
+	u.Path, u.RawQuery = path, q.Encode()
+	return u.String()
+}
+
+func getJSON(ctx context.Context, client *http.Client, u string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", u, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}

@@ -1,0 +1,194 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/nsqio/go-nsq"
+
+	"github.com/nsqk/nsqk/shared/kpl"
+	"github.com/nsqk/nsqk/shared/shardmap"
+)
+
+// HandleMessage implements nsq.Handler. It never returns an error: every message is either added
+// to a lane (and FINished once durable) or dead-lettered, so go-nsq's requeue/backoff and
+// max-attempts paths are never taken.
+func (b *Bridge) HandleMessage(m *nsq.Message) error {
+	m.DisableAutoResponse()
+	b.m.inFlight.Set(float64(b.held.Add(1)))
+	b.m.messagesIn.Inc()
+	b.m.bytesIn.Add(float64(len(m.Body)))
+
+	key, reason, detail := b.keys.extract(m.Body)
+	if reason == "" && b.o.MaxAttempts > 0 && m.Attempts > b.o.MaxAttempts {
+		reason, detail = ReasonMaxAttempts, "delivered "+strconv.Itoa(int(m.Attempts))+" times; --max-attempts is "+strconv.Itoa(int(b.o.MaxAttempts))
+	}
+	if reason != "" {
+		b.dl.send(m, reason, detail)
+		return nil
+	}
+	ref := msgRef{m: m, key: key, hash: shardmap.HashKey(key)}
+	now := time.Now()
+
+	b.mu.Lock()
+	if b.gone { // shutdown gave up: do not take anything more
+		b.mu.Unlock()
+		b.release(m, false, "shutdown_timeout", 0)
+		return nil
+	}
+	err := b.add(ref, now)
+	b.mu.Unlock()
+	if err != nil {
+		b.dl.send(m, ReasonTooLarge, err.Error())
+	}
+	return nil
+}
+
+// add routes a message to its lane (b.mu held) and seals what is due.
+func (b *Bridge) add(r msgRef, now time.Time) error {
+	l := b.route(r.hash)
+	if err := b.addToLane(l, r, now); err != nil {
+		return err
+	}
+	if b.free(l, now) && (b.stop || b.held.Load() >= b.threshold) {
+		b.seal(l)
+		b.signal(b.kick)
+	}
+	return nil
+}
+
+// route returns the lane of a hash key in the current shard map.
+func (b *Bridge) route(h shardmap.Hash) *lane {
+	lanes := b.table[b.smap.Lookup(h)]
+	if len(lanes) == 1 {
+		return lanes[0]
+	}
+	return lanes[h.Low64()%uint64(len(lanes))]
+}
+
+// addToLane appends a message to the lane's open aggregate, sealing the aggregate first when the
+// message does not fit. It fails only for a message that cannot fit in any record.
+func (b *Bridge) addToLane(l *lane, r msgRef, now time.Time) error {
+	err := l.agg.Add(r.key, "", r.m.Body)
+	if errors.Is(err, kpl.ErrFull) {
+		b.seal(l)
+		b.signal(b.kick)
+		err = l.agg.Add(r.key, "", r.m.Body)
+	}
+	if err != nil {
+		if errors.Is(err, kpl.ErrTooLarge) {
+			return errTooLarge{size: len(r.m.Body), key: len(r.key), limit: b.maxSize}
+		}
+		return err
+	}
+	if len(l.open) == 0 {
+		l.since, l.touched = now, now
+	}
+	l.open = append(l.open, r)
+	l.openB += len(r.m.Body)
+	b.m.buffered.Add(float64(len(r.m.Body)))
+	return nil
+}
+
+type errTooLarge struct{ size, key, limit int }
+
+func (e errTooLarge) Error() string {
+	return "body of " + strconv.Itoa(e.size) + " bytes with a " + strconv.Itoa(e.key) + "-byte key does not fit in a Kinesis record of " + strconv.Itoa(e.limit) + " bytes"
+}
+
+// seal closes the lane's open aggregate into an entry at the end of its queue (b.mu held).
+func (b *Bridge) seal(l *lane) {
+	if len(l.open) == 0 {
+		return
+	}
+	e := &entry{lane: l, msgs: l.open, bytes: l.openB, touched: l.touched}
+	e.rec = l.agg.Flush(nil)
+	l.open, l.openB = nil, 0
+	l.queue = append(l.queue, e)
+}
+
+// free reports whether the lane could send an entry now.
+func (b *Bridge) free(l *lane, now time.Time) bool {
+	if b.o.Ordering == Strict && l.flying > 0 {
+		return false
+	}
+	return !now.Before(l.retryAt) && !l.retired
+}
+
+// sealDue seals every open aggregate that is due (b.mu held): older than MaxBufferedTime, or any
+// age when stopping or when the held messages approach max-in-flight (nsqd would stop sending).
+// A lane that cannot send keeps aggregating: bigger records when Kinesis is slow or throttling.
+func (b *Bridge) sealDue(now time.Time) bool {
+	starving := b.stop || b.held.Load() >= b.threshold
+	sealed := false
+	for _, l := range b.lanes {
+		if len(l.open) == 0 || len(l.queue) > 0 || !b.free(l, now) {
+			continue
+		}
+		if starving || now.Sub(l.since) >= b.o.MaxBufferedTime {
+			b.seal(l)
+			sealed = true
+		}
+	}
+	return sealed
+}
+
+// flushLoop seals aggregates by age. Its tick is a tenth of MaxBufferedTime, so an aggregate is
+// sealed at most 10% after its deadline.
+func (b *Bridge) flushLoop(ctx context.Context) {
+	t := time.NewTicker(max(b.o.MaxBufferedTime/10, time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			b.mu.Lock()
+			sealed := b.sealDue(now)
+			b.mu.Unlock()
+			if sealed {
+				b.signal(b.kick)
+			}
+		}
+	}
+}
+
+// touchLoop TOUCHes messages held longer than half the message timeout, so nsqd does not time
+// them out and redeliver them while Kinesis is slow.
+func (b *Bridge) touchLoop(ctx context.Context) {
+	half := b.o.MsgTimeout / 2
+	t := time.NewTicker(max(b.o.MsgTimeout/8, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			var due []*nsq.Message
+			b.mu.Lock()
+			for _, l := range b.lanes {
+				for _, e := range l.queue {
+					if now.Sub(e.touched) >= half {
+						e.touched = now
+						for _, r := range e.msgs {
+							due = append(due, r.m)
+						}
+					}
+				}
+				if len(l.open) > 0 && now.Sub(l.touched) >= half {
+					l.touched = now
+					for _, r := range l.open {
+						due = append(due, r.m)
+					}
+				}
+			}
+			b.mu.Unlock()
+			for _, m := range due {
+				m.Touch()
+			}
+			b.m.touches.Add(float64(len(due)))
+		}
+	}
+}

@@ -1,0 +1,85 @@
+package bridge
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the bridge's Prometheus series (prefix nsqk_bridge_). The README lists them.
+type metrics struct {
+	messagesIn      prometheus.Counter
+	messagesAcked   prometheus.Counter
+	messagesRequeue *prometheus.CounterVec // by cause
+	deadLettered    *prometheus.CounterVec // by reason
+	deadLetterFail  prometheus.Counter
+	bytesIn         prometheus.Counter
+	bytesOut        prometheus.Counter
+	aggregates      prometheus.Counter
+	userRecords     prometheus.Histogram
+	putCalls        *prometheus.CounterVec // by outcome: ok, partial, error
+	putEntries      prometheus.Counter
+	putFailed       *prometheus.CounterVec // by error code
+	retries         prometheus.Counter
+	touches         prometheus.Counter
+	misrouted       prometheus.Counter
+	reshards        prometheus.Counter
+	inFlight        prometheus.Gauge // messages held: received, not yet FIN'd or requeued
+	buffered        prometheus.Gauge // bytes of user data held in aggregates not yet acknowledged
+	shards          prometheus.Gauge
+	backlog         prometheus.Gauge
+	ackLatency      prometheus.Histogram
+	putLatency      prometheus.Histogram
+}
+
+// ackBuckets (seconds) are fine around the typical 20-200 ms flush window and reach into minutes
+// for outages; CloudWatch EMF percentiles are computed from the same buckets.
+var ackBuckets = []float64{
+	.002, .005, .01, .015, .02, .025, .03, .04, .05, .06, .075, .1, .125, .15, .175, .2, .25, .3, .4,
+	.5, .75, 1, 1.5, 2, 3, 5, 10, 20, 30, 60, 120, 300,
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	const ns, sub = "nsqk", "bridge"
+	c := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: name, Help: help})
+	}
+	cv := func(name, help string, labels ...string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: name, Help: help}, labels)
+	}
+	g := func(name, help string) prometheus.Gauge {
+		return prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: name, Help: help})
+	}
+	m := &metrics{
+		messagesIn:      c("messages_in_total", "NSQ messages received."),
+		messagesAcked:   c("messages_acked_total", "NSQ messages FINished after Kinesis accepted the record carrying them."),
+		messagesRequeue: cv("messages_requeued_total", "NSQ messages requeued (REQ) instead of FINished, by cause.", "cause"),
+		deadLettered:    cv("dead_lettered_total", "Messages published to the dead-letter topic and FINished, by reason.", "reason"),
+		deadLetterFail:  c("dead_letter_failures_total", "Dead-letter publishes that failed (the message is requeued and tried again)."),
+		bytesIn:         c("bytes_in_total", "Message body bytes received from NSQ."),
+		bytesOut:        c("bytes_out_total", "Record bytes (data + partition key) accepted by Kinesis."),
+		aggregates:      c("aggregates_total", "Kinesis records (KPL aggregates) accepted by Kinesis."),
+		userRecords: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "user_records_per_aggregate",
+			Help: "User records per accepted Kinesis record.", Buckets: prometheus.ExponentialBuckets(1, 2, 14)}),
+		putCalls:   cv("putrecords_calls_total", "PutRecords calls by outcome (ok, partial, error).", "outcome"),
+		putEntries: c("putrecords_entries_total", "PutRecords entries sent (including retries)."),
+		putFailed:  cv("putrecords_failed_entries_total", "PutRecords entries that failed, by error code.", "code"),
+		retries:    c("retries_total", "Entries sent again after a failure."),
+		touches:    c("touches_total", "NSQ TOUCH commands sent for messages waiting longer than half the message timeout."),
+		misrouted:  c("misrouted_entries_total", "Entries Kinesis stored on another shard than the shard map predicted (the map is then refreshed)."),
+		reshards:   c("shard_map_changes_total", "Shard map changes applied."),
+		inFlight:   g("in_flight_messages", "NSQ messages held by the bridge (received, not yet FINished or requeued)."),
+		buffered:   g("buffered_bytes", "User data bytes in aggregates not yet accepted by Kinesis."),
+		shards:     g("open_shards", "Open shards in the current shard map."),
+		backlog:    g("nsq_backlog_messages", "Depth of the NSQ channel (queued, not yet delivered) as reported by nsqd."),
+		ackLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "ack_latency_seconds",
+			Help: "NSQ publish timestamp to Kinesis acceptance, per message.", Buckets: ackBuckets}),
+		putLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "putrecords_latency_seconds",
+			Help: "PutRecords call latency (including SDK retries).", Buckets: ackBuckets}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.messagesIn, m.messagesAcked, m.messagesRequeue, m.deadLettered, m.deadLetterFail,
+			m.bytesIn, m.bytesOut, m.aggregates, m.userRecords, m.putCalls, m.putEntries, m.putFailed,
+			m.retries, m.touches, m.misrouted, m.reshards, m.inFlight, m.buffered, m.shards, m.backlog,
+			m.ackLatency, m.putLatency)
+	}
+	return m
+}

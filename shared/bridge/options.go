@@ -1,0 +1,177 @@
+package bridge
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nsqk/nsqk/shared/kpl"
+)
+
+// Ordering selects how much the bridge may reorder records of one key between NSQ and Kinesis.
+type Ordering string
+
+const (
+	// Strict keeps per-key order through retries: at most one PutRecords entry in flight per lane
+	// (shard, key bucket), and a failed entry is retried before anything newer of that lane is sent.
+	Strict Ordering = "strict"
+	// Relaxed sends every sealed aggregate as soon as a request slot is free; retries may overtake.
+	Relaxed Ordering = "relaxed"
+)
+
+// MissingKeyPolicy says what to do with a message whose partition key field is absent or unusable.
+type MissingKeyPolicy string
+
+const (
+	MissingKeyDeadLetter MissingKeyPolicy = "dead-letter" // the default: the message goes to the dead-letter topic
+	MissingKeyFixed      MissingKeyPolicy = "fixed"       // use Options.FixedKey
+	MissingKeyRandom     MissingKeyPolicy = "random"      // spread over shards; no order for these
+)
+
+// Options configures a Bridge. NewOptions returns the defaults; the bridge binary maps each field
+// to a flag and an environment variable.
+type Options struct {
+	// NSQ input.
+	NSQDTCPAddresses     []string
+	LookupdHTTPAddresses []string
+	// NSQDHTTPAddresses are polled for the channel backlog gauge when connecting to nsqd directly
+	// (with lookupd the HTTP addresses come from the lookup).
+	NSQDHTTPAddresses     []string
+	Topic                 string
+	Channel               string
+	MaxInFlight           int
+	MsgTimeout            time.Duration // asked of nsqd in IDENTIFY; Touch happens at half of it
+	MaxAttempts           uint16        // a message delivered more often is dead-lettered; 0 = no limit
+	DeadLetterTopic       string        // default <topic>_dead
+	ConsumerOpts          []string      // extra go-nsq options, "name=value" (as nsq_to_* --consumer-opt)
+	TLS                   bool
+	TLSInsecureSkipVerify bool
+	TLSRootCAFile         string
+	TLSCert, TLSKey       string
+	AuthSecret            string
+
+	// Partition key.
+	PartitionKey    string // gjson path into the JSON body
+	MissingKey      MissingKeyPolicy
+	FixedKey        string
+	AllowNumericKey bool // accept JSON numbers as keys (their literal text)
+	MaxJSONDepth    int
+
+	// Kinesis output.
+	Stream              string
+	KeyBuckets          int
+	Ordering            Ordering
+	MaxBufferedTime     time.Duration
+	MaxRecordSize       int // 0: read from DescribeStreamSummary (default 1 MiB)
+	MaxRequestsInFlight int
+	PutTimeout          time.Duration
+	RetryInitial        time.Duration
+	RetryMax            time.Duration
+	ShardRefresh        time.Duration
+
+	// Lifecycle.
+	ShutdownTimeout time.Duration
+	BacklogInterval time.Duration
+}
+
+// NewOptions returns the defaults.
+func NewOptions() Options {
+	return Options{
+		Channel:             "nsqk",
+		MaxInFlight:         2500,
+		MsgTimeout:          60 * time.Second,
+		MaxAttempts:         5,
+		PartitionKey:        "user_id",
+		MissingKey:          MissingKeyDeadLetter,
+		MaxJSONDepth:        64,
+		KeyBuckets:          1,
+		Ordering:            Strict,
+		MaxBufferedTime:     100 * time.Millisecond,
+		MaxRequestsInFlight: 16,
+		PutTimeout:          30 * time.Second,
+		RetryInitial:        100 * time.Millisecond,
+		RetryMax:            5 * time.Second,
+		ShardRefresh:        30 * time.Second,
+		ShutdownTimeout:     25 * time.Second,
+		BacklogInterval:     15 * time.Second,
+	}
+}
+
+// Validate checks the options and fills derived defaults.
+func (o *Options) Validate() error {
+	var errs []error
+	bad := func(f string, a ...any) { errs = append(errs, fmt.Errorf(f, a...)) }
+	if len(o.NSQDTCPAddresses) == 0 && len(o.LookupdHTTPAddresses) == 0 {
+		bad("one of --nsqd-tcp-address or --lookupd-http-address is required")
+	}
+	if len(o.NSQDTCPAddresses) > 0 && len(o.LookupdHTTPAddresses) > 0 {
+		bad("use --nsqd-tcp-address or --lookupd-http-address, not both")
+	}
+	if o.Topic == "" {
+		bad("--topic is required")
+	}
+	if o.Channel == "" {
+		bad("--channel is required")
+	}
+	if o.Stream == "" {
+		bad("--stream is required")
+	}
+	if o.DeadLetterTopic == "" && o.Topic != "" {
+		o.DeadLetterTopic = o.Topic + "_dead"
+	}
+	if o.DeadLetterTopic == o.Topic && o.Topic != "" {
+		bad("--dead-letter-topic must differ from --topic")
+	}
+	if o.PartitionKey == "" {
+		bad("--partition-key is required")
+	}
+	switch o.MissingKey {
+	case MissingKeyDeadLetter, MissingKeyRandom:
+	case MissingKeyFixed:
+		if n := len([]rune(o.FixedKey)); n < 1 || n > 256 {
+			bad("--missing-key=fixed needs --fixed-key of 1-256 characters")
+		}
+	default:
+		bad("--missing-key must be dead-letter, fixed or random")
+	}
+	switch o.Ordering {
+	case Strict, Relaxed:
+	default:
+		bad("--ordering must be strict or relaxed")
+	}
+	if o.KeyBuckets < 1 || o.KeyBuckets > 10000 {
+		bad("--key-buckets must be 1..10000")
+	}
+	if o.MaxInFlight < 1 {
+		bad("--max-in-flight must be at least 1")
+	}
+	if o.MaxBufferedTime <= 0 {
+		bad("--max-buffered-time must be positive")
+	}
+	if o.MsgTimeout < time.Second {
+		bad("--msg-timeout must be at least 1s")
+	}
+	if o.MaxRecordSize < 0 || (o.MaxRecordSize > 0 && o.MaxRecordSize < 1024) {
+		bad("--max-record-size must be 0 (from the stream) or at least 1024")
+	}
+	if o.MaxRequestsInFlight < 1 {
+		bad("--max-requests-in-flight must be at least 1")
+	}
+	if o.MaxJSONDepth < 1 {
+		bad("--max-json-depth must be at least 1")
+	}
+	if o.RetryInitial <= 0 || o.RetryMax < o.RetryInitial {
+		bad("retry intervals must satisfy 0 < initial <= max")
+	}
+	if o.ShutdownTimeout <= 0 || o.ShardRefresh <= 0 || o.PutTimeout <= 0 {
+		bad("--shutdown-timeout, --shard-refresh and --put-timeout must be positive")
+	}
+	return errors.Join(errs...)
+}
+
+func (o *Options) maxRecordSize() int {
+	if o.MaxRecordSize > 0 {
+		return o.MaxRecordSize
+	}
+	return kpl.DefaultMaxRecordSize
+}

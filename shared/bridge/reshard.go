@@ -1,0 +1,131 @@
+package bridge
+
+import (
+	"context"
+	"time"
+
+	"github.com/nsqk/nsqk/shared/shardmap"
+)
+
+// refreshLoop reloads the shard map every ShardRefresh, and at once (at most once a second) when
+// a record landed on an unexpected shard.
+func (b *Bridge) refreshLoop(ctx context.Context) {
+	t := time.NewTicker(b.o.ShardRefresh)
+	defer t.Stop()
+	var last time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-b.refresh:
+			if wait := time.Second - time.Since(last); wait > 0 {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(wait):
+				}
+			}
+		}
+		last = time.Now()
+		m, err := shardmap.Load(ctx, b.kc, b.o.Stream)
+		if err != nil {
+			if isFatal(err) {
+				b.setFatal(err)
+				return
+			}
+			b.log.Warn("shard map refresh failed; keeping the current map", "err", err)
+			continue
+		}
+		b.apply(m)
+	}
+}
+
+// install makes m the routing map (b.mu held, or before anything runs): lanes of shards that keep
+// their range are kept, others are created.
+func (b *Bridge) install(m *shardmap.Map) {
+	old := map[string][]*lane{}
+	for i, s := range b.smapShards() {
+		old[s.ID] = b.table[i]
+	}
+	b.smap = m
+	b.table = make([][]*lane, m.Len())
+	b.lanes = b.lanes[:0]
+	for i, s := range m.Shards() {
+		lanes := old[s.ID]
+		if len(lanes) == 0 || lanes[0].shard.Start != s.Start || lanes[0].shard.End != s.End || lanes[0].retired {
+			lanes = make([]*lane, b.o.KeyBuckets)
+			for k := range lanes {
+				lanes[k] = newLane(s, k, &b.o, b.maxSize)
+			}
+		}
+		b.table[i] = lanes
+		b.lanes = append(b.lanes, lanes...)
+	}
+	b.rr = 0
+	b.m.shards.Set(float64(m.Len()))
+}
+
+func (b *Bridge) smapShards() []shardmap.Shard {
+	if b.smap == nil {
+		return nil
+	}
+	return b.smap.Shards()
+}
+
+// apply starts a shard map change. Lanes whose shard is gone (split, merged) are retired: nothing
+// more is sent from them, and new messages keep being routed to them with the old map, so that
+// once their in-flight entries have finished their messages can be re-routed, in order, with the
+// new map before anything newer. Per-key order is kept across the change.
+func (b *Bridge) apply(m *shardmap.Map) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.smap.Equal(m) || (b.pending != nil && b.pending.Equal(m)) {
+		return
+	}
+	keep := map[string]shardmap.Shard{}
+	for _, s := range m.Shards() {
+		keep[s.ID] = s
+	}
+	for _, l := range b.lanes {
+		s, ok := keep[l.shard.ID]
+		l.retired = !ok || s.Start != l.shard.Start || s.End != l.shard.End
+	}
+	b.pending = m
+	b.log.Info("shard map changed; draining retired lanes", "from", b.smap.String(), "to", m.String())
+	b.maybeFinishReshard(time.Now())
+}
+
+// maybeFinishReshard installs the pending map once no retired lane has an entry in flight, and
+// re-routes the retired lanes' messages (b.mu held).
+func (b *Bridge) maybeFinishReshard(now time.Time) {
+	var moved []msgRef
+	for _, l := range b.lanes {
+		if l.retired && l.flying > 0 {
+			return
+		}
+	}
+	for _, l := range b.lanes {
+		if l.retired {
+			moved = append(moved, l.held()...)
+			for _, e := range l.queue {
+				b.m.buffered.Sub(float64(e.bytes))
+			}
+			b.m.buffered.Sub(float64(l.openB))
+			l.queue, l.open, l.openB = nil, nil, 0
+			l.agg.Reset()
+		}
+	}
+	b.install(b.pending)
+	b.pending = nil
+	b.m.reshards.Inc()
+	for _, r := range moved {
+		if err := b.addToLane(b.route(r.hash), r, now); err != nil {
+			// Cannot happen: the record fitted before and limits did not change. Never drop it.
+			b.log.Error("re-routing after reshard failed; requeueing", "err", err)
+			b.release(r.m, false, "reshard", 0)
+		}
+	}
+	b.log.Info("shard map installed", "shards", b.smap.String(), "rerouted_messages", len(moved))
+	b.signal(b.kick)
+}

@@ -39,8 +39,14 @@ test-short: ## unit tests only, no emulators
 build: ## build the CLI and the bridge for this machine into bin/
 	$(GO) build -trimpath -o $(BIN)/ ./cmd/nsqk ./functions/bridge
 
+LAMBDAS      := monitor lastlocation
+
 lambda: ## build every Lambda function (provided.al2023, arm64) into dist/<name>/bootstrap
-	@echo "make lambda: not available yet (consumers issue #4)"; exit 1
+	@for fn in $(LAMBDAS); do \
+	  echo "dist/$$fn/bootstrap"; \
+	  GOOS=linux GOARCH=arm64 CGO_ENABLED=0 $(GO) build -trimpath -tags lambda.norpc -ldflags='-s -w' \
+	    -o dist/$$fn/bootstrap ./functions/$$fn || exit 1; \
+	done
 
 synth: tools ## synthesize the CDK app offline into cdk.out/
 	@echo "make synth: not available yet (CDK issue #5)"; exit 1
@@ -52,7 +58,9 @@ chaos: tools ## the fault suite
 	@echo "make chaos: not available yet (reliability issue #7)"; exit 1
 
 invoke: ## run a Lambda handler locally: make invoke FN=<name> EVENT=<file>
-	@echo "make invoke: not available yet (consumers issue #4)"; exit 1
+	@if [ -z "$(FN)" ] || [ -z "$(EVENT)" ]; then \
+	  echo "usage: make invoke FN=<one of: $(LAMBDAS)> EVENT=<file, e.g. events/aggregated.json>"; exit 2; fi
+	@$(GO) run ./functions/$(FN) -invoke $(EVENT)
 
 fmt: ## gofmt every Go file
 	gofmt -s -w $$(git ls-files '*.go')

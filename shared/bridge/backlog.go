@@ -26,6 +26,9 @@ func (b *Bridge) backlogLoop(ctx context.Context) {
 			b.log.Debug("nsq backlog poll failed", "err", err)
 		} else {
 			b.m.backlog.Set(float64(depth))
+			if b.cw != nil {
+				b.cw.backlog.Set(float64(depth))
+			}
 		}
 		select {
 		case <-ctx.Done():

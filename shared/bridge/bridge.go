@@ -58,15 +58,17 @@ type Bridge struct {
 	gone    bool          // shutdown timed out: everything held was requeued
 	fatal   error
 
-	held      atomic.Int64 // messages received and not yet FINished or requeued
-	threshold int64        // held messages at which aggregates are sealed early (NSQ RDY starvation)
-	kick      chan struct{}
-	slots     chan struct{}
-	refresh   chan struct{}
-	fatalCh   chan struct{}
-	fatalOnce sync.Once
-	ready     atomic.Bool
-	reqs      sync.WaitGroup
+	held        atomic.Int64 // messages received and not yet FINished or requeued
+	threshold   int64        // held messages at which aggregates are sealed early (NSQ RDY starvation)
+	kick        chan struct{}
+	slots       chan struct{}
+	refresh     chan struct{}
+	fatalCh     chan struct{}
+	fatalOnce   sync.Once
+	ready       atomic.Bool
+	cw          *cloudWatch // nil unless EnableEMF
+	emfInterval time.Duration
+	reqs        sync.WaitGroup
 }
 
 // New validates the options and returns a bridge that has not connected to anything yet.
@@ -145,7 +147,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	// Background work outlives ctx: in-flight PutRecords must finish during the shutdown.
 	bg, cancelBG := context.WithCancel(context.WithoutCancel(ctx))
 	var loops sync.WaitGroup
-	for _, f := range []func(context.Context){b.sendLoop, b.flushLoop, b.touchLoop, b.refreshLoop, b.backlogLoop} {
+	for _, f := range []func(context.Context){b.sendLoop, b.flushLoop, b.touchLoop, b.refreshLoop, b.backlogLoop, b.emfLoop} {
 		loops.Add(1)
 		go func() { defer loops.Done(); f(bg) }()
 	}
@@ -214,7 +216,11 @@ func (b *Bridge) start(ctx context.Context) error {
 }
 
 func (b *Bridge) describe(ctx context.Context) error {
-	out, err := b.kc.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(b.o.Stream)})
+	in := &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(b.o.Stream)}
+	if b.o.streamIsARN() {
+		in = &kinesis.DescribeStreamSummaryInput{StreamARN: aws.String(b.o.Stream)}
+	}
+	out, err := b.kc.DescribeStreamSummary(ctx, in)
 	if err != nil {
 		return err
 	}

@@ -20,6 +20,9 @@ func (b *Bridge) HandleMessage(m *nsq.Message) error {
 	b.m.inFlight.Set(float64(b.held.Add(1)))
 	b.m.messagesIn.Inc()
 	b.m.bytesIn.Add(float64(len(m.Body)))
+	if b.cw != nil {
+		b.cw.in.Inc()
+	}
 
 	key, reason, detail := b.keys.extract(m.Body)
 	if reason == "" && b.o.MaxAttempts > 0 && m.Attempts > b.o.MaxAttempts {

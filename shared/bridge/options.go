@@ -3,6 +3,7 @@ package bridge
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nsqk/nsqk/shared/kpl"
@@ -175,3 +176,5 @@ func (o *Options) maxRecordSize() int {
 	}
 	return kpl.DefaultMaxRecordSize
 }
+
+func (o *Options) streamIsARN() bool { return strings.HasPrefix(o.Stream, "arn:") }

@@ -108,7 +108,12 @@ func (b *Bridge) buildRequest(now time.Time) (req []*entry, wake time.Time) {
 // send writes one request and applies its outcome.
 func (b *Bridge) send(ctx context.Context, req []*entry) {
 	defer b.reqs.Done()
-	in := &kinesis.PutRecordsInput{StreamName: aws.String(b.o.Stream), Records: make([]types.PutRecordsRequestEntry, len(req))}
+	in := &kinesis.PutRecordsInput{Records: make([]types.PutRecordsRequestEntry, len(req))}
+	if b.o.streamIsARN() {
+		in.StreamARN = aws.String(b.o.Stream)
+	} else {
+		in.StreamName = aws.String(b.o.Stream)
+	}
 	for i, e := range req {
 		r := &in.Records[i]
 		r.Data, r.PartitionKey = e.rec.Data, aws.String(e.rec.PartitionKey)
@@ -117,6 +122,9 @@ func (b *Bridge) send(ctx context.Context, req []*entry) {
 		}
 		if e.attempts > 0 {
 			b.m.retries.Inc()
+			if b.cw != nil {
+				b.cw.retries.Inc()
+			}
 		}
 	}
 	cctx, cancel := context.WithTimeout(ctx, b.o.PutTimeout)
@@ -193,11 +201,18 @@ func (b *Bridge) complete(req []*entry, out *kinesis.PutRecordsOutput, err error
 	b.mu.Unlock()
 
 	for _, r := range acked {
-		b.m.ackLatency.Observe(now.Sub(time.Unix(0, r.m.Timestamp)).Seconds())
+		lat := now.Sub(time.Unix(0, r.m.Timestamp))
+		b.m.ackLatency.Observe(lat.Seconds())
+		if b.cw != nil {
+			b.cw.ackLatency.ObserveDuration(lat)
+		}
 		r.m.Finish()
 	}
 	if len(acked) > 0 {
 		b.m.messagesAcked.Add(float64(len(acked)))
+		if b.cw != nil {
+			b.cw.acked.Add(int64(len(acked)))
+		}
 		b.m.inFlight.Set(float64(b.held.Add(-int64(len(acked)))))
 	}
 	switch {
@@ -213,6 +228,9 @@ func (b *Bridge) complete(req []*entry, out *kinesis.PutRecordsOutput, err error
 		for code, c := range failed {
 			b.m.putFailed.WithLabelValues(code).Add(float64(c))
 			n += c
+		}
+		if b.cw != nil {
+			b.cw.failedEntries.Add(int64(n))
 		}
 		b.log.Warn("PutRecords entries failed; retrying with backoff", "failed", n, "entries", len(req),
 			"codes", summarize(failed), "first_error", firstErrorText(err, firstMsg))

@@ -69,4 +69,3 @@ func ReadShard(ctx context.Context, c *kinesis.Client, stream, shardID string) (
 	}
 	return out, nil
 }
-

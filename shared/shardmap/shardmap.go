@@ -169,12 +169,15 @@ type Lister interface {
 	ListShards(context.Context, *kinesis.ListShardsInput, ...func(*kinesis.Options)) (*kinesis.ListShardsOutput, error)
 }
 
-// Load lists the stream's shards and builds a map of the open ones. Open = no ending sequence
+// Load lists the stream's (name or ARN) shards and builds a map of the open ones. Open = no ending sequence
 // number; the filter is applied here rather than with ShardFilter because not every emulator
 // supports it.
 func Load(ctx context.Context, c Lister, stream string) (*Map, error) {
 	var all []types.Shard
 	in := &kinesis.ListShardsInput{StreamName: aws.String(stream)}
+	if strings.HasPrefix(stream, "arn:") {
+		in = &kinesis.ListShardsInput{StreamARN: aws.String(stream)}
+	}
 	for {
 		out, err := c.ListShards(ctx, in)
 		if err != nil {

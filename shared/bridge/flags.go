@@ -1,0 +1,74 @@
+package bridge
+
+import (
+	"flag"
+	"strconv"
+	"strings"
+)
+
+// stringList is a repeatable flag (also fed from a comma-separated environment variable).
+type stringList []string
+
+func (s *stringList) String() string { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error {
+	*s = append(*s, v)
+	return nil
+}
+
+// RegisterFlags defines the bridge's flags on fs, bound to o (whose current values are the
+// defaults). The names follow NSQ's own tools; each is also read from NSQK_<NAME> (upper case,
+// dashes as underscores) by the bridge command.
+func RegisterFlags(fs *flag.FlagSet, o *Options) {
+	fs.Var((*stringList)(&o.NSQDTCPAddresses), "nsqd-tcp-address", "nsqd TCP address (repeatable)")
+	fs.Var((*stringList)(&o.LookupdHTTPAddresses), "lookupd-http-address", "nsqlookupd HTTP address (repeatable)")
+	fs.Var((*stringList)(&o.NSQDHTTPAddresses), "nsqd-http-address", "nsqd HTTP address polled for the backlog gauge when using --nsqd-tcp-address (repeatable)")
+	fs.StringVar(&o.Topic, "topic", o.Topic, "NSQ topic to consume (required)")
+	fs.StringVar(&o.Channel, "channel", o.Channel, "NSQ channel to consume")
+	fs.IntVar(&o.MaxInFlight, "max-in-flight", o.MaxInFlight, "NSQ messages held at most (RDY); nsqd caps it per connection at its --max-rdy-count")
+	fs.DurationVar(&o.MsgTimeout, "msg-timeout", o.MsgTimeout, "message timeout asked of nsqd; held messages are TOUCHed at half of it")
+	fs.Func("max-attempts", "dead-letter a message delivered more than this many times (0 = no limit) (default 5)", func(s string) error {
+		return parseUint16(s, &o.MaxAttempts)
+	})
+	fs.StringVar(&o.DeadLetterTopic, "dead-letter-topic", o.DeadLetterTopic, "NSQ topic for messages that cannot be written (default <topic>_dead)")
+	fs.Var((*stringList)(&o.ConsumerOpts), "consumer-opt", "extra go-nsq option name=value, as in nsq_to_* tools (repeatable)")
+	fs.BoolVar(&o.TLS, "tls", o.TLS, "connect to nsqd with TLS")
+	fs.BoolVar(&o.TLSInsecureSkipVerify, "tls-insecure-skip-verify", o.TLSInsecureSkipVerify, "do not verify nsqd's TLS certificate")
+	fs.StringVar(&o.TLSRootCAFile, "tls-root-ca-file", o.TLSRootCAFile, "PEM file of CAs that sign nsqd's certificate")
+	fs.StringVar(&o.TLSCert, "tls-cert", o.TLSCert, "client certificate (PEM) for nsqd TLS client auth")
+	fs.StringVar(&o.TLSKey, "tls-key", o.TLSKey, "client key (PEM) for nsqd TLS client auth")
+	fs.StringVar(&o.AuthSecret, "auth-secret", o.AuthSecret, "nsqd AUTH secret")
+
+	fs.StringVar(&o.PartitionKey, "partition-key", o.PartitionKey, "JSON field path of the partition key (gjson syntax, e.g. user_id or user.id)")
+	fs.Func("missing-key", "what to do without a usable key: dead-letter, fixed or random (default dead-letter)", func(s string) error {
+		o.MissingKey = MissingKeyPolicy(s)
+		return nil
+	})
+	fs.StringVar(&o.FixedKey, "fixed-key", o.FixedKey, "partition key used with --missing-key=fixed")
+	fs.BoolVar(&o.AllowNumericKey, "allow-numeric-key", o.AllowNumericKey, "accept a JSON number as the key (its literal text)")
+	fs.IntVar(&o.MaxJSONDepth, "max-json-depth", o.MaxJSONDepth, "dead-letter bodies nested deeper than this")
+
+	fs.StringVar(&o.Stream, "stream", o.Stream, "Kinesis stream name or ARN (required)")
+	fs.IntVar(&o.KeyBuckets, "key-buckets", o.KeyBuckets, "aggregate per (shard, hash(key) mod N) with a stable outer partition key per bucket, for Lambda ParallelizationFactor")
+	fs.Func("ordering", "strict (one entry in flight per lane, retries before newer records) or relaxed (default strict)", func(s string) error {
+		o.Ordering = Ordering(s)
+		return nil
+	})
+	fs.DurationVar(&o.MaxBufferedTime, "max-buffered-time", o.MaxBufferedTime, "longest a message waits in an aggregate before it is sent")
+	fs.IntVar(&o.MaxRecordSize, "max-record-size", o.MaxRecordSize, "Kinesis record size limit in bytes (data + partition key); 0 = the stream's, from DescribeStreamSummary")
+	fs.IntVar(&o.MaxRequestsInFlight, "max-requests-in-flight", o.MaxRequestsInFlight, "concurrent PutRecords calls")
+	fs.DurationVar(&o.PutTimeout, "put-timeout", o.PutTimeout, "timeout of one PutRecords call including SDK retries")
+	fs.DurationVar(&o.RetryInitial, "retry-initial", o.RetryInitial, "first backoff after a failed entry (exponential, jittered)")
+	fs.DurationVar(&o.RetryMax, "retry-max", o.RetryMax, "longest backoff between retries of an entry")
+	fs.DurationVar(&o.ShardRefresh, "shard-refresh", o.ShardRefresh, "shard map refresh interval (also refreshed when a record lands on an unexpected shard)")
+	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", o.ShutdownTimeout, "on SIGTERM, how long to flush and wait for Kinesis before requeueing the rest")
+	fs.DurationVar(&o.BacklogInterval, "backlog-interval", o.BacklogInterval, "how often nsqd's channel depth is polled")
+}
+
+func parseUint16(s string, dst *uint16) error {
+	v, err := strconv.ParseUint(s, 10, 16)
+	if err != nil {
+		return err
+	}
+	*dst = uint16(v)
+	return nil
+}

@@ -1,0 +1,159 @@
+// Package bridgecmd is the bridge program (functions/bridge): flags and environment, logging,
+// the AWS SDK client, the HTTP endpoints, CloudWatch EMF, signals and exit codes.
+package bridgecmd
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	"github.com/peterbourgon/ff/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/nsqk/nsqk/shared/bridge"
+	"github.com/nsqk/nsqk/shared/emf"
+)
+
+// EnvPrefix prefixes the environment variable of every flag: --max-in-flight is NSQK_MAX_IN_FLIGHT.
+const EnvPrefix = "NSQK"
+
+// Settings are the program-level flags (the bridge's own are in bridge.Options).
+type Settings struct {
+	MetricsAddress string
+	LogLevel       string
+	CloudWatchEMF  bool
+	EMFInterval    time.Duration
+	Healthcheck    bool
+}
+
+// FlagSet returns the program's flag set bound to o and s: every flag the bridge accepts.
+func FlagSet(o *bridge.Options, s *Settings) *flag.FlagSet {
+	fs := flag.NewFlagSet("nsqk-bridge", flag.ContinueOnError)
+	bridge.RegisterFlags(fs, o)
+	fs.StringVar(&s.MetricsAddress, "metrics-address", ":9090", "listen address of /metrics, /healthz and /readyz (empty = off)")
+	fs.StringVar(&s.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.BoolVar(&s.CloudWatchEMF, "cloudwatch-emf", false, "write CloudWatch Embedded Metric Format lines to stdout (namespace NSQK/Bridge)")
+	fs.DurationVar(&s.EMFInterval, "emf-interval", time.Minute, "how often EMF metrics are written")
+	fs.BoolVar(&s.Healthcheck, "healthcheck", false, "check /healthz of a bridge running on --metrics-address and exit 0 if healthy (container health check)")
+	return fs
+}
+
+// Main runs the bridge program and returns its exit code: 0 after a clean shutdown, 1 on a
+// runtime error, 2 on a usage error.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	o := bridge.NewOptions()
+	var s Settings
+	fs := FlagSet(&o, &s)
+	fs.SetOutput(stderr)
+	if err := ff.Parse(fs, args, ff.WithEnvVarPrefix(EnvPrefix), ff.WithEnvVarSplit(",")); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(stderr, "nsqk-bridge:", err)
+		return 2
+	}
+	if s.Healthcheck {
+		return healthcheck(s.MetricsAddress, stderr)
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(s.LogLevel)); err != nil {
+		fmt.Fprintln(stderr, "nsqk-bridge: --log-level:", err)
+		return 2
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	kc, err := KinesisClient(ctx, o.MaxRequestsInFlight)
+	if err != nil {
+		log.Error("AWS configuration", "err", err)
+		return 1
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	b, err := bridge.New(o, kc, log, reg)
+	if err != nil {
+		fmt.Fprintln(stderr, "nsqk-bridge:", err)
+		return 2
+	}
+	if s.CloudWatchEMF {
+		b.EnableEMF(emf.New(emf.Config{Namespace: "NSQK/Bridge", Dimensions: []emf.Dimension{{Name: "Stream", Value: streamName(o.Stream)}},
+			Output: stdout}), s.EMFInterval)
+	}
+	if s.MetricsAddress != "" {
+		ln, err := net.Listen("tcp", s.MetricsAddress)
+		if err != nil {
+			log.Error("metrics listener", "err", err)
+			return 1
+		}
+		srv := &http.Server{Handler: b.Handler(reg), ReadHeaderTimeout: 5 * time.Second}
+		go srv.Serve(ln)
+		defer srv.Close()
+	}
+	if err := b.Run(ctx); err != nil {
+		log.Error("bridge stopped with an error", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// KinesisClient builds the SDK client from the standard chain (AWS_REGION,
+// AWS_ENDPOINT_URL_KINESIS, credentials, AWS_MAX_ATTEMPTS). The retry quota (client-side rate
+// limiter) is off: the bridge never gives up on a record, so a quota that fails requests early
+// would only add error handling, not safety; backoff still applies.
+func KinesisClient(ctx context.Context, conns int) (*kinesis.Client, error) {
+	cfg, err := config.LoadDefaultConfig(ctx,
+		config.WithRetryer(func() aws.Retryer {
+			return retry.NewStandard(func(so *retry.StandardOptions) { so.RateLimiter = ratelimit.None })
+		}),
+		config.WithHTTPClient(awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) {
+			t.MaxIdleConnsPerHost = max(conns, 16) * 2
+		})))
+	if err != nil {
+		return nil, err
+	}
+	return kinesis.NewFromConfig(cfg), nil
+}
+
+// streamName returns the name part of a stream ARN (arn:aws:kinesis:region:acct:stream/NAME).
+func streamName(s string) string {
+	if i := strings.LastIndex(s, ":stream/"); i >= 0 {
+		return s[i+len(":stream/"):]
+	}
+	return s
+}
+
+func healthcheck(addr string, stderr io.Writer) int {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		fmt.Fprintln(stderr, "healthcheck:", err)
+		return 1
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	c := &http.Client{Timeout: 3 * time.Second}
+	resp, err := c.Get("http://" + net.JoinHostPort(host, port) + "/healthz")
+	if err != nil {
+		fmt.Fprintln(stderr, "healthcheck:", err)
+		return 1
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		fmt.Fprintln(stderr, "healthcheck:", resp.Status)
+		return 1
+	}
+	return 0
+}

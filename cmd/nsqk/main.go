@@ -12,6 +12,8 @@ import (
 	"syscall"
 
 	"github.com/peterbourgon/ff/v3/ffcli"
+
+	"github.com/nsqk/nsqk/shared/bridgecmd"
 )
 
 func main() {
@@ -21,12 +23,18 @@ func main() {
 }
 
 func run(ctx context.Context, args []string) int {
+	// `nsqk bridge` is the bridge program itself (functions/bridge), with its own flags and
+	// NSQK_* environment variables: one binary for local runs, benchmarks and the fault suite.
+	if len(args) > 0 && args[0] == "bridge" {
+		return bridgecmd.Main(ctx, args[1:], os.Stdout, os.Stderr)
+	}
 	root := &ffcli.Command{
 		Name:       "nsqk",
-		ShortUsage: "nsqk <subcommand> [flags]",
+		ShortUsage: "nsqk <subcommand> [flags]   (also: nsqk bridge [bridge flags])",
 		ShortHelp:  "NSQ -> Kinesis bridge tooling",
 		FlagSet:    flag.NewFlagSet("nsqk", flag.ContinueOnError),
 		Subcommands: []*ffcli.Command{
+			devCommand(),
 			decodeCommand(),
 		},
 		Exec: func(context.Context, []string) error { return flag.ErrHelp },

@@ -1,0 +1,284 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nsqio/go-nsq"
+	"github.com/peterbourgon/ff/v3/ffcli"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/nsqk/nsqk/shared/bridge"
+	"github.com/nsqk/nsqk/shared/kinesislocal"
+	"github.com/nsqk/nsqk/shared/location"
+	"github.com/nsqk/nsqk/shared/nsqlocal"
+	"github.com/nsqk/nsqk/shared/promq"
+)
+
+type devOptions struct {
+	duration    time.Duration
+	rate        int
+	users       int
+	shards      int
+	keyBuckets  int
+	badEvery    int
+	maxBuffered time.Duration
+	every       time.Duration
+	dir         string
+	emulator    string
+}
+
+func devCommand() *ffcli.Command {
+	var o devOptions
+	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
+	fs.DurationVar(&o.duration, "duration", 20*time.Second, "how long to publish (0 = until Ctrl-C)")
+	fs.IntVar(&o.rate, "rate", 2000, "location messages published per second")
+	fs.IntVar(&o.users, "users", 100000, "distinct users (10-character ids)")
+	fs.IntVar(&o.shards, "shards", 4, "shards of the local stream")
+	fs.IntVar(&o.keyBuckets, "key-buckets", 2, "bridge --key-buckets")
+	fs.IntVar(&o.badEvery, "bad-every", 1000, "publish one bad message (rotating through the bad-input classes) every N messages (0 = none)")
+	fs.DurationVar(&o.maxBuffered, "max-buffered-time", 100*time.Millisecond, "bridge --max-buffered-time")
+	fs.DurationVar(&o.every, "status-every", 2*time.Second, "status line interval")
+	fs.StringVar(&o.dir, "dir", ".dev", "where logs and the consumers' outputs go")
+	fs.StringVar(&o.emulator, "emulator", "kinesalite", "local Kinesis: kinesalite or kinesis-mock")
+	return &ffcli.Command{
+		Name:       "dev",
+		ShortUsage: "nsqk dev [flags]",
+		ShortHelp:  "run the whole flow locally: embedded nsqd, a local Kinesis, the bridge, the consumers",
+		FlagSet:    fs,
+		Exec:       func(ctx context.Context, _ []string) error { return runDev(ctx, o, os.Stdout) },
+	}
+}
+
+// devBadInputs rotate through the bad-input classes the bridge dead-letters.
+var devBadInputs = []string{
+	`{"seq":1,"note":"no user_id"}`,
+	`{"user_id":"","seq":1}`,
+	`{"user_id":12345,"seq":1}`,
+	`{"user_id":"u1","seq":`,
+	`{"user_id":"` + strings.Repeat("x", 300) + `"}`,
+	"{\"user_id\":\"bad\xff\"}",
+}
+
+func runDev(ctx context.Context, o devOptions, out io.Writer) error {
+	start := time.Now()
+	say := func(format string, a ...any) {
+		fmt.Fprintf(out, "[%6.1fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, a...))
+	}
+	if err := os.MkdirAll(o.dir, 0o755); err != nil {
+		return err
+	}
+	logf, err := os.Create(filepath.Join(o.dir, "bridge.log"))
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	log := slog.New(slog.NewJSONHandler(logf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+
+	n, err := nsqlocal.Start(nsqlocal.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	defer n.Stop()
+	say("nsqd (embedded github.com/nsqio/nsq/nsqd) on tcp://%s, http://%s", n.TCPAddr, n.HTTPAddr)
+
+	em, err := kinesislocal.Start(ctx, kinesislocal.Options{Kind: kinesislocal.Kind(o.emulator)})
+	if err != nil {
+		return err
+	}
+	defer em.Close()
+	const stream, topic = "nsqk-dev", "locations"
+	kc := em.Client()
+	if err := kinesislocal.CreateStream(ctx, kc, stream, int32(o.shards)); err != nil {
+		return err
+	}
+	say("%s on %s: stream %q with %d shards", o.emulator, em.Endpoint, stream, o.shards)
+
+	bo := bridge.NewOptions()
+	bo.NSQDTCPAddresses, bo.NSQDHTTPAddresses = []string{n.TCPAddr}, []string{n.HTTPAddr}
+	bo.Topic, bo.Stream, bo.KeyBuckets, bo.MaxBufferedTime = topic, stream, o.keyBuckets, o.maxBuffered
+	bo.BacklogInterval = time.Second
+	reg := prometheus.NewRegistry()
+	b, err := bridge.New(bo, kc, log, reg)
+	if err != nil {
+		return err
+	}
+	bctx, stopBridge := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBridge()
+	bdone := make(chan error, 1)
+	go func() { bdone <- b.Run(bctx) }()
+	say("bridge: topic %q channel %q -> stream %q, key buckets %d, max-buffered-time %s, strict order (log: %s)",
+		topic, bo.Channel, stream, o.keyBuckets, o.maxBuffered, logf.Name())
+
+	dead := &deadLetters{}
+	dlc, err := dead.consume(n.TCPAddr, topic+"_dead")
+	if err != nil {
+		return err
+	}
+	defer dlc.Stop()
+
+	var published, bad atomic.Int64
+	pctx, stopPub := context.WithCancel(ctx)
+	if o.duration > 0 {
+		pctx, stopPub = context.WithTimeout(ctx, o.duration)
+	}
+	defer stopPub()
+	pdone := make(chan error, 1)
+	go func() { pdone <- publish(pctx, n.TCPAddr, topic, o, &published, &bad) }()
+	say("publishing %d location messages/s from %d users (one bad message every %d) for %s",
+		o.rate, o.users, o.badEvery, durationText(o.duration))
+
+	ticker := time.NewTicker(o.every)
+	defer ticker.Stop()
+	status := func() {
+		f, _ := promq.Gather(reg)
+		lat := f.Histogram("nsqk_bridge_ack_latency_seconds")
+		put := f.Histogram("nsqk_bridge_putrecords_latency_seconds")
+		say("published %d (+%d bad) | bridge in %.0f acked %.0f dead-lettered %.0f held %.0f | kinesis records %.0f, PutRecords %.0f (p50 %s) | ack latency p50 %s p99 %s | nsq backlog %.0f",
+			published.Load(), bad.Load(), f.Value("nsqk_bridge_messages_in_total"), f.Value("nsqk_bridge_messages_acked_total"),
+			f.Value("nsqk_bridge_dead_lettered_total"), f.Value("nsqk_bridge_in_flight_messages"), f.Value("nsqk_bridge_aggregates_total"),
+			f.Value("nsqk_bridge_putrecords_calls_total"), ms(put.Quantile(0.5)), ms(lat.Quantile(0.5)), ms(lat.Quantile(0.99)), f.Value("nsqk_bridge_nsq_backlog_messages"))
+	}
+wait:
+	for {
+		select {
+		case err := <-pdone:
+			if err != nil {
+				return err
+			}
+			break wait
+		case <-ticker.C:
+			status()
+		case err := <-bdone:
+			return fmt.Errorf("bridge stopped: %v", err)
+		}
+	}
+	say("publisher stopped; waiting for the bridge to drain NSQ")
+	poll := time.NewTicker(20 * time.Millisecond)
+	defer poll.Stop()
+	for ctx.Err() == nil && (n.Depth(topic, bo.Channel) > 0 || b.Held() > 0) {
+		select {
+		case <-ticker.C:
+			status()
+		case <-poll.C:
+		case <-ctx.Done():
+		}
+	}
+	say("stopping the bridge (what SIGTERM does: stop taking messages, flush, FIN, exit)")
+	stopBridge()
+	if err := <-bdone; err != nil {
+		return fmt.Errorf("bridge: %w", err)
+	}
+	status()
+
+	f, _ := promq.Gather(reg)
+	lat := f.Histogram("nsqk_bridge_ack_latency_seconds")
+	in, outB := f.Value("nsqk_bridge_bytes_in_total"), f.Value("nsqk_bridge_bytes_out_total")
+	fmt.Fprintln(out)
+	fmt.Fprintln(out, "summary")
+	fmt.Fprintf(out, "  NSQ        published %d good + %d bad; left in NSQ: %d\n", published.Load(), bad.Load(), n.Depth(topic, bo.Channel))
+	fmt.Fprintf(out, "  bridge     acked %.0f, dead-lettered %.0f %v\n", f.Value("nsqk_bridge_messages_acked_total"),
+		f.Value("nsqk_bridge_dead_lettered_total"), f.ByLabel("nsqk_bridge_dead_lettered_total", "reason"))
+	fmt.Fprintf(out, "  kinesis    %.0f records (%.1f messages each) in %.0f PutRecords calls; bytes out/in %.3f\n",
+		f.Value("nsqk_bridge_aggregates_total"), f.Value("nsqk_bridge_messages_acked_total")/math.Max(1, f.Value("nsqk_bridge_aggregates_total")),
+		f.Value("nsqk_bridge_putrecords_calls_total"), outB/math.Max(1, in))
+	fmt.Fprintf(out, "  latency    NSQ publish -> Kinesis ack: p50 %s, p99 %s, p99.9 %s\n", ms(lat.Quantile(0.5)), ms(lat.Quantile(0.99)), ms(lat.Quantile(0.999)))
+	if e := dead.sample(); e != "" {
+		fmt.Fprintf(out, "  dead letter example: %s\n", e)
+	}
+	return nil
+}
+
+func durationText(d time.Duration) string {
+	if d == 0 {
+		return "ever (Ctrl-C stops)"
+	}
+	return d.String()
+}
+
+func ms(seconds float64) string {
+	if math.IsNaN(seconds) {
+		return "-"
+	}
+	return fmt.Sprintf("%.0fms", seconds*1000)
+}
+
+// publish sends location messages at o.rate in 10 ms batches, with a bad message every o.badEvery.
+func publish(ctx context.Context, addr, topic string, o devOptions, published, bad *atomic.Int64) error {
+	p, err := nsq.NewProducer(addr, nsq.NewConfig())
+	if err != nil {
+		return err
+	}
+	defer p.Stop()
+	p.SetLogger(nil, nsq.LogLevelError)
+	gen := location.NewGenerator(o.users, uint64(time.Now().UnixNano()))
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	start := time.Now()
+	sent := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-tick.C:
+			due := int(now.Sub(start).Seconds()*float64(o.rate)) - sent
+			if due <= 0 {
+				continue
+			}
+			batch := make([][]byte, 0, due)
+			for i := 0; i < due; i++ {
+				sent++
+				if o.badEvery > 0 && sent%o.badEvery == 0 {
+					batch = append(batch, []byte(devBadInputs[(sent/o.badEvery)%len(devBadInputs)]))
+					bad.Add(1)
+					continue
+				}
+				body, _, _ := gen.Next(nil)
+				batch = append(batch, body)
+				published.Add(1)
+			}
+			if err := p.MultiPublish(topic, batch); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// deadLetters reads the dead-letter topic.
+type deadLetters struct {
+	mu    sync.Mutex
+	first string
+}
+
+func (d *deadLetters) consume(addr, topic string) (*nsq.Consumer, error) {
+	c, err := nsq.NewConsumer(topic, "dev", nsq.NewConfig())
+	if err != nil {
+		return nil, err
+	}
+	c.SetLogger(nil, nsq.LogLevelError)
+	c.AddHandler(nsq.HandlerFunc(func(m *nsq.Message) error {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.first == "" {
+			d.first = string(m.Body)
+		}
+		return nil
+	}))
+	return c, c.ConnectToNSQD(addr)
+}
+
+func (d *deadLetters) sample() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.first
+}

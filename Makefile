@@ -48,8 +48,23 @@ lambda: ## build every Lambda function (provided.al2023, arm64) into dist/<name>
 	    -o dist/$$fn/bootstrap ./functions/$$fn || exit 1; \
 	done
 
-synth: tools ## synthesize the CDK app offline into cdk.out/
-	@echo "make synth: not available yet (CDK issue #5)"; exit 1
+CDK          := $(NODE_TOOLS)/node_modules/.bin/cdk
+
+synth: tools lambda ## synthesize the CDK app offline into cdk.out/ (cdk-nag checked; no Docker or AWS credentials needed)
+	$(CDK) synth --quiet --strict $(CDK_ARGS)
+
+.PHONY: cdk-bootstrap cdk-diff cdk-deploy cdk-destroy
+cdk-bootstrap: tools lambda ## one-time per account/region: the CDK toolkit stack (asset bucket, ECR repository)
+	$(CDK) bootstrap $(CDK_ARGS)
+
+cdk-diff: tools lambda ## compare the stack with what is deployed (AWS credentials): make cdk-diff CDK_ARGS='-c key=value'
+	$(CDK) diff $(CDK_ARGS)
+
+cdk-deploy: tools lambda ## deploy the stack (AWS credentials, cdk-bootstrap done, Docker with BuildKit): make cdk-deploy CDK_ARGS='-c key=value'
+	$(CDK) deploy --require-approval broadening $(CDK_ARGS)
+
+cdk-destroy: tools lambda ## delete the stack (retained resources stay: see infra/README.md)
+	$(CDK) destroy $(CDK_ARGS)
 
 bench: tools ## Go micro-benchmarks now; the end-to-end benchmark arrives with issue #6
 	$(GO) test -run '^$$' -bench . -benchmem ./shared/kpl/

@@ -1,0 +1,133 @@
+package stack
+
+import (
+	"fmt"
+
+	"github.com/aws/aws-cdk-go/awscdk/v2/awscloudwatch"
+	"github.com/aws/aws-cdk-go/awscdk/v2/interfaces/interfacesawscloudwatch"
+	"github.com/aws/constructs-go/constructs/v10"
+	"github.com/aws/jsii-runtime-go"
+)
+
+// newDashboard lays out the flow left to right, top to bottom: NSQ in (bridge), Kinesis in,
+// Kinesis out, consumers (lag, latency, errors), DLQs, and the bridge service itself.
+func newDashboard(scope constructs.Construct, cfg *Config, st *StreamResources, b *Bridge, consumers []*Consumer, tasksBelow awscloudwatch.MathExpression, alarms []awscloudwatch.Alarm) awscloudwatch.Dashboard {
+	d := awscloudwatch.NewDashboard(scope, jsii.String("Dashboard"), &awscloudwatch.DashboardProps{
+		DashboardName:   jsii.String(cfg.StackName + "-flow"),
+		DefaultInterval: threeHours(),
+	})
+	graph := func(title string, width float64, left []awscloudwatch.IMetric, right []awscloudwatch.IMetric) awscloudwatch.GraphWidget {
+		p := &awscloudwatch.GraphWidgetProps{Title: jsii.String(title), Width: jsii.Number(width), Height: jsii.Number(6), Left: &left}
+		if len(right) > 0 {
+			p.Right = &right
+		}
+		return awscloudwatch.NewGraphWidget(p)
+	}
+	section := func(md string) awscloudwatch.TextWidget {
+		return awscloudwatch.NewTextWidget(&awscloudwatch.TextWidgetProps{Markdown: jsii.String(md), Width: jsii.Number(24), Height: jsii.Number(1)})
+	}
+	sum := func(name, label string) awscloudwatch.IMetric {
+		return bridgeMetric(cfg, name, "Sum", oneMinute(), label)
+	}
+
+	var alarmRefs []interfacesawscloudwatch.IAlarmRef
+	for _, a := range alarms {
+		alarmRefs = append(alarmRefs, a)
+	}
+	d.AddWidgets(awscloudwatch.NewTextWidget(&awscloudwatch.TextWidgetProps{
+		Markdown: jsii.String(fmt.Sprintf("# nsqk `%s`\nNSQ topic `%s` / channel `%s` → bridge (ECS Fargate) → Kinesis stream `%s` → Lambda consumers. "+
+			"Bridge metrics: namespace `%s`; consumer metrics: `%s`. Alarm runbook: infra/README.md.",
+			cfg.StackName, cfg.NSQ.Topic, cfg.NSQ.Channel, cfg.Stream.Name, BridgeNamespace, ConsumerNamespace)),
+		Width: jsii.Number(24), Height: jsii.Number(2),
+	}))
+	d.AddWidgets(awscloudwatch.NewAlarmStatusWidget(&awscloudwatch.AlarmStatusWidgetProps{
+		Title: jsii.String("Alarms"), Alarms: &alarmRefs, Width: jsii.Number(24), Height: jsii.Number(4),
+	}))
+
+	d.AddWidgets(section("## 1. NSQ in (bridge)"))
+	d.AddWidgets(
+		graph("Messages per minute: in, acked, dead-lettered", 8,
+			[]awscloudwatch.IMetric{sum("MessagesIn", "in"), sum("MessagesAcked", "acked (FIN after Kinesis ack)")},
+			[]awscloudwatch.IMetric{sum("DeadLettered", "dead-lettered")}),
+		graph("NSQ backlog and messages in flight", 8, []awscloudwatch.IMetric{
+			bridgeMetric(cfg, "NSQBacklog", "Maximum", oneMinute(), "NSQ channel depth"),
+			bridgeMetric(cfg, "InFlightMessages", "Maximum", oneMinute(), "in flight in the bridge"),
+		}, nil),
+		graph("Ack latency: NSQ publish -> Kinesis ack (ms)", 8, []awscloudwatch.IMetric{
+			bridgeMetric(cfg, "AckLatency", "p50", oneMinute(), "p50"),
+			bridgeMetric(cfg, "AckLatency", "p99", oneMinute(), "p99"),
+		}, nil),
+	)
+
+	d.AddWidgets(section("## 2. Kinesis in"))
+	d.AddWidgets(
+		graph("Records put per minute", 8, []awscloudwatch.IMetric{
+			st.Stream.MetricIncomingRecords(opts("Sum", oneMinute(), "IncomingRecords (aggregates)")),
+		}, []awscloudwatch.IMetric{
+			st.Stream.MetricIncomingBytes(opts("Sum", oneMinute(), "IncomingBytes")),
+		}),
+		graph("Write failures and throttling", 8, []awscloudwatch.IMetric{
+			st.Stream.MetricWriteProvisionedThroughputExceeded(opts("Sum", oneMinute(), "WriteProvisionedThroughputExceeded")),
+			st.Stream.MetricPutRecordsFailedRecords(opts("Sum", oneMinute(), "PutRecords.FailedRecords (Kinesis)")),
+			st.Stream.MetricPutRecordsThrottledRecords(opts("Sum", oneMinute(), "PutRecords.ThrottledRecords (Kinesis)")),
+			sum("PutRecordsFailedEntries", "failed entries (bridge)"),
+		}, nil),
+		graph("Bridge retries per minute", 8, []awscloudwatch.IMetric{sum("Retries", "retries")}, nil),
+	)
+
+	d.AddWidgets(section("## 3. Kinesis out"))
+	d.AddWidgets(
+		graph("Records read per minute (GetRecords consumers)", 8, []awscloudwatch.IMetric{
+			st.Stream.MetricGetRecords(opts("Sum", oneMinute(), "GetRecords.Records")),
+		}, nil),
+		graph("Read throttling", 8, []awscloudwatch.IMetric{
+			st.Stream.MetricReadProvisionedThroughputExceeded(opts("Sum", oneMinute(), "ReadProvisionedThroughputExceeded")),
+		}, nil),
+		graph("Stream iterator age (ms)", 8, []awscloudwatch.IMetric{
+			st.Stream.MetricGetRecordsIteratorAgeMilliseconds(opts("Maximum", oneMinute(), "GetRecords.IteratorAgeMilliseconds")),
+		}, nil),
+	)
+
+	d.AddWidgets(section("## 4. Consumers"))
+	var lag, latency, records, errs, dlq []awscloudwatch.IMetric
+	for _, c := range consumers {
+		n := c.Config.Name
+		lag = append(lag,
+			c.Function.Metric(jsii.String("IteratorAge"), opts("Maximum", oneMinute(), n+" IteratorAge")),
+			consumerMetric(c.FunctionName, "Lag", "Maximum", oneMinute(), n+" Lag"))
+		latency = append(latency, consumerMetric(c.FunctionName, "E2ELatency", "p99", oneMinute(), n+" p99"))
+		records = append(records,
+			consumerMetric(c.FunctionName, "Records", "Sum", oneMinute(), n+" records"),
+			consumerMetric(c.FunctionName, "Failures", "Sum", oneMinute(), n+" failures"))
+		errs = append(errs,
+			c.Function.MetricErrors(opts("Sum", oneMinute(), n+" errors")),
+			c.Function.MetricThrottles(opts("Sum", oneMinute(), n+" throttles")))
+		if n == ConsumerMonitor {
+			errs = append(errs,
+				consumerMetric(c.FunctionName, "OrderViolations", "Sum", oneMinute(), "monitor order violations"),
+				consumerMetric(c.FunctionName, "Gaps", "Sum", oneMinute(), "monitor gaps (seq skipped)"))
+		}
+		dlq = append(dlq, c.DLQ.MetricApproximateNumberOfMessagesVisible(opts("Maximum", oneMinute(), n+" DLQ visible")))
+	}
+	d.AddWidgets(
+		graph("Consumer lag (ms)", 6, lag, nil),
+		graph("End-to-end latency p99: NSQ publish -> consumer (ms)", 6, latency, nil),
+		graph("Records and failures per minute", 6, records, nil),
+		graph("Errors, throttles, order violations", 6, errs, nil),
+	)
+
+	d.AddWidgets(section("## 5. Dead-letter queues and the bridge service"))
+	d.AddWidgets(
+		graph("DLQ messages visible", 8, dlq, nil),
+		graph("Bridge tasks", 8, []awscloudwatch.IMetric{
+			containerInsightsMetric(b, "RunningTaskCount", "running"),
+			containerInsightsMetric(b, "DesiredTaskCount", "desired"),
+			tasksBelow,
+		}, nil),
+		graph("Bridge CPU and memory (%)", 8, []awscloudwatch.IMetric{
+			b.Service.MetricCpuUtilization(opts("Average", oneMinute(), "CPU")),
+			b.Service.MetricMemoryUtilization(opts("Average", oneMinute(), "memory")),
+		}, nil),
+	)
+	return d
+}

@@ -1,0 +1,239 @@
+package stack
+
+import (
+	"fmt"
+
+	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awscloudwatch"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awscloudwatchactions"
+	"github.com/aws/constructs-go/constructs/v10"
+	"github.com/aws/jsii-runtime-go"
+)
+
+// Alarm name suffixes; the full name is <stackName>-<suffix>[-<consumer>]. The runbook in
+// infra/README.md is keyed by these.
+const (
+	AlarmStreamWriteThrottled = "stream-write-throttled"
+	AlarmStreamIteratorAge    = "stream-iterator-age"
+	AlarmPutRecordsFailed     = "bridge-putrecords-failed-entries"
+	AlarmBridgeTasksBelow     = "bridge-tasks-below-desired"
+	AlarmBridgeDeadLettered   = "bridge-dead-lettered"
+	AlarmBridgeAckLatency     = "bridge-ack-latency-p99"
+	AlarmBridgeNSQBacklog     = "bridge-nsq-backlog"
+	AlarmLambdaErrors         = "lambda-errors"
+	AlarmLambdaThrottles      = "lambda-throttles"
+	AlarmLambdaIteratorAge    = "lambda-iterator-age"
+	AlarmDLQVisible           = "dlq-messages-visible"
+	AlarmOrderViolations      = "monitor-order-violations"
+)
+
+const runbook = "Runbook: infra/README.md, section 'Alarm runbook'."
+
+// Monitoring holds the alarms and the dashboard.
+type Monitoring struct {
+	Alarms    []awscloudwatch.Alarm
+	Dashboard awscloudwatch.Dashboard
+
+	scope  constructs.Construct
+	cfg    *Config
+	action awscloudwatchactions.SnsAction
+}
+
+type alarmSpec struct {
+	id, name, meaning, firstCheck string
+	metric                        awscloudwatch.IMetric
+	threshold                     float64
+	evaluationPeriods, datapoints int
+	missing                       awscloudwatch.TreatMissingData
+}
+
+func (m *Monitoring) alarm(s alarmSpec) awscloudwatch.Alarm {
+	a := awscloudwatch.NewAlarm(m.scope, jsii.String(s.id), &awscloudwatch.AlarmProps{
+		AlarmName:          jsii.String(m.cfg.StackName + "-" + s.name),
+		AlarmDescription:   jsii.String(fmt.Sprintf("%s First check: %s %s", s.meaning, s.firstCheck, runbook)),
+		Metric:             s.metric,
+		Threshold:          jsii.Number(s.threshold),
+		ComparisonOperator: awscloudwatch.ComparisonOperator_GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+		EvaluationPeriods:  jsii.Number(float64(s.evaluationPeriods)),
+		DatapointsToAlarm:  jsii.Number(float64(s.datapoints)),
+		TreatMissingData:   s.missing,
+	})
+	a.AddAlarmAction(m.action)
+	a.AddOkAction(m.action)
+	m.Alarms = append(m.Alarms, a)
+	return a
+}
+
+// Periods (functions, not package variables: creating a Duration starts the jsii runtime, which
+// the plain-Go configuration tests must not pay for).
+func oneMinute() awscdk.Duration   { return awscdk.Duration_Minutes(jsii.Number(1)) }
+func fiveMinutes() awscdk.Duration { return awscdk.Duration_Minutes(jsii.Number(5)) }
+func threeHours() awscdk.Duration  { return awscdk.Duration_Hours(jsii.Number(3)) }
+
+func opts(stat string, period awscdk.Duration, label string) *awscloudwatch.MetricOptions {
+	o := &awscloudwatch.MetricOptions{Statistic: jsii.String(stat), Period: period}
+	if label != "" {
+		o.Label = jsii.String(label)
+	}
+	return o
+}
+
+// bridgeMetric is one of the bridge's EMF metrics (namespace NSQK/Bridge, dimension Stream).
+func bridgeMetric(cfg *Config, name, stat string, period awscdk.Duration, label string) awscloudwatch.Metric {
+	return awscloudwatch.NewMetric(&awscloudwatch.MetricProps{
+		Namespace:     jsii.String(BridgeNamespace),
+		MetricName:    jsii.String(name),
+		DimensionsMap: &map[string]*string{BridgeDimension: jsii.String(cfg.Stream.Name)},
+		Statistic:     jsii.String(stat),
+		Period:        period,
+		Label:         labelOrNil(label),
+	})
+}
+
+// consumerMetric is one of a consumer's EMF metrics (namespace NSQK/Consumer, dimension Function).
+func consumerMetric(fnName, name, stat string, period awscdk.Duration, label string) awscloudwatch.Metric {
+	return awscloudwatch.NewMetric(&awscloudwatch.MetricProps{
+		Namespace:     jsii.String(ConsumerNamespace),
+		MetricName:    jsii.String(name),
+		DimensionsMap: &map[string]*string{ConsumerDimension: jsii.String(fnName)},
+		Statistic:     jsii.String(stat),
+		Period:        period,
+		Label:         labelOrNil(label),
+	})
+}
+
+func labelOrNil(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return jsii.String(s)
+}
+
+// containerInsightsMetric is a service-level ECS Container Insights metric.
+func containerInsightsMetric(b *Bridge, name, label string) awscloudwatch.Metric {
+	return awscloudwatch.NewMetric(&awscloudwatch.MetricProps{
+		Namespace:  jsii.String("ECS/ContainerInsights"),
+		MetricName: jsii.String(name),
+		DimensionsMap: &map[string]*string{
+			"ClusterName": b.Cluster.ClusterName(),
+			"ServiceName": b.Service.ServiceName(),
+		},
+		Statistic: jsii.String("Average"),
+		Period:    oneMinute(),
+		Label:     jsii.String(label),
+	})
+}
+
+func newMonitoring(scope constructs.Construct, cfg *Config, st *StreamResources, b *Bridge, consumers []*Consumer, ops *OpsResources) *Monitoring {
+	m := &Monitoring{scope: scope, cfg: cfg, action: awscloudwatchactions.NewSnsAction(ops.Topic)}
+	t := cfg.Alarms
+	notBreaching := awscloudwatch.TreatMissingData_NOT_BREACHING
+
+	// Stream.
+	m.alarm(alarmSpec{
+		id: "StreamWriteThrottledAlarm", name: AlarmStreamWriteThrottled,
+		meaning:    "Kinesis rejected bridge writes for lack of shard capacity (WriteProvisionedThroughputExceeded) in 3 of the last 5 minutes; the bridge retries, so this shows as latency and NSQ backlog before loss.",
+		firstCheck: "IncomingBytes/IncomingRecords per shard against 1 MiB/s and 1000 records/s; a hot partition key; then add shards or switch to on-demand.",
+		metric:     st.Stream.MetricWriteProvisionedThroughputExceeded(opts("Sum", oneMinute(), "")),
+		threshold:  t.StreamWriteThrottledRecords, evaluationPeriods: 5, datapoints: 3, missing: notBreaching,
+	})
+	m.alarm(alarmSpec{
+		id: "StreamIteratorAgeAlarm", name: AlarmStreamIteratorAge,
+		meaning:    "The oldest record read by a shared-throughput (GetRecords) consumer was older than the threshold in 3 of 5 minutes: consumers fall behind.",
+		firstCheck: "the per-consumer lambda-iterator-age, lambda-errors and lambda-throttles alarms to find which consumer; a consumer stuck retrying one batch.",
+		metric:     st.Stream.MetricGetRecordsIteratorAgeMilliseconds(opts("Maximum", oneMinute(), "")),
+		threshold:  t.StreamIteratorAgeMs, evaluationPeriods: 5, datapoints: 3, missing: notBreaching,
+	})
+
+	// Bridge.
+	m.alarm(alarmSpec{
+		id: "PutRecordsFailedAlarm", name: AlarmPutRecordsFailed,
+		meaning:    "PutRecords returned failed entries (throttled or internal errors) in 3 of 5 minutes; the bridge retries them and holds the NSQ messages meanwhile.",
+		firstCheck: "the bridge logs for the ErrorCode of failed entries; ProvisionedThroughputExceededException means too few shards (see stream-write-throttled), KMS errors mean the stream key is disabled or its grant is missing.",
+		metric:     bridgeMetric(cfg, "PutRecordsFailedEntries", "Sum", oneMinute(), ""),
+		threshold:  t.PutRecordsFailedEntries, evaluationPeriods: 5, datapoints: 3, missing: notBreaching,
+	})
+	tasksBelow := awscloudwatch.NewMathExpression(&awscloudwatch.MathExpressionProps{
+		Expression: jsii.String("desired - running"),
+		UsingMetrics: &map[string]awscloudwatch.IMetric{
+			"desired": containerInsightsMetric(b, "DesiredTaskCount", "desired"),
+			"running": containerInsightsMetric(b, "RunningTaskCount", "running"),
+		},
+		Label:  jsii.String("bridge tasks missing (desired - running)"),
+		Period: oneMinute(),
+	})
+	m.alarm(alarmSpec{
+		id: "BridgeTasksBelowDesiredAlarm", name: AlarmBridgeTasksBelow,
+		meaning:    "Fewer bridge tasks run than the service wants, for 5 minutes in a row (or Container Insights reports nothing): NSQ messages are not being moved.",
+		firstCheck: "ECS console > service events and stopped tasks' stop reason (image pull, secret fetch, failing health check, OOM); then the bridge log group.",
+		metric:     tasksBelow,
+		threshold:  t.BridgeTasksBelowDesired, evaluationPeriods: 5, datapoints: 5, missing: awscloudwatch.TreatMissingData_BREACHING,
+	})
+	m.alarm(alarmSpec{
+		id: "BridgeDeadLetteredAlarm", name: AlarmBridgeDeadLettered,
+		meaning:    "The bridge sent messages it cannot put (bad JSON, no partition key, oversized) to the NSQ dead-letter topic in the last 5 minutes.",
+		firstCheck: "the dead-letter topic's messages (each carries the reason) and the producer that published them.",
+		metric:     bridgeMetric(cfg, "DeadLettered", "Sum", fiveMinutes(), ""),
+		threshold:  t.BridgeDeadLettered, evaluationPeriods: 1, datapoints: 1, missing: notBreaching,
+	})
+	m.alarm(alarmSpec{
+		id: "BridgeAckLatencyAlarm", name: AlarmBridgeAckLatency,
+		meaning:    "p99 time from NSQ publish to Kinesis acknowledgement exceeded the threshold in 3 of 5 minutes.",
+		firstCheck: "bridge-nsq-backlog (messages waiting in NSQ), Retries and PutRecordsFailedEntries on the dashboard, and bridge CPU (autoscaling at its maximum?).",
+		metric:     bridgeMetric(cfg, "AckLatency", "p99", oneMinute(), ""),
+		threshold:  t.BridgeAckLatencyP99Ms, evaluationPeriods: 5, datapoints: 3, missing: notBreaching,
+	})
+	m.alarm(alarmSpec{
+		id: "BridgeNsqBacklogAlarm", name: AlarmBridgeNSQBacklog,
+		meaning:    "The NSQ channel depth seen by the bridge stayed above the threshold for 5 minutes: messages arrive faster than they are put.",
+		firstCheck: "bridge task count and CPU (raise bridgeMaxTasks), stream write throttling (add shards), and the publish rate on the NSQ topic.",
+		metric:     bridgeMetric(cfg, "NSQBacklog", "Maximum", oneMinute(), ""),
+		threshold:  t.BridgeNSQBacklog, evaluationPeriods: 5, datapoints: 5, missing: notBreaching,
+	})
+
+	// Consumers.
+	for _, c := range consumers {
+		id := consumerID(c.Config.Name)
+		fn := c.Function
+		m.alarm(alarmSpec{
+			id: id + "ErrorsAlarm", name: AlarmLambdaErrors + "-" + c.Config.Name,
+			meaning:    fmt.Sprintf("%s failed whole invocations (crash, timeout, returned error) in the last 5 minutes; its shard is retried, bisected, then sent to the DLQ.", c.FunctionName),
+			firstCheck: "the function's log group for the panic or timeout; per-record failures are reported as batch item failures and do not count here.",
+			metric:     fn.MetricErrors(opts("Sum", fiveMinutes(), "")),
+			threshold:  t.LambdaErrors, evaluationPeriods: 1, datapoints: 1, missing: notBreaching,
+		})
+		m.alarm(alarmSpec{
+			id: id + "ThrottlesAlarm", name: AlarmLambdaThrottles + "-" + c.Config.Name,
+			meaning:    fmt.Sprintf("%s invocations were throttled in 3 of 5 minutes: the account or reserved concurrency is exhausted.", c.FunctionName),
+			firstCheck: "account ConcurrentExecutions against the regional limit; shards x parallelizationFactor is this function's concurrency.",
+			metric:     fn.MetricThrottles(opts("Sum", oneMinute(), "")),
+			threshold:  t.LambdaThrottles, evaluationPeriods: 5, datapoints: 3, missing: notBreaching,
+		})
+		m.alarm(alarmSpec{
+			id: id + "IteratorAgeAlarm", name: AlarmLambdaIteratorAge + "-" + c.Config.Name,
+			meaning:    fmt.Sprintf("%s is behind the stream: the age of the last record it got exceeded the threshold in 3 of 5 minutes.", c.FunctionName),
+			firstCheck: "its Errors and Duration (a batch being retried blocks the shard), then batch size / parallelizationFactor against the write rate.",
+			metric:     fn.Metric(jsii.String("IteratorAge"), opts("Maximum", oneMinute(), "")),
+			threshold:  t.LambdaIteratorAgeMs, evaluationPeriods: 5, datapoints: 3, missing: notBreaching,
+		})
+		m.alarm(alarmSpec{
+			id: id + "DlqAlarm", name: AlarmDLQVisible + "-" + c.Config.Name,
+			meaning:    fmt.Sprintf("%s gave up on at least one batch (retries or record age exhausted): its on-failure queue holds the shard and sequence range.", c.FunctionName),
+			firstCheck: "receive one DLQ message (shard id, start/end sequence numbers), read the function logs at that time, fix the cause, then re-read that range from the stream (AT_SEQUENCE_NUMBER iterator) while it is within retention.",
+			metric:     c.DLQ.MetricApproximateNumberOfMessagesVisible(opts("Maximum", fiveMinutes(), "")),
+			threshold:  t.DLQMessagesVisible, evaluationPeriods: 1, datapoints: 1, missing: notBreaching,
+		})
+		if c.Config.Name == ConsumerMonitor {
+			m.alarm(alarmSpec{
+				id: "MonitorOrderViolationsAlarm", name: AlarmOrderViolations,
+				meaning:    "The monitor saw records of one key out of publish order in the last 5 minutes.",
+				firstCheck: "whether the bridge ran more than one task (NSQ splits a channel across tasks), bridge retries at that time, and the monitor's logs (key and sequence numbers).",
+				metric:     consumerMetric(c.FunctionName, "OrderViolations", "Sum", fiveMinutes(), ""),
+				threshold:  t.MonitorOrderViolations, evaluationPeriods: 1, datapoints: 1, missing: notBreaching,
+			})
+		}
+	}
+
+	m.Dashboard = newDashboard(scope, cfg, st, b, consumers, tasksBelow, m.Alarms)
+	return m
+}

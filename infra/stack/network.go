@@ -1,0 +1,78 @@
+package stack
+
+import (
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsec2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
+	"github.com/aws/constructs-go/constructs/v10"
+	"github.com/aws/jsii-runtime-go"
+)
+
+// Network is the VPC the bridge runs in and the subnets it uses.
+type Network struct {
+	Vpc     awsec2.IVpc
+	Subnets *awsec2.SubnetSelection
+}
+
+// newNetwork imports the VPC given in context (vpcId + vpcSubnetIds + vpcAvailabilityZones, no
+// lookup: synth stays offline and deterministic) or creates one: public subnets for the NAT
+// gateways, private subnets with egress for the bridge, an S3 gateway endpoint (ECR image layers
+// without NAT data charges) and VPC flow logs to CloudWatch Logs.
+func newNetwork(scope constructs.Construct, cfg *Config) *Network {
+	n := cfg.Network
+	if n.Imported() {
+		vpc := awsec2.Vpc_FromVpcAttributes(scope, jsii.String("Vpc"), &awsec2.VpcAttributes{
+			VpcId:             jsii.String(n.VpcID),
+			AvailabilityZones: jsii.Strings(n.AvailabilityZones...),
+			PrivateSubnetIds:  jsii.Strings(n.SubnetIDs...),
+		})
+		return &Network{Vpc: vpc, Subnets: &awsec2.SubnetSelection{Subnets: vpc.PrivateSubnets()}}
+	}
+
+	flowLogs := awslogs.NewLogGroup(scope, jsii.String("VpcFlowLogs"), &awslogs.LogGroupProps{
+		Retention:     retentionDays(cfg.LogRetentionDays),
+		RemovalPolicy: removalPolicy(cfg),
+	})
+	props := &awsec2.VpcProps{
+		IpAddresses: awsec2.IpAddresses_Cidr(jsii.String(n.Cidr)),
+		NatGateways: jsii.Number(float64(n.NatGateways)),
+		SubnetConfiguration: &[]*awsec2.SubnetConfiguration{
+			{Name: jsii.String("public"), SubnetType: awsec2.SubnetType_PUBLIC, CidrMask: jsii.Number(24)},
+			{Name: jsii.String("bridge"), SubnetType: awsec2.SubnetType_PRIVATE_WITH_EGRESS, CidrMask: jsii.Number(22)},
+		},
+		RestrictDefaultSecurityGroup: jsii.Bool(true),
+		GatewayEndpoints: &map[string]*awsec2.GatewayVpcEndpointOptions{
+			"S3": {Service: awsec2.GatewayVpcEndpointAwsService_S3()},
+		},
+		FlowLogs: &map[string]*awsec2.FlowLogOptions{
+			"All": {
+				Destination: awsec2.FlowLogDestination_ToCloudWatchLogs(flowLogs, nil),
+				TrafficType: awsec2.FlowLogTrafficType_ALL,
+			},
+		},
+	}
+	if len(n.AvailabilityZones) > 0 {
+		props.AvailabilityZones = jsii.Strings(n.AvailabilityZones...)
+	} else {
+		props.MaxAzs = jsii.Number(float64(n.MaxAZs))
+	}
+	vpc := awsec2.NewVpc(scope, jsii.String("Vpc"), props)
+	return &Network{Vpc: vpc, Subnets: &awsec2.SubnetSelection{SubnetType: awsec2.SubnetType_PRIVATE_WITH_EGRESS}}
+}
+
+// retentionDays maps a day count (validated by ParseConfig) onto the CDK enum.
+func retentionDays(days int) awslogs.RetentionDays {
+	m := map[int]awslogs.RetentionDays{
+		1: awslogs.RetentionDays_ONE_DAY, 3: awslogs.RetentionDays_THREE_DAYS, 5: awslogs.RetentionDays_FIVE_DAYS,
+		7: awslogs.RetentionDays_ONE_WEEK, 14: awslogs.RetentionDays_TWO_WEEKS, 30: awslogs.RetentionDays_ONE_MONTH,
+		60: awslogs.RetentionDays_TWO_MONTHS, 90: awslogs.RetentionDays_THREE_MONTHS, 120: awslogs.RetentionDays_FOUR_MONTHS,
+		150: awslogs.RetentionDays_FIVE_MONTHS, 180: awslogs.RetentionDays_SIX_MONTHS, 365: awslogs.RetentionDays_ONE_YEAR,
+		400: awslogs.RetentionDays_THIRTEEN_MONTHS, 545: awslogs.RetentionDays_EIGHTEEN_MONTHS,
+		731: awslogs.RetentionDays_TWO_YEARS, 1096: awslogs.RetentionDays_THREE_YEARS, 1827: awslogs.RetentionDays_FIVE_YEARS,
+		2192: awslogs.RetentionDays_SIX_YEARS, 2557: awslogs.RetentionDays_SEVEN_YEARS, 2922: awslogs.RetentionDays_EIGHT_YEARS,
+		3288: awslogs.RetentionDays_NINE_YEARS, 3653: awslogs.RetentionDays_TEN_YEARS,
+	}
+	if r, ok := m[days]; ok {
+		return r
+	}
+	return awslogs.RetentionDays_ONE_MONTH
+}

@@ -1,0 +1,113 @@
+package stack
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsdynamodb"
+	"github.com/aws/constructs-go/constructs/v10"
+	"github.com/aws/jsii-runtime-go"
+)
+
+// NsqkStackProps are the inputs of the nsqk stack. Config comes from context (ParseConfig); the
+// code locations are props so that tests do not depend on `make lambda` having run.
+type NsqkStackProps struct {
+	awscdk.StackProps
+	Config *Config
+	// LambdaCodeDirs maps each consumer name to a directory holding its `bootstrap` binary
+	// (the app uses dist/<name>).
+	LambdaCodeDirs map[string]string
+	// BridgeImageDir is the Docker build context of the bridge image (the repository root).
+	BridgeImageDir string
+	// BridgeDockerfile is the Dockerfile path relative to BridgeImageDir.
+	BridgeDockerfile string
+}
+
+// NsqkStack is the whole deployment: stream, bridge, consumers, monitoring.
+type NsqkStack struct {
+	awscdk.Stack
+	Stream         *StreamResources
+	Network        *Network
+	Bridge         *Bridge
+	Consumers      []*Consumer
+	LocationsTable awsdynamodb.Table
+	Ops            *OpsResources
+	Alarms         *Monitoring
+}
+
+// NewNsqkStack builds the stack. It validates the props first and returns an error (not a panic)
+// for anything a user can get wrong.
+func NewNsqkStack(scope constructs.Construct, id string, props *NsqkStackProps) (*NsqkStack, error) {
+	if err := props.validate(); err != nil {
+		return nil, err
+	}
+	cfg := props.Config
+	sp := props.StackProps
+	if sp.StackName == nil {
+		sp.StackName = jsii.String(cfg.StackName)
+	}
+	if sp.Env == nil && (cfg.Account != "" || cfg.Region != "") {
+		sp.Env = &awscdk.Environment{}
+		if cfg.Account != "" {
+			sp.Env.Account = jsii.String(cfg.Account)
+		}
+		if cfg.Region != "" {
+			sp.Env.Region = jsii.String(cfg.Region)
+		}
+	}
+	if sp.Description == nil {
+		sp.Description = jsii.String(fmt.Sprintf("nsqk: NSQ topic %q -> Kinesis stream %q -> Lambda consumers, with alarms and a dashboard", cfg.NSQ.Topic, cfg.Stream.Name))
+	}
+	stack := awscdk.NewStack(scope, jsii.String(id), &sp)
+	awscdk.Tags_Of(stack).Add(jsii.String("project"), jsii.String("nsqk"), nil)
+	awscdk.Tags_Of(stack).Add(jsii.String("nsqk:stack"), jsii.String(cfg.StackName), nil)
+
+	s := &NsqkStack{Stack: stack}
+	s.Stream = newStreamResources(stack, cfg)
+	s.Ops = newOpsResources(stack, cfg)
+	s.Network = newNetwork(stack, cfg)
+	s.Bridge = newBridge(stack, cfg, s.Network, s.Stream, props.BridgeImageDir, props.BridgeDockerfile)
+	s.LocationsTable = newLocationsTable(stack, cfg)
+	for _, cc := range cfg.Consumers {
+		var table awsdynamodb.Table
+		if cc.Name == ConsumerLastLocation {
+			table = s.LocationsTable
+		}
+		s.Consumers = append(s.Consumers, newConsumer(stack, cfg, cc, props.LambdaCodeDirs[cc.Name], s.Stream, s.Ops, table))
+	}
+	s.Alarms = newMonitoring(stack, cfg, s.Stream, s.Bridge, s.Consumers, s.Ops)
+	addStackSuppressions(stack)
+	return s, nil
+}
+
+func (p *NsqkStackProps) validate() error {
+	if p == nil || p.Config == nil {
+		return fmt.Errorf("nsqk stack: Config is required")
+	}
+	for _, name := range ConsumerNames {
+		dir, ok := p.LambdaCodeDirs[name]
+		if !ok || dir == "" {
+			return fmt.Errorf("nsqk stack: no code directory for consumer %q", name)
+		}
+		if st, err := os.Stat(filepath.Join(dir, "bootstrap")); err != nil || st.IsDir() {
+			return fmt.Errorf("nsqk stack: %s has no bootstrap binary for consumer %q: run `make lambda` first", dir, name)
+		}
+	}
+	if p.BridgeImageDir == "" || p.BridgeDockerfile == "" {
+		return fmt.Errorf("nsqk stack: BridgeImageDir and BridgeDockerfile are required")
+	}
+	if _, err := os.Stat(filepath.Join(p.BridgeImageDir, p.BridgeDockerfile)); err != nil {
+		return fmt.Errorf("nsqk stack: bridge Dockerfile: %w", err)
+	}
+	return nil
+}
+
+// removalPolicy maps the configured policy onto CDK's.
+func removalPolicy(cfg *Config) awscdk.RemovalPolicy {
+	if cfg.RemovalPolicy == RemovalDestroy {
+		return awscdk.RemovalPolicy_DESTROY
+	}
+	return awscdk.RemovalPolicy_RETAIN
+}

@@ -150,25 +150,31 @@ func (a *Aggregator) add(partitionKey, explicitHashKey string, hasEHK bool, data
 			grow += ehkEntry
 		}
 	}
-	// msgAlone is the Record message in an aggregate of its own, where both indices are 0.
 	msgLen := 1 + protowire.SizeVarint(pkIdx) + 1 + protowire.SizeBytes(len(data))
-	msgAlone := 1 + 1 + 1 + protowire.SizeBytes(len(data))
 	if hasEHK {
 		msgLen += 1 + protowire.SizeVarint(ehkIdx)
-		msgAlone += 1 + 1
 	}
 	grow += 1 + protowire.SizeBytes(msgLen)
 
-	alone := overhead + len(a.outerPK) + pkEntry + ehkEntry + 1 + protowire.SizeBytes(msgAlone)
-	raw := a.rawSingle && !IsAggregated(data) // IsAggregated rejects on the magic in a few ns
-	if raw {
-		alone = len(partitionKey) + len(data)
-	}
-	if alone > a.maxSize {
-		return ErrTooLarge
-	}
-	if a.n > 0 && ((a.maxRecords > 0 && a.n >= a.maxRecords) || a.aggregateSize()+grow > a.maxSize) {
-		return ErrFull
+	// The common case, a record that fits, needs no more checks: alone it would be no larger.
+	raw := false
+	if a.n == 0 || a.aggregateSize()+grow > a.maxSize || (a.maxRecords > 0 && a.n >= a.maxRecords) {
+		// Alone, the record's Record message has both indices 0 (one-byte varints).
+		msgAlone := 1 + 1 + 1 + protowire.SizeBytes(len(data))
+		if hasEHK {
+			msgAlone += 1 + 1
+		}
+		alone := overhead + len(a.outerPK) + pkEntry + ehkEntry + 1 + protowire.SizeBytes(msgAlone)
+		raw = a.rawSingle && !IsAggregated(data) // a record that is itself an aggregate is wrapped
+		if raw {
+			alone = len(partitionKey) + len(data)
+		}
+		if alone > a.maxSize {
+			return ErrTooLarge
+		}
+		if a.n > 0 {
+			return ErrFull
+		}
 	}
 
 	if !pkKnown {

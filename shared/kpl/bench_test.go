@@ -57,8 +57,12 @@ func BenchmarkAggregatorAdd(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(benchPayload)
 	b.ResetTimer()
-	for i := range b.N {
-		k := keys[i%len(keys)]
+	j := 0
+	for range b.N {
+		k := keys[j]
+		if j++; j == len(keys) {
+			j = 0
+		}
 		if err := a.Add(k, "", payload); err != nil {
 			if !errors.Is(err, ErrFull) {
 				b.Fatal(err)
@@ -80,8 +84,12 @@ func BenchmarkAggregate(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(benchPayload)
 	b.ResetTimer()
-	for i := range b.N {
-		k := keys[i%len(keys)]
+	j := 0
+	for range b.N {
+		k := keys[j]
+		if j++; j == len(keys) {
+			j = 0
+		}
 		if err := a.Add(k, "", payload); err != nil {
 			if !errors.Is(err, ErrFull) {
 				b.Fatal(err)
@@ -160,7 +168,7 @@ func BenchmarkDeaggregate(b *testing.B) {
 		b.ReportAllocs()
 		b.SetBytes(int64(len(data)))
 		for range b.N {
-			if !d.scanTables(body, true) {
+			if !d.scan(body) {
 				b.Fatal("scan")
 			}
 			out, ok, err := d.expand(dst[:0], body, true)

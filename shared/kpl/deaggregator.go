@@ -22,14 +22,15 @@ type UserRecord struct {
 	Data []byte
 }
 
-// span locates a key table entry in the protobuf being expanded.
+// span locates a length-delimited field's value in the protobuf being expanded.
 type span struct{ start, end int }
 
 // Deaggregator expands KPL aggregated records. Its zero value is ready to use; reusing one keeps
-// its key table scratch, so that with enough capacity in dst Deaggregate does not allocate.
-// It is not safe for concurrent use.
+// its scratch (the offsets of key table entries and records, no references to the input), so
+// that with enough capacity in dst Deaggregate does not allocate. It is not safe for concurrent
+// use.
 type Deaggregator struct {
-	pks, ehks []span
+	pks, ehks, recs []span // key table entries and records fields, in order
 }
 
 // Deaggregate appends the user records of one Kinesis record's data to dst and returns it.
@@ -42,7 +43,7 @@ type Deaggregator struct {
 // Deaggregate never panics.
 func (d *Deaggregator) Deaggregate(dst []UserRecord, data []byte) (out []UserRecord, aggregated bool, err error) {
 	body, ok := verifiedBody(data)
-	if ok && d.scanTables(body, true) {
+	if ok && d.scan(body) {
 		recs, parsed, ierr := d.expand(dst, body, true)
 		if parsed {
 			if ierr != nil {
@@ -71,7 +72,7 @@ func IsAggregated(data []byte) bool {
 		return false
 	}
 	var d Deaggregator
-	if !d.scanTables(body, false) {
+	if !d.scan(body) {
 		return false
 	}
 	_, ok, _ = d.expand(nil, body, false)
@@ -91,14 +92,15 @@ func verifiedBody(data []byte) ([]byte, bool) {
 	return body, true
 }
 
-// Field numbers above 2^29-1 fit in ConsumeTag's int32 but are invalid wire format for protobuf
-// (protobuf-go rejects them; protobuf-java cannot even represent them), hence the IsValid checks.
-
-// scanTables checks the top-level fields of an AggregatedRecord and, if collect, records where the
-// key table entries are. The records are parsed by expand: a first pass is needed anyway because
-// the tables may follow the records, and skipping a record costs one length varint.
-func (d *Deaggregator) scanTables(body []byte, collect bool) bool {
-	d.pks, d.ehks = d.pks[:0], d.ehks[:0]
+// scan checks the top-level fields of an AggregatedRecord and records where the key table entries
+// and the records are: the tables may follow the records, so the records can only be expanded
+// once the whole message has been seen. The records themselves are parsed by expand.
+//
+// Field numbers above 2^29-1 fit in ConsumeTag's int32 but are invalid wire format (protobuf-go
+// rejects them; protobuf-java cannot even represent them), hence the IsValid checks here and in
+// the nested messages.
+func (d *Deaggregator) scan(body []byte) bool {
+	d.pks, d.ehks, d.recs = d.pks[:0], d.ehks[:0], d.recs[:0]
 	for i := 0; i < len(body); {
 		num, typ, n := protowire.ConsumeTag(body[i:])
 		if n < 0 || !num.IsValid() {
@@ -106,78 +108,57 @@ func (d *Deaggregator) scanTables(body []byte, collect bool) bool {
 		}
 		i += n
 		tag := protowire.EncodeTag(num, typ)
-		if tag == tagPartitionKeyTable || tag == tagExplicitHashKeyTable {
-			v, n := protowire.ConsumeBytes(body[i:])
-			if n < 0 {
-				return false
-			}
-			if collect {
-				s := span{i + n - len(v), i + n}
-				if tag == tagPartitionKeyTable {
-					d.pks = append(d.pks, s)
-				} else {
-					d.ehks = append(d.ehks, s)
-				}
-			}
-			i += n
-			continue
-		}
-		n = protowire.ConsumeFieldValue(num, typ, body[i:])
-		if n < 0 {
-			return false
-		}
-		i += n
-	}
-	return true
-}
-
-// expand parses the records fields of body (already checked by scanTables) and, if emit, appends
-// the user records to dst. ok is false on a protobuf error anywhere, which makes the whole input
-// a pass-through even after an index error (the KCL parses the whole message before expanding it).
-// After the first index error nothing more is appended but parsing goes on.
-func (d *Deaggregator) expand(dst []UserRecord, body []byte, emit bool) (out []UserRecord, ok bool, err *IndexError) {
-	seq := 0
-	for i := 0; i < len(body); {
-		// scanTables accepted every top-level field; the n < 0 checks only keep a future
-		// mismatch between the two passes from turning into a panic.
-		num, typ, n := protowire.ConsumeTag(body[i:])
-		if n < 0 {
-			return dst, false, nil
-		}
-		i += n
-		if protowire.EncodeTag(num, typ) != tagRecords {
+		if tag != tagRecords && tag != tagPartitionKeyTable && tag != tagExplicitHashKeyTable {
 			n = protowire.ConsumeFieldValue(num, typ, body[i:])
 			if n < 0 {
-				return dst, false, nil
+				return false
 			}
 			i += n
 			continue
 		}
 		v, n := protowire.ConsumeBytes(body[i:])
 		if n < 0 {
-			return dst, false, nil
+			return false
 		}
-		base := i + n - len(v)
+		s := span{i + n - len(v), i + n}
+		switch tag {
+		case tagRecords:
+			d.recs = append(d.recs, s)
+		case tagPartitionKeyTable:
+			d.pks = append(d.pks, s)
+		default:
+			d.ehks = append(d.ehks, s)
+		}
 		i += n
-		r, good := parseRecord(v)
+	}
+	return true
+}
+
+// expand parses the records found by scan and, if emit, appends the user records to dst. ok is
+// false on a protobuf error in any record, which makes the whole input a pass-through even after
+// an index error (the KCL parses the whole message before expanding it). After the first index
+// error nothing more is appended but parsing goes on.
+func (d *Deaggregator) expand(dst []UserRecord, body []byte, emit bool) (out []UserRecord, ok bool, err *IndexError) {
+	for seq, rs := range d.recs {
+		r, good := parseRecord(body[rs.start:rs.end])
 		if !good {
 			return dst, false, nil
 		}
-		if emit && err == nil {
-			err = d.check(seq, &r)
-			if err == nil {
-				ur := UserRecord{
-					SubSequence:  seq,
-					PartitionKey: d.key(body, d.pks[r.pkIndex]),
-					Data:         body[base+r.dataStart : base+r.dataEnd : base+r.dataEnd],
-				}
-				if r.hasEHK {
-					ur.ExplicitHashKey = d.key(body, d.ehks[r.ehkIndex])
-				}
-				dst = append(dst, ur)
-			}
+		if !emit || err != nil {
+			continue
 		}
-		seq++
+		if err = d.check(seq, &r); err != nil {
+			continue
+		}
+		ur := UserRecord{
+			SubSequence:  seq,
+			PartitionKey: d.key(body, d.pks[r.pkIndex]),
+			Data:         body[rs.start+r.dataStart : rs.start+r.dataEnd : rs.start+r.dataEnd],
+		}
+		if r.hasEHK {
+			ur.ExplicitHashKey = d.key(body, d.ehks[r.ehkIndex])
+		}
+		dst = append(dst, ur)
 	}
 	return dst, true, err
 }

@@ -46,24 +46,14 @@ type Record struct {
 // "characters"; counting UTF-16 code units is the stricter of the plausible readings (a
 // supplementary-plane character counts twice), so a key accepted here is accepted there.
 func validPartitionKey(k string) bool {
-	if len(k) == 0 || len(k) > 4*MaxPartitionKeyLen {
+	if len(k) == 0 || len(k) > 4*MaxPartitionKeyLen || !utf8.ValidString(k) {
 		return false
 	}
-	ascii := true
-	for i := 0; i < len(k); i++ {
-		if k[i] >= utf8.RuneSelf {
-			ascii = false
-			break
-		}
-	}
-	if ascii {
-		return len(k) <= MaxPartitionKeyLen
+	if len(k) <= MaxPartitionKeyLen {
+		return true // a character never takes fewer UTF-8 bytes than UTF-16 code units
 	}
 	units := 0
 	for _, r := range k {
-		if r == utf8.RuneError && !utf8.ValidString(k) {
-			return false
-		}
 		units++
 		if r > 0xFFFF {
 			units++

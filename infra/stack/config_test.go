@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -324,5 +325,38 @@ func TestCdkJSON(t *testing.T) {
 	}
 	if _, err := ParseConfig(MapContext(ctx)); err != nil {
 		t.Errorf("cdk.json context: %v", err)
+	}
+}
+
+// TestReadmeDocumentsEverything keeps infra/README.md in step with the code: every context key,
+// consumer field, alarm threshold and alarm name is documented.
+func TestReadmeDocumentsEverything(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(repoRoot(t), "infra", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	var want []string
+	for _, k := range KnownKeys {
+		want = append(want, "`"+k+"`")
+	}
+	for _, k := range alarmKeys() {
+		want = append(want, "`"+k+"`")
+	}
+	ov := consumerOverrides{}
+	rt := reflect.TypeOf(ov)
+	for i := 0; i < rt.NumField(); i++ {
+		tag, _, _ := strings.Cut(rt.Field(i).Tag.Get("json"), ",")
+		want = append(want, "`"+tag+"`")
+	}
+	for _, a := range []string{AlarmStreamWriteThrottled, AlarmStreamIteratorAge, AlarmPutRecordsFailed, AlarmBridgeTasksBelow,
+		AlarmBridgeDeadLettered, AlarmBridgeAckLatency, AlarmBridgeNSQBacklog, AlarmLambdaErrors + "-<consumer>",
+		AlarmLambdaThrottles + "-<consumer>", AlarmLambdaIteratorAge + "-<consumer>", AlarmDLQVisible + "-<consumer>", AlarmOrderViolations} {
+		want = append(want, "| `"+a+"` |")
+	}
+	for _, w := range want {
+		if !strings.Contains(doc, w) {
+			t.Errorf("infra/README.md does not document %s", w)
+		}
 	}
 }

@@ -343,7 +343,9 @@ func (m *Mapping) Run(ctx context.Context) error {
 		return err
 	}
 	m.log = m.cfg.Logger.With("mapping", m.cfg.FunctionName, "stream", m.cfg.Stream)
-	out, err := m.c.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(m.cfg.Stream)})
+	actx, cancel := apiCtx(ctx)
+	out, err := m.c.DescribeStreamSummary(actx, &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(m.cfg.Stream)})
+	cancel()
 	if err != nil {
 		return fmt.Errorf("esm: describe stream %s: %w", m.cfg.Stream, err)
 	}
@@ -430,11 +432,21 @@ func (m *Mapping) Run(ctx context.Context) error {
 	}
 }
 
+// apiCtx is the context of one Kinesis API call: not cancelled when the mapping stops, only
+// bounded. kinesalite crashes (an unhandled ECONNRESET in its request handler) when a client
+// aborts a request in flight, which cancelling the context of a running call does; its calls
+// never block, so letting them finish costs nothing.
+func apiCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+}
+
 func (m *Mapping) listShards(ctx context.Context) ([]types.Shard, error) {
 	var all []types.Shard
 	in := &kinesis.ListShardsInput{StreamName: aws.String(m.cfg.Stream)}
 	for {
-		out, err := m.c.ListShards(ctx, in)
+		actx, cancel := apiCtx(ctx)
+		out, err := m.c.ListShards(actx, in)
+		cancel()
 		if err != nil {
 			return nil, err
 		}
@@ -535,7 +547,9 @@ func (m *Mapping) iterator(ctx context.Context, id string, pos StartingPosition,
 	default:
 		in.ShardIteratorType = types.ShardIteratorTypeTrimHorizon
 	}
-	out, err := m.c.GetShardIterator(ctx, in)
+	actx, cancel := apiCtx(ctx)
+	defer cancel()
+	out, err := m.c.GetShardIterator(actx, in)
 	if err != nil {
 		return "", err
 	}
@@ -574,7 +588,9 @@ func (m *Mapping) readShard(ctx context.Context, sr *shardRun, pos StartingPosit
 			}
 			m.updateShard(sr.id, func(st *ShardStats) { st.State = ShardReading })
 		}
-		out, err := m.c.GetRecords(ctx, &kinesis.GetRecordsInput{ShardIterator: aws.String(it), Limit: aws.Int32(limit)})
+		actx, cancel := apiCtx(ctx)
+		out, err := m.c.GetRecords(actx, &kinesis.GetRecordsInput{ShardIterator: aws.String(it), Limit: aws.Int32(limit)})
+		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
 				return false

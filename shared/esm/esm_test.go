@@ -110,6 +110,7 @@ var (
 	emuMu   sync.Mutex
 	emus    = map[kinesislocal.Kind]*kinesislocal.Emulator{}
 	emuErrs = map[kinesislocal.Kind]error{}
+	streamSeq int
 )
 
 func TestMain(m *testing.M) {
@@ -127,17 +128,18 @@ func client(t *testing.T, kind kinesislocal.Kind, shards int32) (*kinesis.Client
 		t.Skip("starts a Kinesis emulator")
 	}
 	emuMu.Lock()
+	defer emuMu.Unlock()
 	e, err := emus[kind], emuErrs[kind]
 	if e == nil && err == nil {
-		e, err = kinesislocal.Start(context.Background(), kinesislocal.Options{Kind: kind})
+		e, err = kinesislocal.Start(context.Background(), kinesislocal.Options{Kind: kind, Stderr: os.Stderr})
 		emus[kind], emuErrs[kind] = e, err
 	}
-	emuMu.Unlock()
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := e.Client()
-	stream := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
+	streamSeq++
+	stream := fmt.Sprintf("%s-%d", strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name())), streamSeq)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := kinesislocal.CreateStream(ctx, c, stream, shards); err != nil {

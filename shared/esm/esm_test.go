@@ -107,9 +107,9 @@ func TestConfigValidation(t *testing.T) {
 // ---- against kinesalite / kinesis-mock ----
 
 var (
-	emuMu   sync.Mutex
-	emus    = map[kinesislocal.Kind]*kinesislocal.Emulator{}
-	emuErrs = map[kinesislocal.Kind]error{}
+	emuMu     sync.Mutex
+	emus      = map[kinesislocal.Kind]*kinesislocal.Emulator{}
+	emuErrs   = map[kinesislocal.Kind]error{}
 	streamSeq int
 )
 

@@ -20,7 +20,9 @@
 // Count/Sum and Min/Max bounds, so CloudWatch's aggregate is the same), and more than 100 metrics
 // are spread over several documents.
 //
-// Histograms use the bins of aws-embedded-metrics-java (Histogram.java): a value v > 0 falls in
+// A histogram reports exact values while a flush interval has at most 100 distinct ones (a
+// Lambda batch of up to 100 records, a batch size per invocation). Beyond that it uses the bins
+// of aws-embedded-metrics-java (Histogram.java): a value v > 0 falls in
 // bin i = floor(ln v / ln 1.1) and is reported as exp((i+0.5)·ln 1.1), i.e. within ±5% — enough
 // for CloudWatch to compute percentiles over the Values/Counts form. Values ≤ 0 are reported in a
 // bin of their own with the value 0.
@@ -28,10 +30,12 @@ package emf
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -330,6 +334,15 @@ type Histogram struct {
 	binSums  [numBins]float64
 	lo, hi   int // lowest and highest bin used, valid when count > zero
 	anyInBin bool
+	// Until more than MaxValuesPerMetric distinct values are seen in a flush interval, values
+	// are kept exactly (small batches report exact numbers); then they move to the bins.
+	exact   []exactValue
+	binning bool
+}
+
+type exactValue struct {
+	v float64
+	n uint64
 }
 
 // Observe records one value.
@@ -353,6 +366,9 @@ func (h *Histogram) observeLocked(v float64) {
 	if math.IsInf(v, 0) {
 		return // not representable in JSON; CloudWatch would reject the whole document
 	}
+	if math.IsNaN(v) {
+		v = 0
+	}
 	if h.count == 0 || v < h.min {
 		h.min = v
 	}
@@ -360,17 +376,39 @@ func (h *Histogram) observeLocked(v float64) {
 		h.max = v
 	}
 	h.count++
-	if !(v > 0) { // includes NaN, which is then counted as 0
-		if math.IsNaN(v) {
-			v = 0
-			h.min, h.max = min(h.min, 0), max(h.max, 0)
+	if !h.binning {
+		for i := range h.exact {
+			if h.exact[i].v == v {
+				h.exact[i].n++
+				h.sum += v
+				return
+			}
 		}
-		h.zero++
-		h.zeroSum += v
-		h.sum += v
-		return
+		if len(h.exact) < MaxValuesPerMetric {
+			h.exact = append(h.exact, exactValue{v, 1})
+			h.sum += v
+			return
+		}
+		// Too many distinct values: move them to the bins.
+		h.binning = true
+		for _, e := range h.exact {
+			for range e.n {
+				h.bin(e.v)
+			}
+		}
+		h.exact = h.exact[:0]
 	}
 	h.sum += v
+	h.bin(v)
+}
+
+// bin adds v to the bins (not to count or sum).
+func (h *Histogram) bin(v float64) {
+	if !(v > 0) {
+		h.zero++
+		h.zeroSum += v
+		return
+	}
 	i := binOf(v)
 	k := i - binMin
 	h.bins[k]++
@@ -399,6 +437,13 @@ func (h *Histogram) collect(parts [][]byte) [][]byte {
 		return parts
 	}
 	var bins []bin
+	if !h.binning {
+		slices.SortFunc(h.exact, func(a, b exactValue) int { return cmp.Compare(a.v, b.v) })
+		for _, e := range h.exact {
+			bins = append(bins, bin{value: e.v, sum: e.v * float64(e.n), lo: e.v, hi: e.v, count: e.n})
+		}
+		h.exact = h.exact[:0]
+	}
 	if h.zero > 0 {
 		bins = append(bins, bin{value: 0, sum: h.zeroSum, lo: h.min, hi: 0, count: h.zero})
 	}
@@ -412,7 +457,7 @@ func (h *Histogram) collect(parts [][]byte) [][]byte {
 		}
 	}
 	gmin, gmax := h.min, h.max
-	h.count, h.sum, h.zero, h.zeroSum, h.anyInBin = 0, 0, 0, 0, false
+	h.count, h.sum, h.zero, h.zeroSum, h.anyInBin, h.binning = 0, 0, 0, 0, false, false
 	h.mu.Unlock()
 
 	for len(bins) > 0 {

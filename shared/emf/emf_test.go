@@ -3,6 +3,7 @@ package emf
 import (
 	"bytes"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -313,5 +314,32 @@ func BenchmarkHistogramObserve(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		h.Observe(float64(i%5000) + 0.5)
+	}
+}
+
+func TestHistogramIsExactUpTo100DistinctValuesThenBinned(t *testing.T) {
+	var buf bytes.Buffer
+	r := newTestRegistry(&buf)
+	h := r.Histogram("BatchSize", Count)
+	for _, v := range []float64{3, 2, 3, 100} {
+		h.Observe(v)
+	}
+	r.Flush()
+	v := decodeAll(t, &buf)[0].Metrics["BatchSize"]
+	if !slices.Equal(v.Values, []float64{2, 3, 100}) || !slices.Equal(v.Counts, []float64{1, 2, 1}) || v.Sum != 108 || v.Min != 2 || v.Max != 100 {
+		t.Fatalf("exact histogram %+v", v)
+	}
+	for i := range 101 { // one distinct value too many: binned
+		h.Observe(float64(1000 + i))
+	}
+	r.Flush()
+	v = decodeAll(t, &buf)[0].Metrics["BatchSize"]
+	if len(v.Values) >= 101 || v.Count != 101 || v.Min != 1000 || v.Max != 1100 || v.Sum != 101*1050 || !validStats(v) {
+		t.Fatalf("binned histogram: %d values, %+v", len(v.Values), v)
+	}
+	for _, x := range v.Values {
+		if x < 1000/1.1 || x > 1100*1.1 {
+			t.Fatalf("bin value %v outside the observed range", x)
+		}
 	}
 }

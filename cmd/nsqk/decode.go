@@ -26,7 +26,8 @@ not, surrounding whitespace ignored), and prints one JSON object per input line,
 A KPL aggregate expands to its user records. Anything else is one pass-through record with
 "partition_key":null (the Kinesis record's own key applies; it is not part of the data). An
 aggregate that cannot be fully expanded (key index out of range) gives the records before the
-fault and "error". A line that is not base64 gives "aggregated":false, "records":[] and "error".
+fault and "error". A line that is not base64, or longer than 16 MiB, gives "aggregated":false,
+"records":[] and "error"; decoding goes on with the next line.
 Keys are printed as JSON strings (bytes that are not UTF-8 become U+FFFD).
 
 Every line gets an output line, so output line N is about input line N: an empty (or blank)

@@ -427,24 +427,6 @@ func toInt(v any) (int, error) {
 	return 0, fmt.Errorf("want a whole number, got %T (%v)", v, v)
 }
 
-func toFloat(v any) (float64, error) {
-	switch t := v.(type) {
-	case float64:
-		return t, nil
-	case int:
-		return float64(t), nil
-	case json.Number:
-		return t.Float64()
-	case string:
-		f, err := strconv.ParseFloat(strings.TrimSpace(t), 64)
-		if err != nil {
-			return 0, fmt.Errorf("want a number, got %q", t)
-		}
-		return f, nil
-	}
-	return 0, fmt.Errorf("want a number, got %T (%v)", v, v)
-}
-
 func toBool(v any) (bool, error) {
 	switch t := v.(type) {
 	case bool:
@@ -596,7 +578,21 @@ func ParseConfig(get ContextFunc) (*Config, error) {
 		p.fail(KeyRegion, "%q is not an AWS region name such as eu-west-1", c.Region)
 	}
 
-	// Stream.
+	parseStream(p, c)
+	parseNSQ(p, c)
+	parseBridge(p, c)
+	parseNetwork(p, c)
+	c.Consumers = parseConsumers(p, c.Stream.RetentionHours)
+	parseOps(p, c)
+
+	if len(p.errs) > 0 {
+		return nil, fmt.Errorf("invalid nsqk configuration:\n%w", errors.Join(p.errs...))
+	}
+	return c, nil
+}
+
+// parseStream reads the context keys of the Kinesis stream.
+func parseStream(p *parser, c *Config) {
 	c.Stream.Name = p.str(KeyStreamName, "nsqk-locations")
 	if !reStreamName.MatchString(c.Stream.Name) {
 		p.fail(KeyStreamName, "%q must be 1-128 characters of letters, digits, '_', '.' and '-'", c.Stream.Name)
@@ -613,8 +609,10 @@ func ParseConfig(get ContextFunc) (*Config, error) {
 		p.fail(KeyStreamMode, "%q is not a capacity mode: use %q (with shardCount) or %q", c.Stream.Mode, StreamModeProvisioned, StreamModeOnDemand)
 	}
 	c.Stream.RetentionHours = p.integer(KeyRetentionHours, 24, 24, 8760)
+}
 
-	// NSQ source.
+// parseNSQ reads the context keys of where the bridge reads from.
+func parseNSQ(p *parser, c *Config) {
 	c.NSQ.LookupdHTTPAddresses = p.list(KeyLookupdHTTP)
 	c.NSQ.NsqdTCPAddresses = p.list(KeyNsqdTCP)
 	switch {
@@ -678,8 +676,10 @@ func ParseConfig(get ContextFunc) (*Config, error) {
 		}
 	}
 	c.NSQ.TLS = p.boolean(KeyTLS, false)
+}
 
-	// Bridge.
+// parseBridge reads the context keys of the Fargate service.
+func parseBridge(p *parser, c *Config) {
 	b := &c.Bridge
 	b.PartitionKey = p.str(KeyPartitionKey, "user_id")
 	if !rePartitionKp.MatchString(b.PartitionKey) {
@@ -711,8 +711,10 @@ func ParseConfig(get ContextFunc) (*Config, error) {
 	}
 	b.CPUTargetPercent = p.integer(KeyBridgeCPUTarget, 60, 10, 90)
 	b.ExtraEnv = parseBridgeEnvironment(p)
+}
 
-	// Network.
+// parseNetwork reads the context keys of the VPC: imported or created.
+func parseNetwork(p *parser, c *Config) {
 	n := &c.Network
 	n.VpcID = p.str(KeyVpcID, "")
 	n.SubnetIDs = p.list(KeyVpcSubnetIDs)
@@ -766,11 +768,10 @@ func ParseConfig(get ContextFunc) (*Config, error) {
 			p.fail(KeyVpcNatGateways, "%d NAT gateways for %d availability zones", n.NatGateways, n.MaxAZs)
 		}
 	}
+}
 
-	// Consumers.
-	c.Consumers = parseConsumers(p, c.Stream.RetentionHours)
-
-	// Alarms.
+// parseOps reads the context keys of alarms, notifications, logs and removal.
+func parseOps(p *parser, c *Config) {
 	c.Alarms = DefaultAlarmThresholds()
 	if raw, err := toObject(p.get(KeyAlarms)); err != nil {
 		p.fail(KeyAlarms, "%v", err)
@@ -802,11 +803,6 @@ func ParseConfig(get ContextFunc) (*Config, error) {
 	if c.RemovalPolicy != RemovalRetain && c.RemovalPolicy != RemovalDestroy {
 		p.fail(KeyRemovalPolicy, "%q: use %q (keep the stream, table, keys, DLQs and logs on stack deletion) or %q (dev stacks)", c.RemovalPolicy, RemovalRetain, RemovalDestroy)
 	}
-
-	if len(p.errs) > 0 {
-		return nil, fmt.Errorf("invalid nsqk configuration:\n%w", errors.Join(p.errs...))
-	}
-	return c, nil
 }
 
 // consumerOverrides is the JSON shape of one entry of context "consumers".
@@ -824,6 +820,7 @@ type consumerOverrides struct {
 	Timeout                   *string      `json:"timeout"`
 }
 
+// parseConsumers reads context "consumers" over the per-consumer defaults and validates each mapping.
 func parseConsumers(p *parser, retentionHours int) []ConsumerConfig {
 	overrides := map[string]json.RawMessage{}
 	if raw, err := toObject(p.get(KeyConsumers)); err != nil {

@@ -78,7 +78,7 @@ func NewNsqkStack(scope constructs.Construct, id string, props *NsqkStackProps) 
 		s.Consumers = append(s.Consumers, newConsumer(stack, cfg, cc, props.LambdaCodeDirs[cc.Name], s.Stream, s.Ops, table))
 	}
 	s.Alarms = newMonitoring(stack, cfg, s.Stream, s.Bridge, s.Consumers, s.Ops)
-	addStackSuppressions(stack)
+	s.addOutputs(cfg)
 	return s, nil
 }
 
@@ -102,6 +102,27 @@ func (p *NsqkStackProps) validate() error {
 		return fmt.Errorf("nsqk stack: bridge Dockerfile: %w", err)
 	}
 	return nil
+}
+
+// addOutputs exports the names operators and tools need (aws cloudformation describe-stacks).
+func (s *NsqkStack) addOutputs(cfg *Config) {
+	out := func(id string, value *string, desc string) {
+		awscdk.NewCfnOutput(s.Stack, jsii.String(id), &awscdk.CfnOutputProps{Value: value, Description: jsii.String(desc)})
+	}
+	out("StreamName", s.Stream.Stream.StreamName(), "Kinesis stream the bridge writes")
+	out("StreamArn", s.Stream.Stream.StreamArn(), "Kinesis stream ARN")
+	out("BridgeClusterName", s.Bridge.Cluster.ClusterName(), "ECS cluster of the bridge")
+	out("BridgeServiceName", s.Bridge.Service.ServiceName(), "ECS service of the bridge")
+	out("BridgeLogGroup", s.Bridge.LogGroup.LogGroupName(), "bridge logs and EMF metrics")
+	out("LocationsTableName", s.LocationsTable.TableName(), "lastlocation's DynamoDB table")
+	out("AlarmTopicArn", s.Ops.Topic.TopicArn(), "SNS topic of every alarm")
+	out("DashboardName", s.Alarms.Dashboard.DashboardName(), "CloudWatch dashboard of the flow")
+	for _, c := range s.Consumers {
+		id := consumerID(c.Config.Name)
+		out(id+"FunctionName", c.Function.FunctionName(), c.Config.Name+" Lambda function")
+		out(id+"LogGroup", c.LogGroup.LogGroupName(), c.Config.Name+" logs and EMF metrics")
+		out(id+"DlqUrl", c.DLQ.QueueUrl(), c.Config.Name+" on-failure destination (failed batch ranges)")
+	}
 }
 
 // removalPolicy maps the configured policy onto CDK's.

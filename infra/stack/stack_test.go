@@ -497,6 +497,21 @@ func TestDefaultStack(t *testing.T) {
 		}
 	})
 
+	t.Run("Outputs", func(t *testing.T) {
+		var got []string
+		for k := range v.json["Outputs"].(map[string]any) {
+			got = append(got, k)
+		}
+		sort.Strings(got)
+		wantEq(t, "outputs", got, []string{
+			"AlarmTopicArn", "BridgeClusterName", "BridgeLogGroup", "BridgeServiceName", "DashboardName",
+			"LastLocationDlqUrl", "LastLocationFunctionName", "LastLocationLogGroup", "LocationsTableName",
+			"MonitorDlqUrl", "MonitorFunctionName", "MonitorLogGroup", "StreamArn", "StreamName",
+		})
+		streamID, _ := v.one(t, "AWS::Kinesis::Stream")
+		wantEq(t, "stream name output", get(v.json, "Outputs", "StreamName", "Value"), map[string]any{"Ref": streamID})
+	})
+
 	t.Run("NagClean", func(t *testing.T) { checkNagClean(t, v) })
 
 	t.Run("NagSuppressionsAreSpecific", func(t *testing.T) {

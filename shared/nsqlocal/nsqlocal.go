@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nsqio/nsq/nsqd"
@@ -45,6 +46,7 @@ type NSQD struct {
 	HTTPAddr string
 	tmpDir   string
 	done     chan error
+	stopOnce sync.Once
 }
 
 // Start starts an nsqd and returns once it accepts connections.
@@ -92,10 +94,13 @@ func Start(o Options) (*NSQD, error) {
 }
 
 // Stop shuts nsqd down (persisting its metadata and queues) and removes a temporary data path.
+// Calling it again does nothing.
 func (n *NSQD) Stop() {
-	n.Exit()
-	<-n.done
-	n.cleanup()
+	n.stopOnce.Do(func() {
+		n.Exit()
+		<-n.done
+		n.cleanup()
+	})
 }
 
 func (n *NSQD) cleanup() {
@@ -122,6 +127,7 @@ type Lookupd struct {
 	TCPAddr  string
 	HTTPAddr string
 	done     chan error
+	stopOnce sync.Once
 }
 
 // StartLookupd starts an nsqlookupd on free loopback ports.
@@ -141,10 +147,12 @@ func StartLookupd(logger *slog.Logger) (*Lookupd, error) {
 	return lk, nil
 }
 
-// Stop shuts nsqlookupd down.
+// Stop shuts nsqlookupd down; calling it again does nothing.
 func (l *Lookupd) Stop() {
-	l.Exit()
-	<-l.done
+	l.stopOnce.Do(func() {
+		l.Exit()
+		<-l.done
+	})
 }
 
 // logAdapter routes nsq's line logger into slog.

@@ -1,0 +1,119 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/nsqk/nsqk/shared/kinesisfault"
+	"github.com/nsqk/nsqk/shared/kinesislocal"
+	"github.com/nsqk/nsqk/shared/nsqlocal"
+)
+
+// Through nsqlookupd: discovery, consumption, and dead-lettering to the nsqd the message came from.
+func TestLookupdDiscovery(t *testing.T) {
+	if emulator == nil {
+		t.Skip("needs kinesalite")
+	}
+	lk, err := nsqlocal.StartLookupd(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lk.Stop()
+	h := newHarness(t, 1)
+	// Replace the harness nsqd with one registered with lookupd.
+	h.nsqd.Stop()
+	n, err := nsqlocal.Start(nsqlocal.Options{LookupdTCPAddresses: []string{lk.TCPAddr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Stop()
+	h.nsqd = n
+	o := h.options()
+	o.NSQDTCPAddresses, o.NSQDHTTPAddresses = nil, nil
+	o.LookupdHTTPAddresses = []string{lk.HTTPAddr}
+	dead := h.collect(o.Topic + "_dead")
+	publishLocations(h, 200, 5)
+	h.publish(o.Topic, [][]byte{[]byte(`{"no":"key"}`)})
+	waitFor(t, 30*time.Second, "lookupd registration", func() bool {
+		return len(lk.DB.FindProducers("topic", o.Topic, "")) > 0
+	})
+	r := h.start(o)
+	waitFor(t, 60*time.Second, "all messages handled", func() bool {
+		return testutil.ToFloat64(r.b.m.messagesAcked) == 200 && len(dead.all()) == 1
+	})
+	waitFor(t, 10*time.Second, "backlog gauge from lookupd + nsqd stats", func() bool {
+		return testutil.ToFloat64(r.b.m.backlog) == 0 && r.b.Ready()
+	})
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	checkStream(t, h, 200)
+}
+
+// Kinesis slower than half the NSQ message timeout: TOUCH keeps the messages alive, so nsqd does
+// not redeliver them (no duplicates, attempts stay 1).
+func TestTouchKeepsSlowMessagesAlive(t *testing.T) {
+	h := newHarness(t, 1)
+	front, err := kinesisfault.Start(emulator.Endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer front.Close()
+	front.Set(kinesisfault.Faults{Delay: 3 * time.Second})
+	h.kc = kinesislocal.NewClient(front.URL)
+	o := h.options()
+	o.MsgTimeout = 2 * time.Second
+	publishLocations(h, 100, 10)
+	r := h.start(o)
+	waitFor(t, 60*time.Second, "acknowledged", func() bool { return testutil.ToFloat64(r.b.m.messagesAcked) == 100 })
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	if testutil.ToFloat64(r.b.m.touches) == 0 {
+		t.Fatal("no TOUCH sent while Kinesis took longer than half the message timeout")
+	}
+	if in := testutil.ToFloat64(r.b.m.messagesIn); in != 100 {
+		t.Fatalf("%v deliveries of 100 messages: nsqd timed some out and redelivered them", in)
+	}
+	if oc := checkStream(t, h, 100); oc.dups != 0 {
+		t.Fatalf("%d duplicates", oc.dups)
+	}
+}
+
+// The stream is deleted under the bridge: a clear fatal error, and every message not written is
+// requeued in NSQ, never FINished.
+func TestStreamDeletedIsFatalAndNothingUnwrittenIsFinished(t *testing.T) {
+	h := newHarness(t, 1)
+	o := h.options()
+	o.MaxBufferedTime = time.Hour // nothing is written before the deletion
+	publishLocations(h, 300, 10)
+	r := h.start(o)
+	waitFor(t, 30*time.Second, "all messages received", func() bool { return r.b.Held() == 300 })
+	if _, err := h.kc.DeleteStream(context.Background(), &kinesis.DeleteStreamInput{StreamName: aws.String(h.stream)}); err != nil {
+		t.Fatal(err)
+	}
+	// Force the held messages out: the shutdown path seals everything.
+	var err error
+	select {
+	case err = <-func() chan error { r.cancel(); return r.done }():
+	case <-time.After(60 * time.Second):
+		t.Fatal("bridge did not stop")
+	}
+	r.done <- err
+	if !isFatal(errors.Unwrap(err)) && !isFatal(err) {
+		t.Fatalf("Run returned %v, want the ResourceNotFound fatal error", err)
+	}
+	if n := testutil.ToFloat64(r.b.m.messagesAcked); n != 0 {
+		t.Fatalf("%v messages FINished although nothing was written", n)
+	}
+	if got := testutil.ToFloat64(r.b.m.messagesRequeue.WithLabelValues("fatal")); got != 300 {
+		t.Fatalf("%v messages requeued, want 300", got)
+	}
+	waitFor(t, 10*time.Second, "messages back in NSQ", func() bool { return h.nsqd.Depth(o.Topic, o.Channel) == 300 })
+}

@@ -57,6 +57,7 @@ type Bridge struct {
 	stop    bool          // shutting down: seal everything now
 	gone    bool          // shutdown timed out: everything held was requeued
 	fatal   error
+	fence   map[uint64]int64 // newest NSQ timestamp accepted per key (64 bits of its MD5)
 
 	held        atomic.Int64 // messages received and not yet FINished or requeued
 	threshold   int64        // held messages at which aggregates are sealed early (NSQ RDY starvation)
@@ -89,6 +90,7 @@ func New(o Options, kc Kinesis, log *slog.Logger, reg prometheus.Registerer) (*B
 		kick: make(chan struct{}, 1), slots: make(chan struct{}, o.MaxRequestsInFlight),
 		refresh: make(chan struct{}, 1), fatalCh: make(chan struct{}),
 		threshold: max(1, int64(o.MaxInFlight)*3/4),
+		fence:     map[uint64]int64{},
 	}
 	b.dl = newDeadLetterer(&b.o, cfg, log, b.m, b.release)
 	return b, nil
@@ -147,7 +149,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	// Background work outlives ctx: in-flight PutRecords must finish during the shutdown.
 	bg, cancelBG := context.WithCancel(context.WithoutCancel(ctx))
 	var loops sync.WaitGroup
-	for _, f := range []func(context.Context){b.sendLoop, b.flushLoop, b.touchLoop, b.refreshLoop, b.backlogLoop, b.emfLoop} {
+	for _, f := range []func(context.Context){b.sendLoop, b.flushLoop, b.touchLoop, b.refreshLoop, b.backlogLoop, b.emfLoop, b.fenceLoop} {
 		loops.Add(1)
 		go func() { defer loops.Done(); f(bg) }()
 	}
@@ -171,7 +173,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	b.ready.Store(true)
 	b.log.Info("bridge running", "topic", b.o.Topic, "channel", b.o.Channel, "stream", b.o.Stream,
 		"shards", b.smap.Len(), "key_buckets", b.o.KeyBuckets, "ordering", b.o.Ordering,
-		"max_buffered_time", b.o.MaxBufferedTime, "max_in_flight", b.o.MaxInFlight, "max_record_size", b.maxSize)
+		"late_redelivery", b.o.LateRedelivery, "max_buffered_time", b.o.MaxBufferedTime, "max_in_flight", b.o.MaxInFlight, "max_record_size", b.maxSize)
 
 	select {
 	case <-ctx.Done():

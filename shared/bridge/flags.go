@@ -53,6 +53,11 @@ func RegisterFlags(fs *flag.FlagSet, o *Options) {
 		o.Ordering = Ordering(s)
 		return nil
 	})
+	fs.Func("late-redelivery", "a message older than one already accepted for its key (an NSQ redelivery): dead-letter (keeps per-key order) or write (default dead-letter with --ordering=strict, write with relaxed)", func(s string) error {
+		o.LateRedelivery = LatePolicy(s)
+		return nil
+	})
+	fs.DurationVar(&o.LateWindow, "late-window", o.LateWindow, "how long the newest NSQ timestamp of each key is remembered for --late-redelivery")
 	fs.DurationVar(&o.MaxBufferedTime, "max-buffered-time", o.MaxBufferedTime, "longest a message waits in an aggregate before it is sent")
 	fs.IntVar(&o.MaxRecordSize, "max-record-size", o.MaxRecordSize, "Kinesis record size limit in bytes (data + partition key); 0 = the stream's, from DescribeStreamSummary")
 	fs.IntVar(&o.MaxRequestsInFlight, "max-requests-in-flight", o.MaxRequestsInFlight, "concurrent PutRecords calls")

@@ -41,12 +41,57 @@ func (b *Bridge) HandleMessage(m *nsq.Message) error {
 		b.release(m, false, "shutdown_timeout", 0)
 		return nil
 	}
+	late, newest := b.isLate(ref)
+	if late && b.o.LateRedelivery == LateDeadLetter {
+		b.mu.Unlock()
+		b.m.late.Inc()
+		b.dl.send(m, ReasonLate, "published "+time.Unix(0, newest).Sub(time.Unix(0, m.Timestamp)).String()+
+			" before a message of the same key the bridge already accepted (NSQ redelivered it after newer ones)")
+		return nil
+	}
 	err := b.add(ref, now)
 	b.mu.Unlock()
 	if err != nil {
 		b.dl.send(m, ReasonTooLarge, err.Error())
+	} else if late {
+		b.m.late.Inc()
 	}
 	return nil
+}
+
+// isLate reports whether a message is older than the newest one accepted for its key, and
+// remembers the newest timestamp otherwise (b.mu held). Keys are remembered by 64 bits of their
+// MD5: a collision needs ~2^32 keys to become likely.
+func (b *Bridge) isLate(r msgRef) (bool, int64) {
+	k := r.hash.Low64()
+	newest, ok := b.fence[k]
+	if ok && r.m.Timestamp < newest {
+		return true, newest
+	}
+	b.fence[k] = r.m.Timestamp
+	return false, newest
+}
+
+// fenceLoop forgets keys not seen for LateWindow, bounding the fence's memory by the number of
+// keys active in a window.
+func (b *Bridge) fenceLoop(ctx context.Context) {
+	t := time.NewTicker(b.o.LateWindow / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			cutoff := now.Add(-b.o.LateWindow).UnixNano()
+			b.mu.Lock()
+			for k, ts := range b.fence {
+				if ts < cutoff {
+					delete(b.fence, k)
+				}
+			}
+			b.mu.Unlock()
+		}
+	}
 }
 
 // add routes a message to its lane (b.mu held) and seals what is due.

@@ -25,6 +25,7 @@ const (
 	ReasonKeyControlChar Reason = "key_control_chars"
 	ReasonTooLarge       Reason = "too_large"
 	ReasonMaxAttempts    Reason = "max_attempts"
+	ReasonLate           Reason = "late_redelivery"
 )
 
 // keyExtractor finds the partition key of a message body and classifies bad input.

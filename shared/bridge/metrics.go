@@ -22,6 +22,7 @@ type metrics struct {
 	touches         prometheus.Counter
 	misrouted       prometheus.Counter
 	reshards        prometheus.Counter
+	late            prometheus.Counter
 	inFlight        prometheus.Gauge // messages held: received, not yet FIN'd or requeued
 	buffered        prometheus.Gauge // bytes of user data held in aggregates not yet acknowledged
 	shards          prometheus.Gauge
@@ -66,6 +67,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		touches:    c("touches_total", "NSQ TOUCH commands sent for messages waiting longer than half the message timeout."),
 		misrouted:  c("misrouted_entries_total", "Entries Kinesis stored on another shard than the shard map predicted (the map is then refreshed)."),
 		reshards:   c("shard_map_changes_total", "Shard map changes applied."),
+		late:       c("late_redeliveries_total", "Messages older than one already accepted for their key (NSQ redeliveries after newer messages); dead-lettered or written per --late-redelivery."),
 		inFlight:   g("in_flight_messages", "NSQ messages held by the bridge (received, not yet FINished or requeued)."),
 		buffered:   g("buffered_bytes", "User data bytes in aggregates not yet accepted by Kinesis."),
 		shards:     g("open_shards", "Open shards in the current shard map."),
@@ -78,7 +80,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	if reg != nil {
 		reg.MustRegister(m.messagesIn, m.messagesAcked, m.messagesRequeue, m.deadLettered, m.deadLetterFail,
 			m.bytesIn, m.bytesOut, m.aggregates, m.userRecords, m.putCalls, m.putEntries, m.putFailed,
-			m.retries, m.touches, m.misrouted, m.reshards, m.inFlight, m.buffered, m.shards, m.backlog,
+			m.retries, m.touches, m.misrouted, m.reshards, m.late, m.inFlight, m.buffered, m.shards, m.backlog,
 			m.ackLatency, m.putLatency)
 	}
 	return m

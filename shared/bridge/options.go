@@ -20,6 +20,16 @@ const (
 	Relaxed Ordering = "relaxed"
 )
 
+// LatePolicy says what to do with a message older (by NSQ publish timestamp) than one of its key
+// that the bridge has already accepted: a redelivery after a crash, a timeout or a requeue, which
+// NSQ puts behind newer messages. Writing it would put it after newer records of its key.
+type LatePolicy string
+
+const (
+	LateDeadLetter LatePolicy = "dead-letter" // keep the stream in per-key order (strict's default)
+	LateWrite      LatePolicy = "write"       // write it anyway, counted (relaxed's default)
+)
+
 // MissingKeyPolicy says what to do with a message whose partition key field is absent or unusable.
 type MissingKeyPolicy string
 
@@ -62,6 +72,8 @@ type Options struct {
 	Stream              string
 	KeyBuckets          int
 	Ordering            Ordering
+	LateRedelivery      LatePolicy    // "" = dead-letter in strict mode, write in relaxed mode
+	LateWindow          time.Duration // how long a key's newest timestamp is remembered
 	MaxBufferedTime     time.Duration
 	MaxRecordSize       int // 0: read from DescribeStreamSummary (default 1 MiB)
 	MaxRequestsInFlight int
@@ -87,6 +99,7 @@ func NewOptions() Options {
 		MaxJSONDepth:        64,
 		KeyBuckets:          1,
 		Ordering:            Strict,
+		LateWindow:          15 * time.Minute,
 		MaxBufferedTime:     100 * time.Millisecond,
 		MaxRequestsInFlight: 16,
 		PutTimeout:          30 * time.Second,
@@ -139,6 +152,19 @@ func (o *Options) Validate() error {
 	case Strict, Relaxed:
 	default:
 		bad("--ordering must be strict or relaxed")
+	}
+	switch o.LateRedelivery {
+	case "":
+		o.LateRedelivery = LateDeadLetter
+		if o.Ordering == Relaxed {
+			o.LateRedelivery = LateWrite
+		}
+	case LateDeadLetter, LateWrite:
+	default:
+		bad("--late-redelivery must be dead-letter or write")
+	}
+	if o.LateWindow < time.Minute {
+		bad("--late-window must be at least 1m")
 	}
 	if o.KeyBuckets < 1 || o.KeyBuckets > 10000 {
 		bad("--key-buckets must be 1..10000")

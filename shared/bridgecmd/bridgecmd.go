@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -38,6 +39,7 @@ type Settings struct {
 	CloudWatchEMF  bool
 	EMFInterval    time.Duration
 	Healthcheck    bool
+	Pprof          bool
 }
 
 // FlagSet returns the program's flag set bound to o and s: every flag the bridge accepts.
@@ -48,6 +50,7 @@ func FlagSet(o *bridge.Options, s *Settings) *flag.FlagSet {
 	fs.StringVar(&s.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&s.CloudWatchEMF, "cloudwatch-emf", false, "write CloudWatch Embedded Metric Format lines to stdout (namespace NSQK/Bridge)")
 	fs.DurationVar(&s.EMFInterval, "emf-interval", time.Minute, "how often EMF metrics are written")
+	fs.BoolVar(&s.Pprof, "pprof", false, "also serve Go's /debug/pprof/ profiles on --metrics-address")
 	fs.BoolVar(&s.Healthcheck, "healthcheck", false, "check /healthz of a bridge running on --metrics-address and exit 0 if healthy (container health check)")
 	return fs
 }
@@ -98,7 +101,17 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			log.Error("metrics listener", "err", err)
 			return 1
 		}
-		srv := &http.Server{Handler: b.Handler(reg), ReadHeaderTimeout: 5 * time.Second}
+		h := b.Handler(reg)
+		if s.Pprof {
+			mux := http.NewServeMux()
+			mux.Handle("/", h)
+			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+			h = mux
+		}
+		srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 		go srv.Serve(ln)
 		defer srv.Close()
 	}

@@ -146,6 +146,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	if err := b.start(ctx); err != nil {
 		return err
 	}
+	shards := b.smap.Len() // read before the refresher can swap the map
 	// Background work outlives ctx: in-flight PutRecords must finish during the shutdown.
 	bg, cancelBG := context.WithCancel(context.WithoutCancel(ctx))
 	var loops sync.WaitGroup
@@ -172,7 +173,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	}
 	b.ready.Store(true)
 	b.log.Info("bridge running", "topic", b.o.Topic, "channel", b.o.Channel, "stream", b.o.Stream,
-		"shards", b.smap.Len(), "key_buckets", b.o.KeyBuckets, "ordering", b.o.Ordering,
+		"shards", shards, "key_buckets", b.o.KeyBuckets, "ordering", b.o.Ordering,
 		"late_redelivery", b.o.LateRedelivery, "max_buffered_time", b.o.MaxBufferedTime, "max_in_flight", b.o.MaxInFlight, "max_record_size", b.maxSize)
 
 	select {
@@ -201,7 +202,7 @@ func (b *Bridge) start(ctx context.Context) error {
 		if err == nil {
 			var m *shardmap.Map
 			if m, err = shardmap.Load(ctx, b.kc, b.o.Stream); err == nil {
-				b.install(m)
+				b.install(m, time.Time{})
 				return nil
 			}
 		}

@@ -65,6 +65,7 @@ func RegisterFlags(fs *flag.FlagSet, o *Options) {
 	fs.DurationVar(&o.RetryInitial, "retry-initial", o.RetryInitial, "first backoff after a failed entry (exponential, jittered)")
 	fs.DurationVar(&o.RetryMax, "retry-max", o.RetryMax, "longest backoff between retries of an entry")
 	fs.DurationVar(&o.ShardRefresh, "shard-refresh", o.ShardRefresh, "shard map refresh interval (also refreshed when a record lands on an unexpected shard)")
+	fs.DurationVar(&o.ReshardSettle, "reshard-settle", o.ReshardSettle, "after a reshard, how long the new shards' lanes hold their records so consumers reading the parent's children in parallel see each key in order")
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", o.ShutdownTimeout, "on SIGTERM, how long to flush and wait for Kinesis before requeueing the rest")
 	fs.DurationVar(&o.BacklogInterval, "backlog-interval", o.BacklogInterval, "how often nsqd's channel depth is polled")
 }

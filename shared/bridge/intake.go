@@ -162,7 +162,7 @@ func (b *Bridge) free(l *lane, now time.Time) bool {
 	if b.o.Ordering == Strict && l.flying > 0 {
 		return false
 	}
-	return !now.Before(l.retryAt) && !l.retired
+	return !now.Before(l.retryAt) && !l.retired && !l.paused
 }
 
 // sealDue seals every open aggregate that is due (b.mu held): older than MaxBufferedTime, or any

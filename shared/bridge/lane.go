@@ -47,6 +47,7 @@ type lane struct {
 	bo      *backoff.ExponentialBackOff
 	retryAt time.Time
 	retired bool // its shard is gone from the pending shard map: drain, then re-route
+	paused  bool // a record of this lane landed on another shard: send nothing until the map is refreshed
 }
 
 func newLane(s shardmap.Shard, bucket int, o *Options, maxSize int) *lane {

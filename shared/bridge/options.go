@@ -81,6 +81,7 @@ type Options struct {
 	RetryInitial        time.Duration
 	RetryMax            time.Duration
 	ShardRefresh        time.Duration
+	ReshardSettle       time.Duration // new shards' lanes wait this long before their first write
 
 	// Lifecycle.
 	ShutdownTimeout time.Duration
@@ -106,6 +107,7 @@ func NewOptions() Options {
 		RetryInitial:        100 * time.Millisecond,
 		RetryMax:            5 * time.Second,
 		ShardRefresh:        30 * time.Second,
+		ReshardSettle:       5 * time.Second,
 		ShutdownTimeout:     25 * time.Second,
 		BacklogInterval:     15 * time.Second,
 	}
@@ -189,6 +191,9 @@ func (o *Options) Validate() error {
 	}
 	if o.RetryInitial <= 0 || o.RetryMax < o.RetryInitial {
 		bad("retry intervals must satisfy 0 < initial <= max")
+	}
+	if o.ReshardSettle < 0 {
+		bad("--reshard-settle must not be negative")
 	}
 	if o.ShutdownTimeout <= 0 || o.ShardRefresh <= 0 || o.PutTimeout <= 0 {
 		bad("--shutdown-timeout, --shard-refresh and --put-timeout must be positive")

@@ -7,7 +7,7 @@ import (
 	"github.com/nsqk/nsqk/shared/shardmap"
 )
 
-// refreshLoop reloads the shard map every ShardRefresh, and at once (at most once a second) when
+// refreshLoop reloads the shard map every ShardRefresh, and at once (at most every 250 ms) when
 // a record landed on an unexpected shard.
 func (b *Bridge) refreshLoop(ctx context.Context) {
 	t := time.NewTicker(b.o.ShardRefresh)
@@ -19,7 +19,7 @@ func (b *Bridge) refreshLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		case <-b.refresh:
-			if wait := time.Second - time.Since(last); wait > 0 {
+			if wait := 250*time.Millisecond - time.Since(last); wait > 0 {
 				select {
 				case <-ctx.Done():
 					return
@@ -42,8 +42,8 @@ func (b *Bridge) refreshLoop(ctx context.Context) {
 }
 
 // install makes m the routing map (b.mu held, or before anything runs): lanes of shards that keep
-// their range are kept, others are created.
-func (b *Bridge) install(m *shardmap.Map) {
+// their range are kept, others are created, holding their first write until settle.
+func (b *Bridge) install(m *shardmap.Map, settle time.Time) {
 	old := map[string][]*lane{}
 	for i, s := range b.smapShards() {
 		old[s.ID] = b.table[i]
@@ -57,7 +57,11 @@ func (b *Bridge) install(m *shardmap.Map) {
 			lanes = make([]*lane, b.o.KeyBuckets)
 			for k := range lanes {
 				lanes[k] = newLane(s, k, &b.o, b.maxSize)
+				lanes[k].retryAt = settle
 			}
+		}
+		for _, l := range lanes {
+			l.paused = false
 		}
 		b.table[i] = lanes
 		b.lanes = append(b.lanes, lanes...)
@@ -81,6 +85,12 @@ func (b *Bridge) apply(m *shardmap.Map) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.smap.Equal(m) || (b.pending != nil && b.pending.Equal(m)) {
+		if b.pending == nil {
+			for _, l := range b.lanes { // a misroute without a reshard: nothing to wait for
+				l.paused = false
+			}
+			b.signal(b.kick)
+		}
 		return
 	}
 	keep := map[string]shardmap.Shard{}
@@ -116,7 +126,10 @@ func (b *Bridge) maybeFinishReshard(now time.Time) {
 			l.agg.Reset()
 		}
 	}
-	b.install(b.pending)
+	// A key whose last records went to the parent (or, for at most one record per lane, to a
+	// sibling child) must not reach its new shard so soon after that a consumer reading the
+	// children in parallel could process the new record first: hold the new lanes a moment.
+	b.install(b.pending, now.Add(b.o.ReshardSettle))
 	b.pending = nil
 	b.m.reshards.Inc()
 	for _, r := range moved {

@@ -71,7 +71,7 @@ func (b *Bridge) buildRequest(now time.Time) (req []*entry, wake time.Time) {
 	i := 0
 	for ; i < n && len(req) < maxRequestEntries; i++ {
 		l := b.lanes[(b.rr+i)%n]
-		if len(l.queue) == 0 || l.retired {
+		if len(l.queue) == 0 || l.retired || l.paused {
 			continue
 		}
 		if now.Before(l.retryAt) {
@@ -177,9 +177,13 @@ func (b *Bridge) complete(req []*entry, out *kinesis.PutRecordsOutput, err error
 			l.retryAt = time.Time{}
 			if shardID != l.shard.ID {
 				// Our shard map is stale (a reshard): the record is durable on the shard Kinesis
-				// chose for its explicit hash key; refresh before routing more.
+				// chose for its explicit hash key. Pause the lane (at most one misplaced record
+				// per lane) and refresh the map before sending more.
 				b.m.misrouted.Inc()
 				misrouted = true
+				l.paused = true
+				b.log.Info("record landed on another shard than predicted; refreshing the shard map",
+					"predicted", l.shard.ID, "actual", shardID)
 			}
 			if !b.gone {
 				acked = append(acked, e.msgs...)

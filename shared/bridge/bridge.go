@@ -97,8 +97,9 @@ func New(o Options, kc Kinesis, log *slog.Logger, reg prometheus.Registerer) (*B
 }
 
 // nsqConfig builds the go-nsq configuration: auto-response off (we FIN only what is durable),
-// go-nsq's max-attempts path off (it would FIN and drop; we dead-letter instead), and a small
-// output buffer timeout so that nsqd does not hold messages back for 250 ms at low rates.
+// go-nsq's max-attempts path off (it would FIN and drop; we dead-letter instead), a small output
+// buffer timeout so that nsqd does not hold messages back for 250 ms at low rates, and a quick
+// reconnect to directly addressed nsqds. --consumer-opt overrides any of these.
 func nsqConfig(o *Options) (*nsq.Config, error) {
 	cfg := nsq.NewConfig()
 	cfg.MaxInFlight = o.MaxInFlight
@@ -106,6 +107,11 @@ func nsqConfig(o *Options) (*nsq.Config, error) {
 	cfg.MaxAttempts = 0
 	cfg.OutputBufferTimeout = 25 * time.Millisecond
 	cfg.UserAgent = "nsqk-bridge"
+	if len(o.NSQDTCPAddresses) > 0 {
+		// With direct nsqd connections go-nsq reconnects every lookupd_poll_interval (60 s by
+		// default): an nsqd restart would stall the bridge for a minute.
+		cfg.LookupdPollInterval = 5 * time.Second
+	}
 	if o.AuthSecret != "" {
 		cfg.AuthSecret = o.AuthSecret
 	}

@@ -120,6 +120,13 @@ func runDev(ctx context.Context, o devOptions, out io.Writer) error {
 	say("bridge: topic %q channel %q -> stream %q, key buckets %d, max-buffered-time %s, strict order (log: %s)",
 		topic, bo.Channel, stream, o.keyBuckets, o.maxBuffered, logf.Name())
 
+	cons, err := startConsumers(ctx, kc, stream, o.dir)
+	if err != nil {
+		return err
+	}
+	defer cons.stop()
+	say("consumers through the local event source mapping (batch 100, window 200ms, ReportBatchItemFailures, bisect, 3 retries): monitor, lastlocation (EMF: %s/*-metrics.jsonl, on-failure: %s/*-on-failure.jsonl)", o.dir, o.dir)
+
 	dead := &deadLetters{}
 	dlc, err := dead.consume(n.TCPAddr, topic+"_dead")
 	if err != nil {
@@ -148,6 +155,7 @@ func runDev(ctx context.Context, o devOptions, out io.Writer) error {
 			published.Load(), bad.Load(), f.Value("nsqk_bridge_messages_in_total"), f.Value("nsqk_bridge_messages_acked_total"),
 			f.Value("nsqk_bridge_dead_lettered_total"), f.Value("nsqk_bridge_in_flight_messages"), f.Value("nsqk_bridge_aggregates_total"),
 			f.Value("nsqk_bridge_putrecords_calls_total"), ms(put.Quantile(0.5)), ms(lat.Quantile(0.5)), ms(lat.Quantile(0.99)), f.Value("nsqk_bridge_nsq_backlog_messages"))
+		say("  %s", cons.status())
 	}
 wait:
 	for {
@@ -180,6 +188,11 @@ wait:
 		return fmt.Errorf("bridge: %w", err)
 	}
 	status()
+	written := int64(promqValue(reg, "nsqk_bridge_aggregates_total"))
+	say("waiting for both consumers to process the %d Kinesis records", written)
+	if err := cons.wait(ctx, written, ticker.C, status); err != nil {
+		return err
+	}
 
 	f, _ := promq.Gather(reg)
 	lat := f.Histogram("nsqk_bridge_ack_latency_seconds")
@@ -193,6 +206,7 @@ wait:
 		f.Value("nsqk_bridge_aggregates_total"), f.Value("nsqk_bridge_messages_acked_total")/math.Max(1, f.Value("nsqk_bridge_aggregates_total")),
 		f.Value("nsqk_bridge_putrecords_calls_total"), outB/math.Max(1, in))
 	fmt.Fprintf(out, "  latency    NSQ publish -> Kinesis ack: p50 %s, p99 %s, p99.9 %s\n", ms(lat.Quantile(0.5)), ms(lat.Quantile(0.99)), ms(lat.Quantile(0.999)))
+	cons.summary(out)
 	if e := dead.sample(); e != "" {
 		fmt.Fprintf(out, "  dead letter example: %s\n", e)
 	}
@@ -281,4 +295,9 @@ func (d *deadLetters) sample() string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.first
+}
+
+func promqValue(g prometheus.Gatherer, name string) float64 {
+	f, _ := promq.Gather(g)
+	return f.Value(name)
 }

@@ -56,7 +56,10 @@ func devCommand() *ffcli.Command {
 		ShortUsage: "nsqk dev [flags]",
 		ShortHelp:  "run the whole flow locally: embedded nsqd, a local Kinesis, the bridge, the consumers",
 		FlagSet:    fs,
-		Exec:       func(ctx context.Context, _ []string) error { return runDev(ctx, o, os.Stdout) },
+		Exec: func(ctx context.Context, _ []string) error {
+			_, err := runDev(ctx, o, os.Stdout)
+			return err
+		},
 	}
 }
 
@@ -70,37 +73,45 @@ var devBadInputs = []string{
 	"{\"user_id\":\"bad\xff\"}",
 }
 
-func runDev(ctx context.Context, o devOptions, out io.Writer) error {
+// devResult is what a dev run did, for its test.
+type devResult struct {
+	Published, Bad, LeftInNSQ       int64
+	Acked, DeadLettered, Records    float64
+	MonitorRecords, OrderViolations int64
+	Duplicates, Applied, OnFailure  int64
+}
+
+func runDev(ctx context.Context, o devOptions, out io.Writer) (res devResult, _ error) {
 	start := time.Now()
 	say := func(format string, a ...any) {
 		fmt.Fprintf(out, "[%6.1fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, a...))
 	}
 	if err := os.MkdirAll(o.dir, 0o755); err != nil {
-		return err
+		return res, err
 	}
 	logf, err := os.Create(filepath.Join(o.dir, "bridge.log"))
 	if err != nil {
-		return err
+		return res, err
 	}
 	defer logf.Close()
 	log := slog.New(slog.NewJSONHandler(logf, &slog.HandlerOptions{Level: slog.LevelInfo}))
 
 	n, err := nsqlocal.Start(nsqlocal.Options{Logger: log})
 	if err != nil {
-		return err
+		return res, err
 	}
 	defer n.Stop()
 	say("nsqd (embedded github.com/nsqio/nsq/nsqd) on tcp://%s, http://%s", n.TCPAddr, n.HTTPAddr)
 
 	em, err := kinesislocal.Start(ctx, kinesislocal.Options{Kind: kinesislocal.Kind(o.emulator)})
 	if err != nil {
-		return err
+		return res, err
 	}
 	defer em.Close()
 	const stream, topic = "nsqk-dev", "locations"
 	kc := em.Client()
 	if err := kinesislocal.CreateStream(ctx, kc, stream, int32(o.shards)); err != nil {
-		return err
+		return res, err
 	}
 	say("%s on %s: stream %q with %d shards", o.emulator, em.Endpoint, stream, o.shards)
 
@@ -111,7 +122,7 @@ func runDev(ctx context.Context, o devOptions, out io.Writer) error {
 	reg := prometheus.NewRegistry()
 	b, err := bridge.New(bo, kc, log, reg)
 	if err != nil {
-		return err
+		return res, err
 	}
 	bctx, stopBridge := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBridge()
@@ -122,7 +133,7 @@ func runDev(ctx context.Context, o devOptions, out io.Writer) error {
 
 	cons, err := startConsumers(ctx, kc, stream, o.dir)
 	if err != nil {
-		return err
+		return res, err
 	}
 	defer cons.stop()
 	say("consumers through the local event source mapping (batch 100, window 200ms, ReportBatchItemFailures, bisect, 3 retries): monitor, lastlocation (EMF: %s/*-metrics.jsonl, on-failure: %s/*-on-failure.jsonl)", o.dir, o.dir)
@@ -130,7 +141,7 @@ func runDev(ctx context.Context, o devOptions, out io.Writer) error {
 	dead := &deadLetters{}
 	dlc, err := dead.consume(n.TCPAddr, topic+"_dead")
 	if err != nil {
-		return err
+		return res, err
 	}
 	defer dlc.Stop()
 
@@ -162,13 +173,13 @@ wait:
 		select {
 		case err := <-pdone:
 			if err != nil {
-				return err
+				return res, err
 			}
 			break wait
 		case <-ticker.C:
 			status()
 		case err := <-bdone:
-			return fmt.Errorf("bridge stopped: %v", err)
+			return res, fmt.Errorf("bridge stopped: %v", err)
 		}
 	}
 	say("publisher stopped; waiting for the bridge to drain NSQ")
@@ -185,13 +196,13 @@ wait:
 	say("stopping the bridge (what SIGTERM does: stop taking messages, flush, FIN, exit)")
 	stopBridge()
 	if err := <-bdone; err != nil {
-		return fmt.Errorf("bridge: %w", err)
+		return res, fmt.Errorf("bridge: %w", err)
 	}
 	status()
 	written := int64(promqValue(reg, "nsqk_bridge_aggregates_total"))
 	say("waiting for both consumers to process the %d Kinesis records", written)
 	if err := cons.wait(ctx, written, ticker.C, status); err != nil {
-		return err
+		return res, err
 	}
 
 	f, _ := promq.Gather(reg)
@@ -210,7 +221,12 @@ wait:
 	if e := dead.sample(); e != "" {
 		fmt.Fprintf(out, "  dead letter example: %s\n", e)
 	}
-	return nil
+	ms, ls, mm := cons.mon.Stats(), cons.ll.Stats(), cons.mm.Stats()
+	res = devResult{Published: published.Load(), Bad: bad.Load(), LeftInNSQ: n.Depth(topic, bo.Channel),
+		Acked: f.Value("nsqk_bridge_messages_acked_total"), DeadLettered: f.Value("nsqk_bridge_dead_lettered_total"),
+		Records: f.Value("nsqk_bridge_aggregates_total"), MonitorRecords: ms.Records, OrderViolations: ms.OrderViolations,
+		Duplicates: ms.Duplicates, Applied: ls.Applied, OnFailure: mm.OnFailureRecords + cons.ml.Stats().OnFailureRecords}
+	return res, nil
 }
 
 func durationText(d time.Duration) string {

@@ -2,12 +2,15 @@ package bridge
 
 import (
 	"bytes"
+	"context"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/nsqk/nsqk/shared/kinesislocal"
+	"github.com/nsqk/nsqk/shared/kpl"
 	"github.com/nsqk/nsqk/shared/location"
 	"github.com/nsqk/nsqk/shared/shardmap"
 )
@@ -158,5 +161,49 @@ func TestShutdownFlushesEverythingAndReturnsNil(t *testing.T) {
 	}
 	if r.b.Held() != 0 {
 		t.Fatalf("bridge still holds %d", r.b.Held())
+	}
+}
+
+// --record-keys=lane: user records share the aggregate's keys (one table entry each), which cuts
+// the bytes written per message; the explicit hash key stays inside the shard's range.
+func TestLaneRecordKeysShareOneKeyAndWriteFewerBytes(t *testing.T) {
+	ratio := func(keys RecordKeys) (float64, []userRecord, *harness) {
+		h := newHarness(t, 2)
+		o := h.options()
+		o.RecordKeys, o.KeyBuckets = keys, 2
+		publishLocations(h, 1000, 1000)
+		r := h.start(o)
+		waitFor(t, 30*time.Second, "acknowledged", func() bool { return testutil.ToFloat64(r.b.m.messagesAcked) == 1000 })
+		if err := r.stop(t); err != nil {
+			t.Fatal(err)
+		}
+		checkStream(t, h, 1000)
+		return testutil.ToFloat64(r.b.m.bytesOut) / testutil.ToFloat64(r.b.m.bytesIn), h.readStream(), h
+	}
+	userRatio, _, _ := ratio(RecordKeysUser)
+	laneRatio, recs, h := ratio(RecordKeysLane)
+	m := h.shardMap()
+	for _, u := range recs {
+		if u.pk != u.outer {
+			t.Fatalf("user record key %q, aggregate key %q", u.pk, u.outer)
+		}
+	}
+	raw, err := kinesislocal.ReadAll(context.Background(), h.kc, h.stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range raw {
+		urs, _, _ := kpl.Deaggregate(r.Data)
+		s := m.Shards()[m.Index(r.ShardID)]
+		for _, u := range urs {
+			ehk, err := shardmap.ParseHash(string(u.ExplicitHashKey))
+			if err != nil || ehk.Compare(s.Start) < 0 || ehk.Compare(s.End) > 0 {
+				t.Fatalf("user record EHK %q outside %s", u.ExplicitHashKey, s.ID)
+			}
+		}
+	}
+	t.Logf("bytes out/in: user keys %.4f, lane keys %.4f", userRatio, laneRatio)
+	if laneRatio >= userRatio-0.02 || laneRatio > 1.05 {
+		t.Fatalf("lane keys ratio %.4f vs user keys %.4f: expected about 12 bytes less per message and <= 1.05", laneRatio, userRatio)
 	}
 }

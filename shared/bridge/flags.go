@@ -49,6 +49,10 @@ func RegisterFlags(fs *flag.FlagSet, o *Options) {
 
 	fs.StringVar(&o.Stream, "stream", o.Stream, "Kinesis stream name or ARN (required)")
 	fs.IntVar(&o.KeyBuckets, "key-buckets", o.KeyBuckets, "aggregate per (shard, hash(key) mod N) with a stable outer partition key per bucket, for Lambda ParallelizationFactor")
+	fs.Func("record-keys", "keys of the user records inside an aggregate: user (each message's own partition key) or lane (one shared key per aggregate, ~12 bytes less per message; consumers read the key from the payload) (default user)", func(s string) error {
+		o.RecordKeys = RecordKeys(s)
+		return nil
+	})
 	fs.Func("ordering", "strict (one entry in flight per lane, retries before newer records) or relaxed (default strict)", func(s string) error {
 		o.Ordering = Ordering(s)
 		return nil

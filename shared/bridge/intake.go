@@ -119,11 +119,15 @@ func (b *Bridge) route(h shardmap.Hash) *lane {
 // addToLane appends a message to the lane's open aggregate, sealing the aggregate first when the
 // message does not fit. It fails only for a message that cannot fit in any record.
 func (b *Bridge) addToLane(l *lane, r msgRef, now time.Time) error {
-	err := l.agg.Add(r.key, "", r.m.Body)
+	pk, ehk := r.key, ""
+	if b.o.RecordKeys == RecordKeysLane {
+		pk, ehk = l.pk, l.shard.StartKey
+	}
+	err := l.agg.Add(pk, ehk, r.m.Body)
 	if errors.Is(err, kpl.ErrFull) {
 		b.seal(l)
 		b.signal(b.kick)
-		err = l.agg.Add(r.key, "", r.m.Body)
+		err = l.agg.Add(pk, ehk, r.m.Body)
 	}
 	if err != nil {
 		if errors.Is(err, kpl.ErrTooLarge) {

@@ -37,6 +37,7 @@ func (e *entry) size() int { return len(e.rec.Data) + len(e.rec.PartitionKey) }
 type lane struct {
 	shard   shardmap.Shard
 	bucket  int
+	pk      string // outer partition key (the bucket's)
 	agg     *kpl.Aggregator
 	open    []msgRef // messages in agg, in arrival order
 	openB   int      // their data bytes
@@ -56,6 +57,7 @@ func newLane(s shardmap.Shard, bucket int, o *Options, maxSize int) *lane {
 	return &lane{
 		shard:  s,
 		bucket: bucket,
+		pk:     bucketKey(bucket),
 		// The outer explicit hash key pins the aggregate to this shard; the outer partition key is
 		// the bucket's, stable for every key in it, so Lambda's ParallelizationFactor (which
 		// assigns batches by outer partition key) keeps each user key on one lane.

@@ -30,6 +30,20 @@ const (
 	LateWrite      LatePolicy = "write"       // write it anyway, counted (relaxed's default)
 )
 
+// RecordKeys says which keys each user record inside an aggregate carries.
+type RecordKeys string
+
+const (
+	// RecordKeysUser: every user record carries its own partition key (KPL behaviour; consumers
+	// and tools see each message's key).
+	RecordKeysUser RecordKeys = "user"
+	// RecordKeysLane: user records share the lane's partition key and explicit hash key, one
+	// key-table entry per aggregate: ~12 bytes less per message with 10-character keys.
+	// Consumers read the key from the payload. The explicit hash key keeps KCL-style shard
+	// hash-range filters satisfied.
+	RecordKeysLane RecordKeys = "lane"
+)
+
 // MissingKeyPolicy says what to do with a message whose partition key field is absent or unusable.
 type MissingKeyPolicy string
 
@@ -71,6 +85,7 @@ type Options struct {
 	// Kinesis output.
 	Stream              string
 	KeyBuckets          int
+	RecordKeys          RecordKeys
 	Ordering            Ordering
 	LateRedelivery      LatePolicy    // "" = dead-letter in strict mode, write in relaxed mode
 	LateWindow          time.Duration // how long a key's newest timestamp is remembered
@@ -99,6 +114,7 @@ func NewOptions() Options {
 		MissingKey:          MissingKeyDeadLetter,
 		MaxJSONDepth:        64,
 		KeyBuckets:          1,
+		RecordKeys:          RecordKeysUser,
 		Ordering:            Strict,
 		LateWindow:          15 * time.Minute,
 		MaxBufferedTime:     100 * time.Millisecond,
@@ -154,6 +170,11 @@ func (o *Options) Validate() error {
 	case Strict, Relaxed:
 	default:
 		bad("--ordering must be strict or relaxed")
+	}
+	switch o.RecordKeys {
+	case RecordKeysUser, RecordKeysLane:
+	default:
+		bad("--record-keys must be user or lane")
 	}
 	switch o.LateRedelivery {
 	case "":

@@ -63,7 +63,7 @@ cdk-diff: tools lambda ## compare the stack with what is deployed (AWS credentia
 cdk-deploy: tools lambda ## deploy the stack (AWS credentials, cdk-bootstrap done, Docker with BuildKit): make cdk-deploy CDK_ARGS='-c key=value'
 	$(CDK) deploy --require-approval broadening $(CDK_ARGS)
 
-cdk-destroy: tools lambda ## delete the stack (retained resources stay: see infra/README.md)
+cdk-destroy: tools lambda ## delete the stack (retained resources stay: see README.md, Deploying on AWS)
 	$(CDK) destroy $(CDK_ARGS)
 
 bench: tools ## Go micro-benchmarks now; the end-to-end benchmark arrives with issue #6

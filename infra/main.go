@@ -1,6 +1,6 @@
 // Command infra is the nsqk CDK app: it reads the context (cdk.json and -c overrides), validates it,
 // builds the stack and checks it with cdk-nag's AwsSolutions rules. Run it through the CDK CLI from
-// the repository root (`make synth`, `make cdk-deploy`); see infra/README.md.
+// the repository root (`make synth`, `make cdk-deploy`); see README.md (Deploying on AWS).
 package main
 
 import (

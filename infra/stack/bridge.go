@@ -165,14 +165,22 @@ func newBridge(scope constructs.Construct, cfg *Config, net *Network, st *Stream
 		AllowAllOutbound: jsii.Bool(true),
 	})
 
+	// Two bridge tasks on one NSQ channel split a key's messages between them and can write them out
+	// of order. With at most one task (the default), deployments stop the old task before the new one
+	// starts (NSQ holds the messages meanwhile) so there is never a second bridge; with more tasks the
+	// usual rolling deployment applies (order is per task then anyway).
+	minHealthy, maxHealthy := 100.0, 200.0
+	if b.MaxCount == 1 {
+		minHealthy, maxHealthy = 0, 100
+	}
 	svcProps := &awsecs.FargateServiceProps{
 		Cluster:              cluster,
 		TaskDefinition:       taskDef,
 		VpcSubnets:           net.Subnets,
 		SecurityGroups:       &[]awsec2.ISecurityGroup{sg},
 		AssignPublicIp:       jsii.Bool(false),
-		MinHealthyPercent:    jsii.Number(100),
-		MaxHealthyPercent:    jsii.Number(200),
+		MinHealthyPercent:    jsii.Number(minHealthy),
+		MaxHealthyPercent:    jsii.Number(maxHealthy),
 		CircuitBreaker:       &awsecs.DeploymentCircuitBreaker{Enable: jsii.Bool(true), Rollback: jsii.Bool(true)},
 		EnableECSManagedTags: jsii.Bool(true),
 		PropagateTags:        awsecs.PropagatedTagSource_SERVICE,

@@ -143,7 +143,7 @@ type ConsumerConfig struct {
 	Timeout               time.Duration
 }
 
-// AlarmThresholds holds every alarm threshold (see infra/README.md for the reasoning behind each default).
+// AlarmThresholds holds every alarm threshold (see README.md, Deploying on AWS, for the reasoning behind each default).
 type AlarmThresholds struct {
 	StreamWriteThrottledRecords float64 `json:"streamWriteThrottledRecords"` // records/min throttled, 3 of 5 min
 	StreamIteratorAgeMs         float64 `json:"streamIteratorAgeMs"`         // GetRecords.IteratorAgeMilliseconds max, 3 of 5 min
@@ -203,7 +203,7 @@ func defaultConsumer(name string) ConsumerConfig {
 	return c
 }
 
-// Context keys. Everything the stack reads from CDK context is listed here (and in infra/README.md).
+// Context keys. Everything the stack reads from CDK context is listed here (and in README.md).
 const (
 	KeyStackName           = "stackName"
 	KeyAccount             = "account"
@@ -701,7 +701,7 @@ func parseBridge(p *parser, c *Config) {
 		p.fail(KeyBridgeMemory, "%d MiB is not valid with %d CPU units on Fargate (valid: %d..%d)", b.MemoryMiB, b.CPU, mems[0], mems[len(mems)-1])
 	}
 	b.MinCount = p.integer(KeyBridgeMinTasks, 1, 1, 100)
-	b.MaxCount = p.integer(KeyBridgeMaxTasks, 3, 1, 100)
+	b.MaxCount = p.integer(KeyBridgeMaxTasks, 1, 1, 100)
 	b.DesiredCount = p.integer(KeyBridgeTaskCount, 0, 1, 100)
 	if b.MaxCount < b.MinCount {
 		p.fail(KeyBridgeMaxTasks, "%d is below %s=%d", b.MaxCount, KeyBridgeMinTasks, b.MinCount)
@@ -1013,7 +1013,7 @@ func CheckUnknownKeys(all map[string]any) error {
 	sort.Strings(keys)
 	for _, k := range keys {
 		if plainKey.MatchString(k) && !slices.Contains(KnownKeys, k) {
-			errs = append(errs, fmt.Errorf("context %q: unknown key (see infra/README.md for the list)", k))
+			errs = append(errs, fmt.Errorf("context %q: unknown key (see README.md, Context reference, for the list)", k))
 		}
 	}
 	return errors.Join(errs...)

@@ -61,7 +61,7 @@ func TestParseConfigDefaults(t *testing.T) {
 		{"memory", c.Bridge.MemoryMiB, 1024},
 		{"desired (unset)", c.Bridge.DesiredCount, 0},
 		{"min", c.Bridge.MinCount, 1},
-		{"max", c.Bridge.MaxCount, 3},
+		{"max", c.Bridge.MaxCount, 1},
 		{"cpu target", c.Bridge.CPUTargetPercent, 60},
 		{"vpc created", c.Network.Imported(), false},
 		{"vpc cidr", c.Network.Cidr, "10.80.0.0/16"},
@@ -197,7 +197,7 @@ func TestParseConfigRejects(t *testing.T) {
 		{"fargate cpu", with(minimal(), KeyBridgeCPU, 768), "not a Fargate CPU size"},
 		{"fargate memory", with(minimal(), KeyBridgeCPU, 1024, KeyBridgeMemory, 1024), "not valid with 1024 CPU units"},
 		{"max below min", with(minimal(), KeyBridgeMinTasks, 3, KeyBridgeMaxTasks, 2), "is below bridgeMinTasks=3"},
-		{"desired outside bounds", with(minimal(), KeyBridgeTaskCount, 5), "outside the autoscaling bounds 1..3"},
+		{"desired outside bounds", with(minimal(), KeyBridgeTaskCount, 5), "outside the autoscaling bounds 1..1"},
 		{"zero min tasks", with(minimal(), KeyBridgeMinTasks, 0), "out of range 1..100"},
 		{"cpu target", with(minimal(), KeyBridgeCPUTarget, 95), "out of range 10..90"},
 		{"vpc without subnets", with(minimal(), KeyVpcID, "vpc-0123456789abcdef0", KeyVpcAZs, "eu-west-1a"), "vpcSubnetIds"},
@@ -328,10 +328,10 @@ func TestCdkJSON(t *testing.T) {
 	}
 }
 
-// TestReadmeDocumentsEverything keeps infra/README.md in step with the code: every context key,
-// consumer field, alarm threshold and alarm name is documented.
+// TestReadmeDocumentsEverything keeps the README's deployment and operations sections in step with
+// the code: every context key, consumer field, alarm threshold and alarm name is documented.
 func TestReadmeDocumentsEverything(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join(repoRoot(t), "infra", "README.md"))
+	b, err := os.ReadFile(filepath.Join(repoRoot(t), "README.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -356,7 +356,7 @@ func TestReadmeDocumentsEverything(t *testing.T) {
 	}
 	for _, w := range want {
 		if !strings.Contains(doc, w) {
-			t.Errorf("infra/README.md does not document %s", w)
+			t.Errorf("README.md does not document %s", w)
 		}
 	}
 }

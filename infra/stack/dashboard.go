@@ -36,7 +36,7 @@ func newDashboard(scope constructs.Construct, cfg *Config, st *StreamResources, 
 	}
 	d.AddWidgets(awscloudwatch.NewTextWidget(&awscloudwatch.TextWidgetProps{
 		Markdown: jsii.String(fmt.Sprintf("# nsqk `%s`\nNSQ topic `%s` / channel `%s` → bridge (ECS Fargate) → Kinesis stream `%s` → Lambda consumers. "+
-			"Bridge metrics: namespace `%s`; consumer metrics: `%s`. Alarm runbook: infra/README.md.",
+			"Bridge metrics: namespace `%s`; consumer metrics: `%s`. Alarm runbook: README.md, section Operations.",
 			cfg.StackName, cfg.NSQ.Topic, cfg.NSQ.Channel, cfg.Stream.Name, BridgeNamespace, ConsumerNamespace)),
 		Width: jsii.Number(24), Height: jsii.Number(2),
 	}))

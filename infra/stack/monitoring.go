@@ -11,7 +11,7 @@ import (
 )
 
 // Alarm name suffixes; the full name is <stackName>-<suffix>[-<consumer>]. The runbook in
-// infra/README.md is keyed by these.
+// README.md (Operations: alarm runbook) is keyed by these.
 const (
 	AlarmStreamWriteThrottled = "stream-write-throttled"
 	AlarmStreamIteratorAge    = "stream-iterator-age"
@@ -27,7 +27,7 @@ const (
 	AlarmOrderViolations      = "monitor-order-violations"
 )
 
-const runbook = "Runbook: infra/README.md, section 'Alarm runbook'."
+const runbook = "Runbook: README.md, section 'Operations: alarm runbook'."
 
 // Monitoring holds the alarms and the dashboard.
 type Monitoring struct {
@@ -186,7 +186,7 @@ func newMonitoring(scope constructs.Construct, cfg *Config, st *StreamResources,
 	m.alarm(alarmSpec{
 		id: "BridgeNsqBacklogAlarm", name: AlarmBridgeNSQBacklog,
 		meaning:    "The NSQ channel depth seen by the bridge stayed above the threshold for 5 minutes: messages arrive faster than they are put.",
-		firstCheck: "bridge task count and CPU (raise bridgeMaxTasks), stream write throttling (add shards), and the publish rate on the NSQ topic.",
+		firstCheck: "bridge CPU (raise bridgeCpu: more tasks break per-key order), maxInFlight against nsqd's max-rdy-count, stream write throttling (add shards), and the publish rate on the NSQ topic.",
 		metric:     bridgeMetric(cfg, "NSQBacklog", "Maximum", oneMinute(), ""),
 		threshold:  t.BridgeNSQBacklog, evaluationPeriods: 5, datapoints: 5, missing: notBreaching,
 	})

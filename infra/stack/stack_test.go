@@ -241,7 +241,7 @@ func TestDefaultStack(t *testing.T) {
 		wantEq(t, "desired count left to autoscaling", p["DesiredCount"], nil)
 		wantEq(t, "deployment", p["DeploymentConfiguration"], map[string]any{
 			"DeploymentCircuitBreaker": map[string]any{"Enable": true, "Rollback": true},
-			"MaximumPercent":           200, "MinimumHealthyPercent": 100,
+			"MaximumPercent":           100, "MinimumHealthyPercent": 0,
 		})
 		wantEq(t, "no public IP", get(p, "NetworkConfiguration", "AwsvpcConfiguration", "AssignPublicIp"), "DISABLED")
 		subnets := asList(get(p, "NetworkConfiguration", "AwsvpcConfiguration", "Subnets"))
@@ -256,7 +256,7 @@ func TestDefaultStack(t *testing.T) {
 
 		must(t, "scalable target", func() {
 			v.template.HasResourceProperties(jsii.String("AWS::ApplicationAutoScaling::ScalableTarget"), map[string]any{
-				"MinCapacity": 1, "MaxCapacity": 3, "ScalableDimension": "ecs:service:DesiredCount",
+				"MinCapacity": 1, "MaxCapacity": 1, "ScalableDimension": "ecs:service:DesiredCount",
 			})
 		})
 		must(t, "cpu target tracking", func() {
@@ -826,6 +826,7 @@ func TestProdStack(t *testing.T) {
 
 		_, svc := v.one(t, "AWS::ECS::Service")
 		wantEq(t, "desired count", props(svc)["DesiredCount"], 2)
+		wantEq(t, "rolling deployment with several tasks", get(props(svc), "DeploymentConfiguration", "MaximumPercent"), 200)
 		must(t, "scaling bounds", func() {
 			v.template.HasResourceProperties(jsii.String("AWS::ApplicationAutoScaling::ScalableTarget"), map[string]any{"MinCapacity": 2, "MaxCapacity": 6})
 		})

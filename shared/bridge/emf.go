@@ -39,21 +39,12 @@ func (b *Bridge) emfLoop(ctx context.Context) {
 	if b.cw == nil {
 		return
 	}
-	t := time.NewTicker(b.emfInterval)
-	defer t.Stop()
-	flush := func() {
+	flush := func(time.Time) {
 		b.cw.inFlight.Set(float64(b.held.Load()))
 		if err := b.cw.reg.Flush(); err != nil {
 			b.log.Warn("EMF flush failed", "err", err)
 		}
 	}
-	for {
-		select {
-		case <-ctx.Done():
-			flush()
-			return
-		case <-t.C:
-			flush()
-		}
-	}
+	every(ctx, b.emfInterval, flush)
+	flush(time.Now()) // what the last interval recorded, at shutdown
 }

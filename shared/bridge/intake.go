@@ -75,21 +75,28 @@ func (b *Bridge) isLate(r msgRef) (bool, int64) {
 // fenceLoop forgets keys not seen for LateWindow, bounding the fence's memory by the number of
 // keys active in a window.
 func (b *Bridge) fenceLoop(ctx context.Context) {
-	t := time.NewTicker(b.o.LateWindow / 4)
+	every(ctx, b.o.LateWindow/4, func(now time.Time) {
+		cutoff := now.Add(-b.o.LateWindow).UnixNano()
+		b.mu.Lock()
+		for k, ts := range b.fence {
+			if ts < cutoff {
+				delete(b.fence, k)
+			}
+		}
+		b.mu.Unlock()
+	})
+}
+
+// every calls fn at each tick of d until ctx ends.
+func every(ctx context.Context, d time.Duration, fn func(now time.Time)) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			cutoff := now.Add(-b.o.LateWindow).UnixNano()
-			b.mu.Lock()
-			for k, ts := range b.fence {
-				if ts < cutoff {
-					delete(b.fence, k)
-				}
-			}
-			b.mu.Unlock()
+			fn(now)
 		}
 	}
 }
@@ -190,57 +197,43 @@ func (b *Bridge) sealDue(now time.Time) bool {
 // flushLoop seals aggregates by age. Its tick is a tenth of MaxBufferedTime, so an aggregate is
 // sealed at most 10% after its deadline.
 func (b *Bridge) flushLoop(ctx context.Context) {
-	t := time.NewTicker(max(b.o.MaxBufferedTime/10, time.Millisecond))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			b.mu.Lock()
-			sealed := b.sealDue(now)
-			b.mu.Unlock()
-			if sealed {
-				b.signal(b.kick)
-			}
+	every(ctx, max(b.o.MaxBufferedTime/10, time.Millisecond), func(now time.Time) {
+		b.mu.Lock()
+		sealed := b.sealDue(now)
+		b.mu.Unlock()
+		if sealed {
+			b.signal(b.kick)
 		}
-	}
+	})
 }
 
 // touchLoop TOUCHes messages held longer than half the message timeout, so nsqd does not time
 // them out and redeliver them while Kinesis is slow.
 func (b *Bridge) touchLoop(ctx context.Context) {
 	half := b.o.MsgTimeout / 2
-	t := time.NewTicker(max(b.o.MsgTimeout/8, 10*time.Millisecond))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			var due []*nsq.Message
-			b.mu.Lock()
-			for _, l := range b.lanes {
-				for _, e := range l.queue {
-					if now.Sub(e.touched) >= half {
-						e.touched = now
-						for _, r := range e.msgs {
-							due = append(due, r.m)
-						}
-					}
-				}
-				if len(l.open) > 0 && now.Sub(l.touched) >= half {
-					l.touched = now
-					for _, r := range l.open {
+	every(ctx, max(b.o.MsgTimeout/8, 10*time.Millisecond), func(now time.Time) {
+		var due []*nsq.Message
+		b.mu.Lock()
+		for _, l := range b.lanes {
+			for _, e := range l.queue {
+				if now.Sub(e.touched) >= half {
+					e.touched = now
+					for _, r := range e.msgs {
 						due = append(due, r.m)
 					}
 				}
 			}
-			b.mu.Unlock()
-			for _, m := range due {
-				m.Touch()
+			if len(l.open) > 0 && now.Sub(l.touched) >= half {
+				l.touched = now
+				for _, r := range l.open {
+					due = append(due, r.m)
+				}
 			}
-			b.m.touches.Add(float64(len(due)))
 		}
-	}
+		b.mu.Unlock()
+		for _, m := range due {
+			m.Touch()
+		}
+		b.m.touches.Add(float64(len(due)))
+	})
 }

@@ -7,6 +7,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+
+	"github.com/nsqk/nsqk/shared/shardmap"
 )
 
 // StoredRecord is a record read back from a stream.
@@ -18,18 +20,9 @@ type StoredRecord struct {
 // ReadAll reads every record of every shard (open and closed) from TRIM_HORIZON to the current
 // end, shard by shard, in sequence order within each shard. For tests and tools on emulators.
 func ReadAll(ctx context.Context, c *kinesis.Client, stream string) ([]StoredRecord, error) {
-	var shards []types.Shard
-	in := &kinesis.ListShardsInput{StreamName: aws.String(stream)}
-	for {
-		out, err := c.ListShards(ctx, in)
-		if err != nil {
-			return nil, err
-		}
-		shards = append(shards, out.Shards...)
-		if out.NextToken == nil {
-			break
-		}
-		in = &kinesis.ListShardsInput{NextToken: out.NextToken}
+	shards, err := shardmap.ListAll(ctx, c, stream)
+	if err != nil {
+		return nil, err
 	}
 	var all []StoredRecord
 	for _, s := range shards {

@@ -169,10 +169,8 @@ type Lister interface {
 	ListShards(context.Context, *kinesis.ListShardsInput, ...func(*kinesis.Options)) (*kinesis.ListShardsOutput, error)
 }
 
-// Load lists the stream's (name or ARN) shards and builds a map of the open ones. Open = no ending sequence
-// number; the filter is applied here rather than with ShardFilter because not every emulator
-// supports it.
-func Load(ctx context.Context, c Lister, stream string) (*Map, error) {
+// ListAll lists every shard of a stream (name or ARN), open and closed, following NextToken.
+func ListAll(ctx context.Context, c Lister, stream string) ([]types.Shard, error) {
 	var all []types.Shard
 	in := &kinesis.ListShardsInput{StreamName: aws.String(stream)}
 	if strings.HasPrefix(stream, "arn:") {
@@ -185,9 +183,19 @@ func Load(ctx context.Context, c Lister, stream string) (*Map, error) {
 		}
 		all = append(all, out.Shards...)
 		if out.NextToken == nil {
-			break
+			return all, nil
 		}
 		in = &kinesis.ListShardsInput{NextToken: out.NextToken}
+	}
+}
+
+// Load lists the stream's (name or ARN) shards and builds a map of the open ones. Open = no ending sequence
+// number; the filter is applied here rather than with ShardFilter because not every emulator
+// supports it.
+func Load(ctx context.Context, c Lister, stream string) (*Map, error) {
+	all, err := ListAll(ctx, c, stream)
+	if err != nil {
+		return nil, err
 	}
 	var open []Shard
 	for _, s := range all {

@@ -11,6 +11,7 @@ package kinesisfault
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -277,7 +278,9 @@ type upstream struct {
 
 func (f *Front) roundTrip(r *http.Request, body []byte) (*upstream, error) {
 	f.forwarded.Add(1)
-	req, err := http.NewRequestWithContext(r.Context(), r.Method, f.target.String()+r.URL.Path, bytes.NewReader(body))
+	// Never abort an upstream call when the client gives up: kinesalite crashes on a request reset
+	// mid-flight (unhandled ECONNRESET). The write completes; the client has timed out anyway.
+	req, err := http.NewRequestWithContext(context.WithoutCancel(r.Context()), r.Method, f.target.String()+r.URL.Path, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}

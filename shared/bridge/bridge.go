@@ -57,7 +57,9 @@ type Bridge struct {
 	stop    bool          // shutting down: seal everything now
 	gone    bool          // shutdown timed out: everything held was requeued
 	fatal   error
-	fence   map[uint64]int64 // newest NSQ timestamp accepted per key (64 bits of its MD5)
+	fence   map[uint64]int64        // newest NSQ timestamp accepted per key (64 bits of its MD5)
+	byID    map[nsq.MessageID]*slot // messages held in lanes, by NSQ message id
+	recent  *recentIDs              // ids of the messages FINished last (their FIN may have been lost)
 
 	held        atomic.Int64 // messages received and not yet FINished or requeued
 	threshold   int64        // held messages at which aggregates are sealed early (NSQ RDY starvation)
@@ -91,6 +93,8 @@ func New(o Options, kc Kinesis, log *slog.Logger, reg prometheus.Registerer) (*B
 		refresh: make(chan struct{}, 1), fatalCh: make(chan struct{}),
 		threshold: max(1, int64(o.MaxInFlight)*3/4),
 		fence:     map[uint64]int64{},
+		byID:      map[nsq.MessageID]*slot{},
+		recent:    newRecentIDs(4 * o.MaxInFlight),
 	}
 	b.dl = newDeadLetterer(&b.o, cfg, log, b.m, b.release)
 	return b, nil
@@ -323,16 +327,19 @@ func (b *Bridge) waitStopped(consumer *nsq.Consumer) {
 func (b *Bridge) abandon(cause string) int {
 	b.mu.Lock()
 	b.gone = true
-	var refs []msgRef
+	var msgs []*nsq.Message
 	for _, l := range b.lanes {
-		refs = append(refs, l.held()...)
+		for _, r := range l.held() {
+			msgs = append(msgs, r.s.m)
+		}
 		l.queue, l.open, l.openB = nil, nil, 0
 		l.agg.Reset()
 	}
+	clear(b.byID)
 	b.mu.Unlock()
-	for _, r := range refs {
-		b.release(r.m, false, cause, 0)
+	for _, m := range msgs {
+		b.release(m, false, cause, 0)
 	}
 	b.m.buffered.Set(0)
-	return len(refs)
+	return len(msgs)
 }

@@ -24,6 +24,25 @@ func (b *Bridge) HandleMessage(m *nsq.Message) error {
 		b.cw.in.Inc()
 	}
 
+	// A message nsqd delivers again (same id) is either still held here (it timed out, e.g. past
+	// nsqd's --max-msg-timeout during a long outage) or was written shortly before its connection
+	// dropped, so its FIN was lost: either way it must not be written twice.
+	b.mu.Lock()
+	if s, ok := b.byID[m.ID]; ok {
+		s.m = m // the new delivery takes the old one's place: FIN goes where it can still land
+		b.mu.Unlock()
+		b.m.redelivered.WithLabelValues("held").Inc()
+		b.m.inFlight.Set(float64(b.held.Add(-1)))
+		return nil
+	}
+	if b.recent.has(m.ID) {
+		b.mu.Unlock()
+		b.m.redelivered.WithLabelValues("written").Inc()
+		b.release(m, true, "", 0)
+		return nil
+	}
+	b.mu.Unlock()
+
 	key, reason, detail := b.keys.extract(m.Body)
 	if reason == "" && b.o.MaxAttempts > 0 && m.Attempts > b.o.MaxAttempts {
 		reason, detail = ReasonMaxAttempts, "delivered "+strconv.Itoa(int(m.Attempts))+" times; --max-attempts is "+strconv.Itoa(int(b.o.MaxAttempts))
@@ -32,7 +51,7 @@ func (b *Bridge) HandleMessage(m *nsq.Message) error {
 		b.dl.send(m, reason, detail)
 		return nil
 	}
-	ref := msgRef{m: m, key: key, hash: shardmap.HashKey(key)}
+	ref := msgRef{s: &slot{m}, key: key, hash: shardmap.HashKey(key)}
 	now := time.Now()
 
 	b.mu.Lock()
@@ -41,7 +60,9 @@ func (b *Bridge) HandleMessage(m *nsq.Message) error {
 		b.release(m, false, "shutdown_timeout", 0)
 		return nil
 	}
-	late, newest := b.isLate(ref)
+	k := ref.hash.Low64()
+	newest, seen := b.fence[k]
+	late := seen && m.Timestamp < newest
 	if late && b.o.LateRedelivery == LateDeadLetter {
 		b.mu.Unlock()
 		b.m.late.Inc()
@@ -50,6 +71,14 @@ func (b *Bridge) HandleMessage(m *nsq.Message) error {
 		return nil
 	}
 	err := b.add(ref, now)
+	if err == nil {
+		b.byID[m.ID] = ref.s
+		if !late {
+			// The newest NSQ timestamp accepted per key (64 bits of its MD5: a collision needs
+			// ~2^32 keys to become likely).
+			b.fence[k] = m.Timestamp
+		}
+	}
 	b.mu.Unlock()
 	if err != nil {
 		b.dl.send(m, ReasonTooLarge, err.Error())
@@ -59,17 +88,32 @@ func (b *Bridge) HandleMessage(m *nsq.Message) error {
 	return nil
 }
 
-// isLate reports whether a message is older than the newest one accepted for its key, and
-// remembers the newest timestamp otherwise (b.mu held). Keys are remembered by 64 bits of their
-// MD5: a collision needs ~2^32 keys to become likely.
-func (b *Bridge) isLate(r msgRef) (bool, int64) {
-	k := r.hash.Low64()
-	newest, ok := b.fence[k]
-	if ok && r.m.Timestamp < newest {
-		return true, newest
+// recentIDs remembers the ids of the last messages FINished after their write, in a ring.
+type recentIDs struct {
+	set  map[nsq.MessageID]struct{}
+	ring []nsq.MessageID
+	next int
+	full bool
+}
+
+func newRecentIDs(n int) *recentIDs {
+	return &recentIDs{set: make(map[nsq.MessageID]struct{}, n), ring: make([]nsq.MessageID, n)}
+}
+
+func (r *recentIDs) add(id nsq.MessageID) {
+	if r.full {
+		delete(r.set, r.ring[r.next])
 	}
-	b.fence[k] = r.m.Timestamp
-	return false, newest
+	r.ring[r.next] = id
+	r.set[id] = struct{}{}
+	if r.next++; r.next == len(r.ring) {
+		r.next, r.full = 0, true
+	}
+}
+
+func (r *recentIDs) has(id nsq.MessageID) bool {
+	_, ok := r.set[id]
+	return ok
 }
 
 // fenceLoop forgets keys not seen for LateWindow, bounding the fence's memory by the number of
@@ -130,15 +174,16 @@ func (b *Bridge) addToLane(l *lane, r msgRef, now time.Time) error {
 	if b.o.RecordKeys == RecordKeysLane {
 		pk, ehk = l.pk, l.shard.StartKey
 	}
-	err := l.agg.Add(pk, ehk, r.m.Body)
+	body := r.s.m.Body
+	err := l.agg.Add(pk, ehk, body)
 	if errors.Is(err, kpl.ErrFull) {
 		b.seal(l)
 		b.signal(b.kick)
-		err = l.agg.Add(pk, ehk, r.m.Body)
+		err = l.agg.Add(pk, ehk, body)
 	}
 	if err != nil {
 		if errors.Is(err, kpl.ErrTooLarge) {
-			return errTooLarge{size: len(r.m.Body), key: len(r.key), limit: b.maxSize}
+			return errTooLarge{size: len(body), key: len(r.key), limit: b.maxSize}
 		}
 		return err
 	}
@@ -146,8 +191,8 @@ func (b *Bridge) addToLane(l *lane, r msgRef, now time.Time) error {
 		l.since, l.touched = now, now
 	}
 	l.open = append(l.open, r)
-	l.openB += len(r.m.Body)
-	b.m.buffered.Add(float64(len(r.m.Body)))
+	l.openB += len(body)
+	b.m.buffered.Add(float64(len(body)))
 	return nil
 }
 
@@ -219,14 +264,14 @@ func (b *Bridge) touchLoop(ctx context.Context) {
 				if now.Sub(e.touched) >= half {
 					e.touched = now
 					for _, r := range e.msgs {
-						due = append(due, r.m)
+						due = append(due, r.s.m)
 					}
 				}
 			}
 			if len(l.open) > 0 && now.Sub(l.touched) >= half {
 				l.touched = now
 				for _, r := range l.open {
-					due = append(due, r.m)
+					due = append(due, r.s.m)
 				}
 			}
 		}

@@ -12,10 +12,15 @@ import (
 
 // msgRef is one held NSQ message with the routing facts needed to re-route it after a reshard.
 type msgRef struct {
-	m    *nsq.Message
+	s    *slot
 	key  string
 	hash shardmap.Hash
 }
+
+// slot holds the current delivery of a held message (b.mu guards m): when nsqd delivers a message
+// the bridge already holds (after a reconnect or a timeout), the new delivery takes the slot, so
+// the message is written once and FINished on the connection that can still FIN it.
+type slot struct{ m *nsq.Message }
 
 // entry is one Kinesis record (an aggregate) and the NSQ messages it carries. Its messages are
 // FINished when, and only when, Kinesis accepts the record.
@@ -70,7 +75,7 @@ func newLane(s shardmap.Shard, bucket int, o *Options, maxSize int) *lane {
 // bucketKey is the outer partition key of a key bucket.
 func bucketKey(bucket int) string { return "b" + strconv.Itoa(bucket) }
 
-// held returns every message the lane holds, oldest first.
+// held returns every message the lane holds, oldest first (b.mu held).
 func (l *lane) held() []msgRef {
 	var out []msgRef
 	for _, e := range l.queue {

@@ -117,3 +117,85 @@ func TestStreamDeletedIsFatalAndNothingUnwrittenIsFinished(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "messages back in NSQ", func() bool { return h.nsqd.Depth(o.Topic, o.Channel) == 300 })
 }
+
+// nsqd restarts while the bridge is writing: the FINs are lost with the connection, nsqd delivers
+// the messages again after the restart, and the bridge recognises them as just written: each is in
+// the stream once, and nothing is left in NSQ.
+func TestNSQDRestartDuringWriteWritesEachMessageOnce(t *testing.T) {
+	h := newHarness(t, 1)
+	front, err := kinesisfault.Start(emulator.Endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer front.Close()
+	h.kc = kinesislocal.NewClient(front.URL)
+	dir := t.TempDir()
+	h.nsqd.Stop()
+	start := func(tcp, http string) *nsqlocal.NSQD {
+		n, err := nsqlocal.Start(nsqlocal.Options{DataPath: dir, TCPAddress: tcp, HTTPAddress: http})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	n := start("", "")
+	h.nsqd = n
+	o := h.options()
+	front.Set(kinesisfault.Faults{Delay: 2 * time.Second})
+	publishLocations(h, 300, 30)
+	r := h.start(o)
+	waitFor(t, 30*time.Second, "all messages held", func() bool { return r.b.Held() == 300 })
+	n.Stop() // persists the 300 in-flight messages
+	n = start(n.TCPAddr, n.HTTPAddr)
+	defer n.Stop()
+	h.nsqd = n
+	front.Set(kinesisfault.Faults{})
+	waitFor(t, 60*time.Second, "nsqd redelivered the written messages", func() bool {
+		return testutil.ToFloat64(r.b.m.redelivered.WithLabelValues("written")) == 300 && r.b.Held() == 0
+	})
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	if oc := checkStream(t, h, 300); oc.dups != 0 {
+		t.Fatalf("%d duplicates", oc.dups)
+	}
+	if d := n.Depth(o.Topic, o.Channel); d != 0 {
+		t.Fatalf("%d messages left in nsqd", d)
+	}
+}
+
+// Kinesis is slower than nsqd's --max-msg-timeout (which TOUCH cannot extend): nsqd times the held
+// messages out and delivers them again on the same connection; the new deliveries take the held
+// messages' places, each is written once and FINished.
+func TestRedeliveryOfHeldMessagesTakesTheirPlace(t *testing.T) {
+	h := newHarness(t, 1)
+	front, err := kinesisfault.Start(emulator.Endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer front.Close()
+	h.kc = kinesislocal.NewClient(front.URL)
+	h.nsqd.Stop()
+	n, err := nsqlocal.Start(nsqlocal.Options{MaxMsgTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Stop()
+	h.nsqd = n
+	o := h.options()
+	o.MsgTimeout = time.Second
+	front.Set(kinesisfault.Faults{Delay: 3 * time.Second})
+	publishLocations(h, 200, 20)
+	r := h.start(o)
+	waitFor(t, 30*time.Second, "the held messages delivered again", func() bool {
+		return testutil.ToFloat64(r.b.m.redelivered.WithLabelValues("held")) >= 200
+	})
+	front.Set(kinesisfault.Faults{})
+	waitFor(t, 30*time.Second, "acknowledged", func() bool { return r.b.Held() == 0 && n.Depth(o.Topic, o.Channel) == 0 })
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	if oc := checkStream(t, h, 200); oc.dups != 0 {
+		t.Fatalf("%d duplicates", oc.dups)
+	}
+}

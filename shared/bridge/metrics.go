@@ -23,6 +23,7 @@ type metrics struct {
 	misrouted       prometheus.Counter
 	reshards        prometheus.Counter
 	late            prometheus.Counter
+	redelivered     *prometheus.CounterVec
 	inFlight        prometheus.Gauge // messages held: received, not yet FIN'd or requeued
 	buffered        prometheus.Gauge // bytes of user data held in aggregates not yet acknowledged
 	shards          prometheus.Gauge
@@ -60,18 +61,19 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		aggregates:      c("aggregates_total", "Kinesis records (KPL aggregates) accepted by Kinesis."),
 		userRecords: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "user_records_per_aggregate",
 			Help: "User records per accepted Kinesis record.", Buckets: prometheus.ExponentialBuckets(1, 2, 14)}),
-		putCalls:   cv("putrecords_calls_total", "PutRecords calls by outcome (ok, partial, error).", "outcome"),
-		putEntries: c("putrecords_entries_total", "PutRecords entries sent (including retries)."),
-		putFailed:  cv("putrecords_failed_entries_total", "PutRecords entries that failed, by error code.", "code"),
-		retries:    c("retries_total", "Entries sent again after a failure."),
-		touches:    c("touches_total", "NSQ TOUCH commands sent for messages waiting longer than half the message timeout."),
-		misrouted:  c("misrouted_entries_total", "Entries Kinesis stored on another shard than the shard map predicted (the map is then refreshed)."),
-		reshards:   c("shard_map_changes_total", "Shard map changes applied."),
-		late:       c("late_redeliveries_total", "Messages older than one already accepted for their key (NSQ redeliveries after newer messages); dead-lettered or written per --late-redelivery."),
-		inFlight:   g("in_flight_messages", "NSQ messages held by the bridge (received, not yet FINished or requeued)."),
-		buffered:   g("buffered_bytes", "User data bytes in aggregates not yet accepted by Kinesis."),
-		shards:     g("open_shards", "Open shards in the current shard map."),
-		backlog:    g("nsq_backlog_messages", "Depth of the NSQ channel (queued, not yet delivered) as reported by nsqd."),
+		putCalls:    cv("putrecords_calls_total", "PutRecords calls by outcome (ok, partial, error).", "outcome"),
+		putEntries:  c("putrecords_entries_total", "PutRecords entries sent (including retries)."),
+		putFailed:   cv("putrecords_failed_entries_total", "PutRecords entries that failed, by error code.", "code"),
+		retries:     c("retries_total", "Entries sent again after a failure."),
+		touches:     c("touches_total", "NSQ TOUCH commands sent for messages waiting longer than half the message timeout."),
+		misrouted:   c("misrouted_entries_total", "Entries Kinesis stored on another shard than the shard map predicted (the map is then refreshed)."),
+		reshards:    c("shard_map_changes_total", "Shard map changes applied."),
+		redelivered: cv("redelivered_total", "Messages nsqd delivered again that the bridge still held (state=held: the new delivery replaced the old) or had just written (state=written: FINished at once); neither is written twice.", "state"),
+		late:        c("late_redeliveries_total", "Messages older than one already accepted for their key (NSQ redeliveries after newer messages); dead-lettered or written per --late-redelivery."),
+		inFlight:    g("in_flight_messages", "NSQ messages held by the bridge (received, not yet FINished or requeued)."),
+		buffered:    g("buffered_bytes", "User data bytes in aggregates not yet accepted by Kinesis."),
+		shards:      g("open_shards", "Open shards in the current shard map."),
+		backlog:     g("nsq_backlog_messages", "Depth of the NSQ channel (queued, not yet delivered) as reported by nsqd."),
 		ackLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "ack_latency_seconds",
 			Help: "NSQ publish timestamp to Kinesis acceptance, per message.", Buckets: ackBuckets}),
 		putLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "putrecords_latency_seconds",
@@ -80,7 +82,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	if reg != nil {
 		reg.MustRegister(m.messagesIn, m.messagesAcked, m.messagesRequeue, m.deadLettered, m.deadLetterFail,
 			m.bytesIn, m.bytesOut, m.aggregates, m.userRecords, m.putCalls, m.putEntries, m.putFailed,
-			m.retries, m.touches, m.misrouted, m.reshards, m.late, m.inFlight, m.buffered, m.shards, m.backlog,
+			m.retries, m.touches, m.misrouted, m.reshards, m.late, m.redelivered, m.inFlight, m.buffered, m.shards, m.backlog,
 			m.ackLatency, m.putLatency)
 	}
 	return m

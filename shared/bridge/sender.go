@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	"github.com/aws/smithy-go"
+	"github.com/nsqio/go-nsq"
 )
 
 // PutRecords request limits.
@@ -145,7 +146,7 @@ func (b *Bridge) send(ctx context.Context, req []*entry) {
 // FINished; failed entries stay at their place and their lane backs off.
 func (b *Bridge) complete(req []*entry, out *kinesis.PutRecordsOutput, err error) {
 	now := time.Now()
-	var acked []msgRef
+	var acked []*nsq.Message
 	failed := map[string]int{}
 	var firstMsg string
 	misrouted := false
@@ -186,7 +187,11 @@ func (b *Bridge) complete(req []*entry, out *kinesis.PutRecordsOutput, err error
 					"predicted", l.shard.ID, "actual", shardID)
 			}
 			if !b.gone {
-				acked = append(acked, e.msgs...)
+				for _, r := range e.msgs {
+					acked = append(acked, r.s.m)
+					delete(b.byID, r.s.m.ID)
+					b.recent.add(r.s.m.ID)
+				}
 			}
 			b.m.aggregates.Inc()
 			b.m.bytesOut.Add(float64(e.size()))
@@ -204,13 +209,13 @@ func (b *Bridge) complete(req []*entry, out *kinesis.PutRecordsOutput, err error
 	}
 	b.mu.Unlock()
 
-	for _, r := range acked {
-		lat := now.Sub(time.Unix(0, r.m.Timestamp))
+	for _, m := range acked {
+		lat := now.Sub(time.Unix(0, m.Timestamp))
 		b.m.ackLatency.Observe(lat.Seconds())
 		if b.cw != nil {
 			b.cw.ackLatency.ObserveDuration(lat)
 		}
-		r.m.Finish()
+		m.Finish()
 	}
 	if len(acked) > 0 {
 		b.m.messagesAcked.Add(float64(len(acked)))

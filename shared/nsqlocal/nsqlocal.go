@@ -26,6 +26,8 @@ type Options struct {
 	DataPath string
 	// MsgTimeout is the server default message timeout; default nsqd's 60 s.
 	MsgTimeout time.Duration
+	// MaxMsgTimeout caps a message's total time in flight, TOUCHes included; default nsqd's 15m.
+	MaxMsgTimeout time.Duration
 	// MaxRdyCount caps a client's RDY; default nsqd's 2500.
 	MaxRdyCount int64
 	// MemQueueSize is the number of messages kept in memory per topic/channel; default nsqd's 10000.
@@ -64,6 +66,9 @@ func Start(o Options) (*NSQD, error) {
 	}
 	if o.MsgTimeout > 0 {
 		opts.MsgTimeout = o.MsgTimeout
+	}
+	if o.MaxMsgTimeout > 0 {
+		opts.MaxMsgTimeout = o.MaxMsgTimeout
 	}
 	if o.MaxRdyCount > 0 {
 		opts.MaxRdyCount = o.MaxRdyCount

@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -158,15 +159,19 @@ func runDev(ctx context.Context, o devOptions, out io.Writer) (res devResult, _ 
 
 	ticker := time.NewTicker(o.every)
 	defer ticker.Stop()
+	var last promq.Families
+	lastAt := time.Now()
 	status := func() {
 		f, _ := promq.Gather(reg)
-		lat := f.Histogram("nsqk_bridge_ack_latency_seconds")
-		put := f.Histogram("nsqk_bridge_putrecords_latency_seconds")
-		say("published %d (+%d bad) | bridge in %.0f acked %.0f dead-lettered %.0f held %.0f | kinesis records %.0f, PutRecords %.0f (p50 %s) | ack latency p50 %s p99 %s | nsq backlog %.0f",
-			published.Load(), bad.Load(), f.Value("nsqk_bridge_messages_in_total"), f.Value("nsqk_bridge_messages_acked_total"),
-			f.Value("nsqk_bridge_dead_lettered_total"), f.Value("nsqk_bridge_in_flight_messages"), f.Value("nsqk_bridge_aggregates_total"),
-			f.Value("nsqk_bridge_putrecords_calls_total"), ms(put.Quantile(0.5)), ms(lat.Quantile(0.5)), ms(lat.Quantile(0.99)), f.Value("nsqk_bridge_nsq_backlog_messages"))
-		say("  %s", cons.status())
+		secs := time.Since(lastAt).Seconds()
+		rate := func(name string) float64 { return (f.Value(name) - last.Value(name)) / secs }
+		lat := f.Histogram("nsqk_bridge_ack_latency_seconds").Sub(last.Histogram("nsqk_bridge_ack_latency_seconds"))
+		say("published %d (+%d bad) | acked %.0f (%.0f msg/s) dead-lettered %.0f held %.0f | %.0f Kinesis records/s in %.0f PutRecords/s | ack latency p50 %s p99 %s | per shard %s",
+			published.Load(), bad.Load(), f.Value("nsqk_bridge_messages_acked_total"), rate("nsqk_bridge_messages_acked_total"),
+			f.Value("nsqk_bridge_dead_lettered_total"), f.Value("nsqk_bridge_in_flight_messages"), rate("nsqk_bridge_aggregates_total"),
+			rate("nsqk_bridge_putrecords_calls_total"), ms(lat.Quantile(0.5)), ms(lat.Quantile(0.99)), perShard(f))
+		say("  read back: %s", cons.status())
+		last, lastAt = f, time.Now()
 	}
 wait:
 	for {
@@ -316,4 +321,26 @@ func (d *deadLetters) sample() string {
 func promqValue(g prometheus.Gatherer, name string) float64 {
 	f, _ := promq.Gather(g)
 	return f.Value(name)
+}
+
+// perShard lists the messages stored per shard, e.g. "0:1200 1:1180".
+func perShard(f promq.Families) string {
+	by := f.ByLabel("nsqk_bridge_shard_messages_total", "shard")
+	ids := make([]string, 0, len(by))
+	for id := range by {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	var b strings.Builder
+	for i, id := range ids {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		n := strings.TrimLeft(strings.TrimPrefix(id, "shardId-"), "0")
+		if n == "" {
+			n = "0"
+		}
+		fmt.Fprintf(&b, "%s:%.0f", n, by[id])
+	}
+	return b.String()
 }

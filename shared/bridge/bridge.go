@@ -62,6 +62,7 @@ type Bridge struct {
 	recent  *recentIDs              // ids of the messages FINished last (their FIN may have been lost)
 
 	held        atomic.Int64 // messages received and not yet FINished or requeued
+	lastIn      atomic.Int64 // when the last message arrived (Unix ns)
 	threshold   int64        // held messages at which aggregates are sealed early (NSQ RDY starvation)
 	kick        chan struct{}
 	slots       chan struct{}
@@ -281,7 +282,12 @@ func (b *Bridge) signal(ch chan struct{}) {
 // shutdown stops intake, flushes every lane and waits for all held messages to be FINished (or
 // requeued after a fatal error) and for the NSQ connections to close, at most ShutdownTimeout.
 func (b *Bridge) shutdown(consumer *nsq.Consumer) error {
-	consumer.Stop() // CLS: nsqd sends nothing more; connections close once nothing is in flight
+	// RDY 0 first, and a moment for the messages already on the wire: nsqd can send a message
+	// right after it answers CLS with CLOSE_WAIT, and go-nsq drops anything after CLOSE_WAIT, so
+	// that message would come back only after its timeout, behind newer ones (a late redelivery).
+	consumer.ChangeMaxInFlight(0)
+	b.quiesce(100*time.Millisecond, time.Second)
+	consumer.Stop() // CLS: connections close once nothing is in flight on them
 	b.mu.Lock()
 	b.stop = true
 	b.sealDue(time.Now())
@@ -292,11 +298,15 @@ func (b *Bridge) shutdown(consumer *nsq.Consumer) error {
 	defer deadline.Stop()
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
+	// Done when nsqd will send nothing more (every connection closed, which go-nsq does only once
+	// nothing is in flight on it) and everything received is written or dead-lettered. Stopping at
+	// held == 0 alone would leave messages that were on the wire when CLS was sent unanswered, to
+	// come back after the message timeout as late redeliveries.
 	for {
 		if b.fatalErr() != nil {
 			b.abandon("fatal")
 		}
-		if b.held.Load() == 0 {
+		if closed(consumer.StopChan) && b.held.Load() == 0 {
 			break
 		}
 		select {
@@ -308,9 +318,29 @@ func (b *Bridge) shutdown(consumer *nsq.Consumer) error {
 		case <-tick.C:
 		}
 	}
-	b.waitStopped(consumer)
 	b.log.Info("shutdown complete: every message received was written to Kinesis or dead-lettered")
 	return nil
+}
+
+// quiesce waits until no message has arrived for quiet, at most max.
+func (b *Bridge) quiesce(quiet, max time.Duration) {
+	deadline := time.Now().Add(max)
+	t := time.NewTicker(quiet / 4)
+	defer t.Stop()
+	for now := range t.C {
+		if now.Sub(time.Unix(0, b.lastIn.Load())) >= quiet || now.After(deadline) {
+			return
+		}
+	}
+}
+
+func closed(ch chan int) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 func (b *Bridge) waitStopped(consumer *nsq.Consumer) {
@@ -330,7 +360,7 @@ func (b *Bridge) abandon(cause string) int {
 	var msgs []*nsq.Message
 	for _, l := range b.lanes {
 		for _, r := range l.held() {
-			msgs = append(msgs, r.s.m)
+			msgs = append(msgs, r.s.ms...)
 		}
 		l.queue, l.open, l.openB = nil, nil, 0
 		l.agg.Reset()
@@ -341,5 +371,5 @@ func (b *Bridge) abandon(cause string) int {
 		b.release(m, false, cause, 0)
 	}
 	b.m.buffered.Set(0)
-	return len(msgs)
+	return len(msgs) // deliveries: a message delivered twice is requeued twice (nsqd takes one)
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/nsqk/nsqk/shared/kinesislocal"
@@ -39,19 +40,20 @@ func TestBridgeWritesEveryMessageOnceInOrderAndDeadLettersBadInput(t *testing.T)
 	o.MaxRecordSize = 64 << 10 // small records: many aggregates per shard, several per request
 	dead := h.collect(o.Topic + "_dead")
 
-	gen := location.NewGenerator(300, 42)
+	// 50k messages over 5k keys, with the bad inputs spread among them.
+	gen := location.NewGenerator(5000, 42)
 	var bodies [][]byte
 	type sent struct {
 		user string
 		seq  uint64
 	}
 	var good []sent
-	for i := 0; i < 6000; i++ {
+	for i := 0; i < 50000; i++ {
 		b, u, s := gen.Next(nil)
 		bodies = append(bodies, b)
 		good = append(good, sent{u, s})
-		if i%500 == 0 && i/500 < len(badInputs) {
-			bodies = append(bodies, []byte(badInputs[i/500].body))
+		if i%4000 == 0 && i/4000 < len(badInputs) {
+			bodies = append(bodies, []byte(badInputs[i/4000].body))
 		}
 	}
 	// An empty body cannot be published through nsqd (it refuses it); a body over the record limit can.
@@ -102,8 +104,8 @@ func TestBridgeWritesEveryMessageOnceInOrderAndDeadLettersBadInput(t *testing.T)
 	for _, o := range outer {
 		buckets[o] = true
 	}
-	if len(buckets) != 3 {
-		t.Fatalf("outer partition keys used: %v, want the 3 buckets", buckets)
+	if len(outer) != 5000 || len(buckets) != 3 {
+		t.Fatalf("%d users under outer partition keys %v, want 5000 users in the 3 buckets", len(outer), buckets)
 	}
 	if n := testutil.ToFloat64(r.b.m.aggregates); n >= float64(len(good))/10 {
 		t.Fatalf("%v Kinesis records for %d messages: aggregation is not working", n, len(good))
@@ -205,5 +207,51 @@ func TestLaneRecordKeysShareOneKeyAndWriteFewerBytes(t *testing.T) {
 	t.Logf("bytes out/in: user keys %.4f, lane keys %.4f", userRatio, laneRatio)
 	if laneRatio >= userRatio-0.02 || laneRatio > 1.05 {
 		t.Fatalf("lane keys ratio %.4f vs user keys %.4f: expected about 12 bytes less per message and <= 1.05", laneRatio, userRatio)
+	}
+}
+
+// SIGTERM in the middle of a stream: the first bridge writes and FINishes everything it took and
+// returns nil; a second bridge takes the rest from NSQ. Every message is in the stream exactly once,
+// in order.
+func TestSigtermMidStreamLosesAndDuplicatesNothing(t *testing.T) {
+	h := newHarness(t, 2)
+	o := h.options()
+	const total = 20000
+	gen := location.NewGenerator(500, 9)
+	bodies := make([][]byte, total)
+	for i := range bodies {
+		bodies[i], _, _ = gen.Next(nil)
+	}
+	published := make(chan struct{})
+	go func() { // publish while the bridge runs
+		defer close(published)
+		h.publish(o.Topic, bodies)
+	}()
+	first := h.start(o)
+	waitFor(t, 60*time.Second, "the first bridge to be mid-stream", func() bool {
+		return testutil.ToFloat64(first.b.m.messagesAcked) >= total/4
+	})
+	if err := first.stop(t); err != nil {
+		t.Fatalf("first bridge: %v", err)
+	}
+	firstAcked := testutil.ToFloat64(first.b.m.messagesAcked)
+	if firstAcked >= total || testutil.ToFloat64(first.b.m.messagesIn) != firstAcked {
+		t.Fatalf("first bridge took %v and acked %v: not a mid-stream stop, or something left unacknowledged",
+			testutil.ToFloat64(first.b.m.messagesIn), firstAcked)
+	}
+	<-published
+	h.reg = prometheus.NewRegistry()
+	second := h.start(o)
+	waitFor(t, 60*time.Second, "the second bridge to take the rest", func() bool {
+		return firstAcked+testutil.ToFloat64(second.b.m.messagesAcked) == total
+	})
+	if err := second.stop(t); err != nil {
+		t.Fatalf("second bridge: %v", err)
+	}
+	if oc := checkStream(t, h, total); oc.dups != 0 {
+		t.Fatalf("%d duplicates after a graceful stop", oc.dups)
+	}
+	if n := testutil.ToFloat64(second.b.m.late); n != 0 {
+		t.Fatalf("%v late redeliveries after a graceful stop: the first bridge left messages unanswered", n)
 	}
 }

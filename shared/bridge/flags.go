@@ -57,7 +57,7 @@ func RegisterFlags(fs *flag.FlagSet, o *Options) {
 		o.Ordering = Ordering(s)
 		return nil
 	})
-	fs.Func("late-redelivery", "a message older than one already accepted for its key (an NSQ redelivery): dead-letter (keeps per-key order) or write (default dead-letter with --ordering=strict, write with relaxed)", func(s string) error {
+	fs.Func("late-redelivery", "a redelivered message older than one already accepted for its key: dead-letter (keeps per-key order) or write (default dead-letter with --ordering=strict, write with relaxed)", func(s string) error {
 		o.LateRedelivery = LatePolicy(s)
 		return nil
 	})

@@ -59,7 +59,9 @@ func newHarness(t *testing.T, shards int32) *harness {
 	if emulator == nil {
 		t.Skip("needs kinesalite (not with -short)")
 	}
-	n, err := nsqlocal.Start(nsqlocal.Options{MsgTimeout: 10 * time.Second})
+	// Disk only: nsqd then delivers in publish order however deep the channel (with its memory
+	// queue full it interleaves memory and disk), so the tests can check order by seq.
+	n, err := nsqlocal.Start(nsqlocal.Options{MsgTimeout: 10 * time.Second, DiskOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 // max-attempts paths are never taken.
 func (b *Bridge) HandleMessage(m *nsq.Message) error {
 	m.DisableAutoResponse()
+	b.lastIn.Store(time.Now().UnixNano())
 	b.m.inFlight.Set(float64(b.held.Add(1)))
 	b.m.messagesIn.Inc()
 	b.m.bytesIn.Add(float64(len(m.Body)))
@@ -29,10 +30,9 @@ func (b *Bridge) HandleMessage(m *nsq.Message) error {
 	// dropped, so its FIN was lost: either way it must not be written twice.
 	b.mu.Lock()
 	if s, ok := b.byID[m.ID]; ok {
-		s.m = m // the new delivery takes the old one's place: FIN goes where it can still land
+		s.ms = append(s.ms, m)
 		b.mu.Unlock()
 		b.m.redelivered.WithLabelValues("held").Inc()
-		b.m.inFlight.Set(float64(b.held.Add(-1)))
 		return nil
 	}
 	if b.recent.has(m.ID) {
@@ -51,7 +51,7 @@ func (b *Bridge) HandleMessage(m *nsq.Message) error {
 		b.dl.send(m, reason, detail)
 		return nil
 	}
-	ref := msgRef{s: &slot{m}, key: key, hash: shardmap.HashKey(key)}
+	ref := msgRef{s: &slot{ms: []*nsq.Message{m}}, key: key, hash: shardmap.HashKey(key)}
 	now := time.Now()
 
 	b.mu.Lock()
@@ -60,20 +60,29 @@ func (b *Bridge) HandleMessage(m *nsq.Message) error {
 		b.release(m, false, "shutdown_timeout", 0)
 		return nil
 	}
+	// A message older than one already accepted for its key: NSQ redelivered it (crash, timeout,
+	// requeue: Attempts > 1) behind newer ones, or, on a first delivery, nsqd interleaved its
+	// memory and disk queues (a channel deeper than --mem-queue-size). The bridge keeps the order
+	// it receives; only a redelivery is held to the --late-redelivery policy, because only it can
+	// be told apart from a message the bridge has simply not seen yet.
 	k := ref.hash.Low64()
 	newest, seen := b.fence[k]
-	late := seen && m.Timestamp < newest
+	older := seen && m.Timestamp < newest
+	late := older && m.Attempts > 1
+	if older && !late {
+		b.m.outOfOrder.Inc()
+	}
 	if late && b.o.LateRedelivery == LateDeadLetter {
 		b.mu.Unlock()
 		b.m.late.Inc()
-		b.dl.send(m, ReasonLate, "published "+time.Unix(0, newest).Sub(time.Unix(0, m.Timestamp)).String()+
-			" before a message of the same key the bridge already accepted (NSQ redelivered it after newer ones)")
+		b.dl.send(m, ReasonLate, "delivery "+strconv.Itoa(int(m.Attempts))+" of a message published "+
+			time.Unix(0, newest).Sub(time.Unix(0, m.Timestamp)).String()+" before one of the same key the bridge already accepted")
 		return nil
 	}
 	err := b.add(ref, now)
 	if err == nil {
 		b.byID[m.ID] = ref.s
-		if !late {
+		if !older {
 			// The newest NSQ timestamp accepted per key (64 bits of its MD5: a collision needs
 			// ~2^32 keys to become likely).
 			b.fence[k] = m.Timestamp
@@ -174,7 +183,7 @@ func (b *Bridge) addToLane(l *lane, r msgRef, now time.Time) error {
 	if b.o.RecordKeys == RecordKeysLane {
 		pk, ehk = l.pk, l.shard.StartKey
 	}
-	body := r.s.m.Body
+	body := r.s.newest().Body
 	err := l.agg.Add(pk, ehk, body)
 	if errors.Is(err, kpl.ErrFull) {
 		b.seal(l)
@@ -264,14 +273,14 @@ func (b *Bridge) touchLoop(ctx context.Context) {
 				if now.Sub(e.touched) >= half {
 					e.touched = now
 					for _, r := range e.msgs {
-						due = append(due, r.s.m)
+						due = append(due, r.s.newest())
 					}
 				}
 			}
 			if len(l.open) > 0 && now.Sub(l.touched) >= half {
 				l.touched = now
 				for _, r := range l.open {
-					due = append(due, r.s.m)
+					due = append(due, r.s.newest())
 				}
 			}
 		}

@@ -17,10 +17,14 @@ type msgRef struct {
 	hash shardmap.Hash
 }
 
-// slot holds the current delivery of a held message (b.mu guards m): when nsqd delivers a message
-// the bridge already holds (after a reconnect or a timeout), the new delivery takes the slot, so
-// the message is written once and FINished on the connection that can still FIN it.
-type slot struct{ m *nsq.Message }
+// slot holds the deliveries of one held message, oldest first (b.mu guards ms). When nsqd delivers
+// a message the bridge already holds (it timed out, or its connection dropped), the new delivery
+// joins the slot: the message is written once, and every delivery is answered (FIN after the write,
+// REQ when given up), because go-nsq counts each as in flight until it is, and nsqd acts on the
+// one it currently has out (same id).
+type slot struct{ ms []*nsq.Message }
+
+func (s *slot) newest() *nsq.Message { return s.ms[len(s.ms)-1] }
 
 // entry is one Kinesis record (an aggregate) and the NSQ messages it carries. Its messages are
 // FINished when, and only when, Kinesis accepts the record.

@@ -28,7 +28,7 @@ func TestLookupdDiscovery(t *testing.T) {
 	h := newHarness(t, 1)
 	// Replace the harness nsqd with one registered with lookupd.
 	h.nsqd.Stop()
-	n, err := nsqlocal.Start(nsqlocal.Options{LookupdTCPAddresses: []string{lk.TCPAddr}})
+	n, err := nsqlocal.Start(nsqlocal.Options{LookupdTCPAddresses: []string{lk.TCPAddr}, DiskOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +132,7 @@ func TestNSQDRestartDuringWriteWritesEachMessageOnce(t *testing.T) {
 	dir := t.TempDir()
 	h.nsqd.Stop()
 	start := func(tcp, http string) *nsqlocal.NSQD {
-		n, err := nsqlocal.Start(nsqlocal.Options{DataPath: dir, TCPAddress: tcp, HTTPAddress: http})
+		n, err := nsqlocal.Start(nsqlocal.Options{DataPath: dir, TCPAddress: tcp, HTTPAddress: http, DiskOnly: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -176,7 +176,7 @@ func TestRedeliveryOfHeldMessagesTakesTheirPlace(t *testing.T) {
 	defer front.Close()
 	h.kc = kinesislocal.NewClient(front.URL)
 	h.nsqd.Stop()
-	n, err := nsqlocal.Start(nsqlocal.Options{MaxMsgTimeout: 2 * time.Second})
+	n, err := nsqlocal.Start(nsqlocal.Options{MaxMsgTimeout: 2 * time.Second, DiskOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}

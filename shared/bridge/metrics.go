@@ -14,6 +14,7 @@ type metrics struct {
 	bytesIn         prometheus.Counter
 	bytesOut        prometheus.Counter
 	aggregates      prometheus.Counter
+	shardMessages   *prometheus.CounterVec // by shard id
 	userRecords     prometheus.Histogram
 	putCalls        *prometheus.CounterVec // by outcome: ok, partial, error
 	putEntries      prometheus.Counter
@@ -23,6 +24,7 @@ type metrics struct {
 	misrouted       prometheus.Counter
 	reshards        prometheus.Counter
 	late            prometheus.Counter
+	outOfOrder      prometheus.Counter
 	redelivered     *prometheus.CounterVec
 	inFlight        prometheus.Gauge // messages held: received, not yet FIN'd or requeued
 	buffered        prometheus.Gauge // bytes of user data held in aggregates not yet acknowledged
@@ -59,6 +61,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		bytesIn:         c("bytes_in_total", "Message body bytes received from NSQ."),
 		bytesOut:        c("bytes_out_total", "Record bytes (data + partition key) accepted by Kinesis."),
 		aggregates:      c("aggregates_total", "Kinesis records (KPL aggregates) accepted by Kinesis."),
+		shardMessages:   cv("shard_messages_total", "Messages accepted by Kinesis, by the shard that stored them.", "shard"),
 		userRecords: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "user_records_per_aggregate",
 			Help: "User records per accepted Kinesis record.", Buckets: prometheus.ExponentialBuckets(1, 2, 14)}),
 		putCalls:    cv("putrecords_calls_total", "PutRecords calls by outcome (ok, partial, error).", "outcome"),
@@ -69,7 +72,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		misrouted:   c("misrouted_entries_total", "Entries Kinesis stored on another shard than the shard map predicted (the map is then refreshed)."),
 		reshards:    c("shard_map_changes_total", "Shard map changes applied."),
 		redelivered: cv("redelivered_total", "Messages nsqd delivered again that the bridge still held (state=held: the new delivery replaced the old) or had just written (state=written: FINished at once); neither is written twice.", "state"),
-		late:        c("late_redeliveries_total", "Messages older than one already accepted for their key (NSQ redeliveries after newer messages); dead-lettered or written per --late-redelivery."),
+		late:        c("late_redeliveries_total", "Redelivered messages older than one already accepted for their key; dead-lettered or written per --late-redelivery."),
+		outOfOrder:  c("out_of_order_deliveries_total", "First deliveries older than a message already accepted for their key (nsqd interleaves its memory and disk queues once a channel is deeper than --mem-queue-size); written."),
 		inFlight:    g("in_flight_messages", "NSQ messages held by the bridge (received, not yet FINished or requeued)."),
 		buffered:    g("buffered_bytes", "User data bytes in aggregates not yet accepted by Kinesis."),
 		shards:      g("open_shards", "Open shards in the current shard map."),
@@ -81,8 +85,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.messagesIn, m.messagesAcked, m.messagesRequeue, m.deadLettered, m.deadLetterFail,
-			m.bytesIn, m.bytesOut, m.aggregates, m.userRecords, m.putCalls, m.putEntries, m.putFailed,
-			m.retries, m.touches, m.misrouted, m.reshards, m.late, m.redelivered, m.inFlight, m.buffered, m.shards, m.backlog,
+			m.bytesIn, m.bytesOut, m.aggregates, m.shardMessages, m.userRecords, m.putCalls, m.putEntries, m.putFailed,
+			m.retries, m.touches, m.misrouted, m.reshards, m.late, m.outOfOrder, m.redelivered, m.inFlight, m.buffered, m.shards, m.backlog,
 			m.ackLatency, m.putLatency)
 	}
 	return m

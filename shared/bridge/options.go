@@ -20,9 +20,10 @@ const (
 	Relaxed Ordering = "relaxed"
 )
 
-// LatePolicy says what to do with a message older (by NSQ publish timestamp) than one of its key
-// that the bridge has already accepted: a redelivery after a crash, a timeout or a requeue, which
-// NSQ puts behind newer messages. Writing it would put it after newer records of its key.
+// LatePolicy says what to do with a redelivered message (Attempts > 1) older, by NSQ publish
+// timestamp, than one of its key that the bridge has already accepted: after a crash, a timeout or
+// a requeue NSQ puts it behind newer messages, and writing it would put it after newer records of
+// its key.
 type LatePolicy string
 
 const (

@@ -136,8 +136,10 @@ func (b *Bridge) maybeFinishReshard(now time.Time) {
 		if err := b.addToLane(b.route(r.hash), r, now); err != nil {
 			// Cannot happen: the record fitted before and limits did not change. Never drop it.
 			b.log.Error("re-routing after reshard failed; requeueing", "err", err)
-			delete(b.byID, r.s.m.ID)
-			b.release(r.s.m, false, "reshard", 0)
+			delete(b.byID, r.s.newest().ID)
+			for _, m := range r.s.ms {
+				b.release(m, false, "reshard", 0)
+			}
 		}
 	}
 	b.log.Info("shard map installed", "shards", b.smap.String(), "rerouted_messages", len(moved))

@@ -32,7 +32,7 @@ func TestReshardSplitAndMergeMidRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer km.Close()
-	n, err := nsqlocal.Start(nsqlocal.Options{})
+	n, err := nsqlocal.Start(nsqlocal.Options{DiskOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}

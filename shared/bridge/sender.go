@@ -188,12 +188,13 @@ func (b *Bridge) complete(req []*entry, out *kinesis.PutRecordsOutput, err error
 			}
 			if !b.gone {
 				for _, r := range e.msgs {
-					acked = append(acked, r.s.m)
-					delete(b.byID, r.s.m.ID)
-					b.recent.add(r.s.m.ID)
+					acked = append(acked, r.s.ms...)
+					delete(b.byID, r.s.ms[0].ID)
+					b.recent.add(r.s.ms[0].ID)
 				}
 			}
 			b.m.aggregates.Inc()
+			b.m.shardMessages.WithLabelValues(shardID).Add(float64(len(e.msgs)))
 			b.m.bytesOut.Add(float64(e.size()))
 			b.m.userRecords.Observe(float64(len(e.msgs)))
 			b.m.buffered.Sub(float64(e.bytes))
@@ -209,18 +210,25 @@ func (b *Bridge) complete(req []*entry, out *kinesis.PutRecordsOutput, err error
 	}
 	b.mu.Unlock()
 
-	for _, m := range acked {
-		lat := now.Sub(time.Unix(0, m.Timestamp))
-		b.m.ackLatency.Observe(lat.Seconds())
-		if b.cw != nil {
-			b.cw.ackLatency.ObserveDuration(lat)
+	// acked holds deliveries: a message nsqd delivered twice while held appears twice (both are
+	// FINished: nsqd takes the FIN of the delivery it has out, go-nsq needs both answered), but is
+	// counted and timed once.
+	messages := 0
+	for i, m := range acked {
+		if i == 0 || acked[i-1].ID != m.ID {
+			messages++
+			lat := now.Sub(time.Unix(0, m.Timestamp))
+			b.m.ackLatency.Observe(lat.Seconds())
+			if b.cw != nil {
+				b.cw.ackLatency.ObserveDuration(lat)
+			}
 		}
 		m.Finish()
 	}
 	if len(acked) > 0 {
-		b.m.messagesAcked.Add(float64(len(acked)))
+		b.m.messagesAcked.Add(float64(messages))
 		if b.cw != nil {
-			b.cw.acked.Add(int64(len(acked)))
+			b.cw.acked.Add(int64(messages))
 		}
 		b.m.inFlight.Set(float64(b.held.Add(-int64(len(acked)))))
 	}

@@ -31,7 +31,12 @@ type Options struct {
 	// MaxRdyCount caps a client's RDY; default nsqd's 2500.
 	MaxRdyCount int64
 	// MemQueueSize is the number of messages kept in memory per topic/channel; default nsqd's 10000.
+	// A channel deeper than that spills to disk, and nsqd then interleaves its memory and disk
+	// queues: messages are no longer delivered in publish order.
 	MemQueueSize int64
+	// DiskOnly sets nsqd's --mem-queue-size=0: every message goes through the disk queue, which is
+	// FIFO, so delivery follows publish order however deep the channel gets.
+	DiskOnly bool
 	// QueueScanRefreshInterval defaults to 100 ms (nsqd uses 5 s, which delays timeouts in tests).
 	QueueScanRefreshInterval time.Duration
 	// LookupdTCPAddresses to register with.
@@ -75,6 +80,9 @@ func Start(o Options) (*NSQD, error) {
 	}
 	if o.MemQueueSize > 0 {
 		opts.MemQueueSize = o.MemQueueSize
+	}
+	if o.DiskOnly {
+		opts.MemQueueSize = 0
 	}
 	opts.NSQLookupdTCPAddresses = o.LookupdTCPAddresses
 	n := &NSQD{done: make(chan error, 1)}

@@ -66,8 +66,11 @@ cdk-deploy: tools lambda ## deploy the stack (AWS credentials, cdk-bootstrap don
 cdk-destroy: tools lambda ## delete the stack (retained resources stay: see README.md, Deploying on AWS)
 	$(CDK) destroy $(CDK_ARGS)
 
-bench: tools ## Go micro-benchmarks now; the end-to-end benchmark arrives with issue #6
-	$(GO) test -run '^$$' -bench . -benchmem ./shared/kpl/
+bench: tools ## micro-benchmarks, then nsqk bench (~10 min; ARGS='--quick' ~2 min): table + .bench/report.json
+	@mkdir -p .bench
+	set -o pipefail; $(GO) test -run '^$$' -bench . -benchmem ./shared/kpl ./shared/consumer | tee .bench/micro.txt
+	$(GO) build -trimpath -o $(BIN)/nsqk ./cmd/nsqk
+	$(BIN)/nsqk bench --micro .bench/micro.txt $(ARGS)
 
 chaos: tools ## the fault suite
 	@echo "make chaos: not available yet (reliability issue #7)"; exit 1

@@ -1,0 +1,716 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/nsqk/nsqk/shared/benchkit"
+)
+
+// Targets of issue #6.
+const (
+	targetDrainRatio   = 0.85 // bridge drain rate / physical limit
+	targetCPUMicros    = 5.0  // bridge CPU per message
+	targetRSSMB        = 200.0
+	targetBytesRatio   = 1.05 // payload bytes out / bytes in
+	targetLatencySlack = 25.0 // ms over max-buffered-time for p99 at the target rate
+	targetLatencyRate  = 20000
+	// Shard scaling: each step must multiply the rate by this much, unless the rate is already
+	// this close to the unthrottled bridge rate (the NSQ-side limit of the bridge).
+	targetShardGrowth  = 1.5
+	targetShardCeiling = 0.85
+)
+
+// Verdicts.
+const (
+	verdictPass = "PASS"
+	verdictMiss = "MISS" // a performance target missed
+	verdictFail = "FAIL" // a correctness check failed
+)
+
+// benchReport is the JSON report and the source of the printed table.
+type benchReport struct {
+	Command           []string             `json:"command"`
+	Started           time.Time            `json:"started"`
+	Finished          time.Time            `json:"finished"`
+	Machine           benchkit.Machine     `json:"machine"`
+	LoadAvgEnd        []float64            `json:"loadavg_end"`
+	Settings          map[string]any       `json:"settings"`
+	Messages          *messageSet          `json:"messages,omitempty"`
+	SmallMessages     *messageSet          `json:"shard_messages,omitempty"`
+	Drains            []drainResult        `json:"drains"`
+	Latency           []latencyResult      `json:"latency"`
+	Micro             *benchkit.GoBenchRun `json:"micro,omitempty"`
+	Profile           *profileResult       `json:"profile,omitempty"`
+	Skipped           []string             `json:"skipped,omitempty"`
+	SectionSeconds    map[string]float64   `json:"section_seconds"`
+	OrchestratorTotal usageJSON            `json:"orchestrator_total"`
+	Figures           []benchFigure        `json:"figures"`
+	Notes             []string             `json:"notes"`
+	Errors            []string             `json:"errors,omitempty"`
+	Methods           map[string]string    `json:"methods"`
+	// OK: every correctness check passed and no section failed.
+	OK bool `json:"ok"`
+}
+
+type usageJSON struct {
+	UserSeconds   float64 `json:"user_cpu_seconds"`
+	SystemSeconds float64 `json:"system_cpu_seconds"`
+	MaxRSSMB      float64 `json:"max_rss_mb"`
+}
+
+func benchUsageOf(u benchkit.Usage) usageJSON {
+	return usageJSON{u.User.Seconds(), u.System.Seconds(), float64(u.MaxRSS) / (1 << 20)}
+}
+
+// benchFigure is one row of the table.
+type benchFigure struct {
+	Section string   `json:"section"`
+	Name    string   `json:"name"`
+	Value   *float64 `json:"value,omitempty"` // nil when not measured
+	Unit    string   `json:"unit,omitempty"`
+	Text    string   `json:"text"` // the value as printed
+	Target  string   `json:"target,omitempty"`
+	Verdict string   `json:"verdict,omitempty"` // PASS, MISS, FAIL or empty (information)
+}
+
+func newReport(o benchOptions) *benchReport {
+	return &benchReport{
+		Command: o.args, Started: time.Now(), SectionSeconds: map[string]float64{},
+		Settings: map[string]any{
+			"messages": o.messages, "quick": o.quick, "skip": o.skipList(), "max_in_flight": o.maxInFlight,
+			"max_buffered_time": o.maxBuffered.String(), "shards": o.shards, "repeat": o.repeat, "users": o.users,
+			"seed": o.seed, "small_messages": o.smallMessages, "shard_counts": o.shardCounts,
+			"latency_rates": o.latencyRates, "latency_max_buffered_times": o.latencyMBT,
+			"latency_duration": o.latencyFor.String(), "latency_warmup": o.latencyWarmup.String(),
+			"profile": o.profile, "bridge_args": o.bridgeArgs, "sink_latency": o.sinkLatency.String(), "go_env": benchGoEnv(),
+		},
+		Methods: benchMethods,
+	}
+}
+
+// goEnv lists Go runtime settings inherited by the children, which change what is measured.
+func benchGoEnv() map[string]string {
+	out := map[string]string{}
+	for _, k := range []string{"GOGC", "GOMEMLIMIT", "GOMAXPROCS", "GODEBUG"} {
+		if v, ok := os.LookupEnv(k); ok {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+var benchMethods = map[string]string{
+	"processes": "nsqd (embedded) and the null sink run in this process; the measured program runs as a child process " +
+		"(this executable re-run as `nsqk bridge ...` or `nsqk bench baseline ...`), so its CPU time and peak RSS are its own.",
+	"messages": "location JSON from shared/location (seeded), published once in-process with nsqd.Topic.PutMessages in batches of 200 " +
+		"(the MPUB code path minus TCP, one publisher so per-user order in NSQ is seq order) to a topic whose channels - one per run - " +
+		"existed first; every queue stays in memory (mem-queue-size >= messages).",
+	"drain": "drain time = from the first delivery (channel depth drops below N) to depth + in-flight + deferred = 0 (every message " +
+		"FINished), read in-process from nsqd every 2 ms; rate = N / drain time. Start-up (spawn to first delivery) is reported apart.",
+	"baseline": "the physical limit: a go-nsq consumer with the bridge's NSQ settings (max-in-flight, 60 s msg timeout, 25 ms output " +
+		"buffer timeout, one handler goroutine) whose handler returns at once, so go-nsq FINs every message on delivery.",
+	"cpu": "child CPU = user + system time from its rusage after exit (whole life: start-up, drain, graceful shutdown) / N; " +
+		"'drain only' = /proc/<pid>/stat utime+stime between first delivery and drained (10 ms ticks).",
+	"rss": "peak RSS = the child's VmHWM (/proc/<pid>/status) read every 20 ms until it exits; ru_maxrss is not usable: Linux carries " +
+		"the parent's RSS high-water mark into a child Go starts with clone(CLONE_VM|CLONE_VFORK), so it would report this process's size. " +
+		"The timeline samples VmRSS every 100 ms.",
+	"bytes": "payload out/in = nsqk_bridge_bytes_out_total (data + partition key of accepted records) / nsqk_bridge_bytes_in_total (NSQ bodies), cross-checked with the sink's own counts; wire = PutRecords HTTP body bytes (JSON, base64 data) / NSQ bytes.",
+	"exact-once": "the null sink de-aggregates every accepted record and checks each (user_id, seq) against what was published: " +
+		"duplicates, missing, per-user order in stream order per shard, partition key = user_id, key hashed into the shard that stored it.",
+	"latency": "offered rate paced by a publisher in this process (a batch every 5 ms); latency = the bridge's nsqk_bridge_ack_latency_seconds " +
+		"(NSQ publish timestamp to Kinesis acceptance) minus a snapshot at the end of the warm-up, quantiles interpolated in its buckets; " +
+		"'sink' = exact percentiles of arrival at the null sink minus the message's ts (ms resolution). The null sink answers in well under " +
+		"a millisecond, so these are the bridge's own batching and NSQ delivery latency, not an emulator's.",
+	"shards": "the null sink throttles like Kinesis (per shard 1 MiB/s and 1000 records/s, one second of burst, ProvisionedThroughputExceededException per entry); " +
+		"utilisation = accepted record bytes per second / (shards x 1 MiB/s).",
+	"null-latency": "the same null sink, answering every PutRecords after --kinesis-latency (default 20 ms, what Kinesis takes): with a zero-latency sink " +
+		"a client's batching faults stay hidden.",
+	"kinesalite": "kinesalite (node, in-memory) started via shared/kinesislocal, stream created with --shards; it competes for the same cores, " +
+		"so its rate is a floor, not the bridge's limit; read back afterwards with GetRecords and verified like the null sink.",
+}
+
+func (r *benchReport) fail(format string, a ...any) {
+	r.Errors = append(r.Errors, fmt.Sprintf(format, a...))
+}
+
+func (r *benchReport) note(format string, a ...any) {
+	r.Notes = append(r.Notes, fmt.Sprintf(format, a...))
+}
+
+func (r *benchReport) add(section, name string, v float64, unit, text, target, verdict string) {
+	f := benchFigure{Section: section, Name: name, Unit: unit, Text: text, Target: target, Verdict: verdict}
+	if !math.IsNaN(v) && !math.IsInf(v, 0) {
+		f.Value = &v
+	}
+	r.Figures = append(r.Figures, f)
+}
+
+func benchPassIf(ok bool, otherwise string) string {
+	if ok {
+		return verdictPass
+	}
+	return otherwise
+}
+
+// drainsOf returns the runs named base or base-N (the repetitions of one kind of run).
+func (r *benchReport) drainsOf(base string) []drainResult {
+	var out []drainResult
+	for _, d := range r.Drains {
+		rest, ok := strings.CutPrefix(d.Name, base)
+		if ok && (rest == "" || len(rest) > 1 && rest[0] == '-' && strings.Trim(rest[1:], "0123456789") == "") {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+func benchMedian(v []float64) float64 {
+	if len(v) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(v)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func benchField(runs []drainResult, f func(d drainResult) float64) []float64 {
+	var out []float64
+	for _, d := range runs {
+		if d.Drained {
+			out = append(out, f(d))
+		}
+	}
+	return out
+}
+
+func benchMaxOf(v []float64) float64 {
+	if len(v) == 0 {
+		return math.NaN()
+	}
+	return slices.Max(v)
+}
+
+// computeFigures turns the measurements into the table's rows, verdicts and notes.
+func computeFigures(r *benchReport) {
+	r.Figures, r.Notes = nil, nil
+	base, null := r.drainsOf("baseline"), r.drainsOf("bridge-null")
+	baseRate := benchMedian(benchField(base, func(d drainResult) float64 { return d.Rate }))
+	nullRate := benchMedian(benchField(null, func(d drainResult) float64 { return d.Rate }))
+	runs := func(n int) string {
+		if n > 1 {
+			return fmt.Sprintf(" (median of %d)", n)
+		}
+		return ""
+	}
+
+	// Drain throughput.
+	const sd = "drain"
+	if len(base) > 0 {
+		r.add(sd, "baseline: go-nsq consumer, FIN at once"+runs(len(base)), baseRate, "msg/s", benchRate(baseRate), "", "")
+		r.add(sd, "baseline CPU per message", benchMedian(benchField(base, benchCPUPerMsg)), "us/msg", benchUS(benchMedian(benchField(base, benchCPUPerMsg))), "", "")
+		r.add(sd, "baseline peak RSS", benchMaxOf(benchField(base, benchRSS)), "MB", benchMB(benchMaxOf(benchField(base, benchRSS))), "", "")
+		bcs := benchMedian(benchField(base, func(d drainResult) float64 { return d.CtxSwitchesPerMsg }))
+		r.add(sd, "baseline context switches per message", bcs, "", fmt.Sprintf("%.2f", bcs), "", "")
+		if bc := benchMedian(benchField(base, benchCPUPerMsg)); bc > targetCPUMicros {
+			r.note("the physical-limit consumer alone (go-nsq, one FIN write per message) costs %.1f us of CPU per message on this machine, "+
+				"above the %.0f us target for the whole bridge", bc, targetCPUMicros)
+		}
+		benchSpread(r, "baseline", benchField(base, func(d drainResult) float64 { return d.Rate }))
+	}
+	if len(null) > 0 {
+		r.add(sd, "bridge -> null sink"+runs(len(null)), nullRate, "msg/s", benchRate(nullRate), "", "")
+		benchSpread(r, "bridge -> null sink", benchField(null, func(d drainResult) float64 { return d.Rate }))
+		if len(base) > 0 {
+			ratio := nullRate / baseRate
+			r.add(sd, "bridge -> null sink / baseline", ratio, "x", fmt.Sprintf("%.2fx", ratio),
+				fmt.Sprintf(">= %.2fx", targetDrainRatio), benchPassIf(ratio >= targetDrainRatio, verdictMiss))
+		}
+		cpu := benchMedian(benchField(null, benchCPUPerMsg))
+		r.add(sd, "bridge CPU per message (process lifetime)", cpu, "us/msg", benchUS(cpu), fmt.Sprintf("<= %.0f us", targetCPUMicros),
+			benchPassIf(cpu <= targetCPUMicros, verdictMiss))
+		dcpu := benchMedian(benchField(null, func(d drainResult) float64 { return d.DrainCPUMicrosPerMsg }))
+		r.add(sd, "bridge CPU per message (drain only, /proc)", dcpu, "us/msg", benchUS(dcpu), "", "")
+		if len(base) > 0 {
+			own := cpu - benchMedian(benchField(base, benchCPUPerMsg))
+			r.add(sd, "bridge CPU per message above the baseline's", own, "us/msg", benchUS(own), "", "")
+		}
+		cs := benchMedian(benchField(null, func(d drainResult) float64 { return d.CtxSwitchesPerMsg }))
+		r.add(sd, "bridge context switches per message", cs, "", fmt.Sprintf("%.2f", cs), "", "")
+		peak := benchMaxOf(benchField(null, benchRSS))
+		r.add(sd, "bridge peak RSS", peak, "MB", benchMB(peak), fmt.Sprintf("<= %.0f MB", targetRSSMB), benchPassIf(peak <= targetRSSMB, verdictMiss))
+		benchOnceFigure(r, sd, "exact-once at the null sink", null)
+		sinkCPU := benchMedian(benchField(null, func(d drainResult) float64 { return d.SinkCPUMicrosPerMsg }))
+		r.add(sd, "null sink CPU per message (the instrument)", sinkCPU, "us/msg", benchUS(sinkCPU), "", "")
+		orch := benchMedian(benchField(null, func(d drainResult) float64 { return d.OrchestratorCPUSeconds / float64(d.Messages) * 1e6 }))
+		r.add(sd, "orchestrator CPU per message (nsqd + sink + poller)", orch, "us/msg", benchUS(orch), "", "")
+		stall := benchMaxOf(benchField(null, func(d drainResult) float64 { return d.LongestStallMs }))
+		r.add(sd, "longest stall without a FIN (bridge -> null)", stall, "ms", fmt.Sprintf("%.0f ms", stall), "", "")
+	}
+	if k := r.drainsOf("bridge-null-latency"); len(k) > 0 {
+		d := k[0]
+		name := "bridge -> null sink answering after " + strings.TrimPrefix(d.Sink, "null+")
+		text := benchRate(d.Rate)
+		if !d.Drained {
+			text = "not drained: " + benchFirstLine(d.Error)
+		} else if !math.IsNaN(nullRate) {
+			text += fmt.Sprintf(" (%.2fx the zero-latency rate)", d.Rate/nullRate)
+		}
+		r.add(sd, name, d.Rate, "msg/s", text, "", "")
+		if br := d.Bridge; br != nil && d.Messages > 0 {
+			n := float64(d.Messages) / 1000
+			r.add(sd, "  its Kinesis records / PutRecords calls per 1k messages", br.Records/n, "records",
+				fmt.Sprintf("%.2f / %.2f", br.Records/n, br.PutCalls/n), "", "")
+			r.add(sd, "  its CPU per message", d.CPUMicrosPerMsg, "us/msg", benchUS(d.CPUMicrosPerMsg), "", "")
+		}
+		benchOnceFigure(r, sd, "  its exact-once check", k)
+	}
+	if k := r.drainsOf("bridge-kinesalite"); len(k) > 0 {
+		d := k[0]
+		r.add(sd, "bridge -> kinesalite", d.Rate, "msg/s", benchRate(d.Rate), "", "")
+		if len(base) > 0 {
+			r.add(sd, "bridge -> kinesalite / baseline", d.Rate/baseRate, "x", fmt.Sprintf("%.2fx", d.Rate/baseRate), "", "")
+		}
+		r.add(sd, "bridge CPU per message (kinesalite)", d.CPUMicrosPerMsg, "us/msg", benchUS(d.CPUMicrosPerMsg), "", "")
+		r.add(sd, "bridge peak RSS (kinesalite)", d.MaxRSSMB, "MB", benchMB(d.MaxRSSMB), fmt.Sprintf("<= %.0f MB", targetRSSMB),
+			benchPassIf(d.Drained && d.MaxRSSMB <= targetRSSMB, verdictMiss))
+		r.add(sd, "kinesalite CPU per message", d.EmulatorCPUSeconds/float64(d.Messages)*1e6, "us/msg",
+			benchUS(d.EmulatorCPUSeconds/float64(d.Messages)*1e6), "", "")
+		if d.Verification != nil {
+			benchOnceFigure(r, sd, "exact-once, kinesalite read back", k)
+		}
+	}
+	benchPeakRSSFigure(r)
+	benchShutdownFigure(r)
+	benchNSQFigure(r)
+	if len(null) > 0 {
+		benchBytesFigures(r, null[0])
+	}
+
+	benchShardFigures(r, nullRate)
+	benchLatencyFigures(r)
+	benchMicroFigures(r)
+	benchObservations(r, baseRate)
+
+	r.OK = len(r.Errors) == 0
+	for _, f := range r.Figures {
+		if f.Verdict == verdictFail {
+			r.OK = false
+		}
+	}
+	for _, d := range r.Drains {
+		if d.Error != "" {
+			r.OK = false
+		}
+	}
+}
+
+func benchCPUPerMsg(d drainResult) float64 { return d.CPUMicrosPerMsg }
+func benchRSS(d drainResult) float64       { return d.MaxRSSMB }
+
+// spread notes when repeated runs disagree by more than 10%.
+func benchSpread(r *benchReport, what string, v []float64) {
+	if len(v) < 2 {
+		return
+	}
+	lo, hi, m := slices.Min(v), slices.Max(v), benchMedian(v)
+	if (hi-lo)/m > 0.10 {
+		r.note("%s: repeated drains varied by %.0f%% (%.0f to %.0f msg/s): the machine is noisy; the median is used", what, 100*(hi-lo)/m, lo, hi)
+	}
+}
+
+// bytesFigures: Kinesis records and calls per 1k messages, payload and wire bytes per byte read.
+func benchBytesFigures(r *benchReport, d drainResult) {
+	const s = "kinesis"
+	if d.Bridge == nil || d.Messages == 0 {
+		return
+	}
+	n := float64(d.Messages)
+	br := d.Bridge
+	r.add(s, "Kinesis records per 1k messages", br.Records/n*1000, "records", fmt.Sprintf("%.2f", br.Records/n*1000), "", "")
+	r.add(s, "PutRecords calls per 1k messages", br.PutCalls/n*1000, "calls", fmt.Sprintf("%.2f", br.PutCalls/n*1000), "", "")
+	r.add(s, "user records per Kinesis record (mean)", br.UserRecsPerRec, "", fmt.Sprintf("%.0f", br.UserRecsPerRec), "", "")
+	ratio := br.BytesOut / br.BytesIn
+	r.add(s, "payload bytes out / bytes in (bridge metrics)", ratio, "", fmt.Sprintf("%.4f", ratio),
+		fmt.Sprintf("<= %.2f", targetBytesRatio), benchPassIf(ratio <= targetBytesRatio, verdictMiss))
+	if st := d.SinkStats; st != nil && st.UserBytes > 0 {
+		sr := float64(st.RecordBytes) / float64(st.UserBytes)
+		agree := math.Abs(float64(st.RecordBytes)-br.BytesOut) < 1 && math.Abs(float64(st.UserBytes)-br.BytesIn) < 1 &&
+			float64(st.EntriesAccepted) == br.Records
+		r.add(s, "payload bytes out / bytes in (null sink's count)", sr, "", fmt.Sprintf("%.4f", sr), "= bridge's", benchPassIf(agree, verdictFail))
+		if !agree {
+			r.note("%s: the sink counted %d record bytes, %d user bytes, %d records; the bridge %.0f, %.0f, %.0f",
+				d.Name, st.RecordBytes, st.UserBytes, st.EntriesAccepted, br.BytesOut, br.BytesIn, br.Records)
+		}
+		wire := float64(st.BodyBytes) / float64(st.UserBytes)
+		r.add(s, "wire bytes (PutRecords JSON bodies) / bytes in", wire, "", fmt.Sprintf("%.3f", wire), "", "")
+	}
+}
+
+func benchOnceFigure(r *benchReport, section, name string, runs []drainResult) {
+	ok, text := true, ""
+	for _, d := range runs {
+		if d.Verification == nil {
+			ok, text = false, d.Name+": not verified"
+			continue
+		}
+		if !d.Verification.OK {
+			ok = false
+			r.note("%s: exact-once check failed: %s; %s", d.Name, d.Verification.Summary(), strings.Join(d.Verification.Problems, "; "))
+		}
+		if text == "" || !d.Verification.OK {
+			text = fmt.Sprintf("%d/%d once, %d dup, %d missing, %d out of order", d.Verification.Unique, d.Verification.Expected,
+				d.Verification.Duplicates, d.Verification.Missing, d.Verification.OutOfOrder)
+		}
+	}
+	if len(runs) > 1 && ok {
+		text += fmt.Sprintf(" (each of %d runs)", len(runs))
+	}
+	r.add(section, name, math.NaN(), "", text, "every message once, in order", benchPassIf(ok, verdictFail))
+}
+
+// benchPeakRSSFigure is the highest peak RSS of any bridge child: throttled, slow or latency runs
+// hold more than a fast drain.
+func benchPeakRSSFigure(r *benchReport) {
+	peak, at := 0.0, ""
+	for _, d := range r.Drains {
+		if d.Kind == "bridge" && d.MaxRSSMB > peak {
+			peak, at = d.MaxRSSMB, d.Name
+		}
+	}
+	for _, l := range r.Latency {
+		if l.MaxRSSMB > peak {
+			peak, at = l.MaxRSSMB, l.Name
+		}
+	}
+	if at != "" {
+		r.add("drain", "bridge peak RSS, any run", peak, "MB", fmt.Sprintf("%s (%s)", benchMB(peak), at),
+			fmt.Sprintf("<= %.0f MB", targetRSSMB), benchPassIf(peak <= targetRSSMB, verdictMiss))
+	}
+}
+
+func benchShutdownFigure(r *benchReport) {
+	ok, worst, n := true, 0.0, 0
+	for _, d := range r.Drains {
+		if d.Kind != "bridge" || !d.Drained {
+			continue
+		}
+		n++
+		worst = max(worst, d.ShutdownSeconds)
+		if d.ExitCode != 0 {
+			ok = false
+		}
+	}
+	for _, l := range r.Latency {
+		if l.Published > 0 {
+			n++
+			ok = ok && l.ExitCode == 0
+		}
+	}
+	if n > 0 {
+		r.add("drain", "bridge graceful shutdown (SIGTERM after drain)", worst, "s", fmt.Sprintf("exit 0 x%d, slowest %.2f s", n, worst),
+			"exit 0", benchPassIf(ok, verdictFail))
+	}
+}
+
+func benchNSQFigure(r *benchReport) {
+	var req, to uint64
+	n := 0
+	for _, d := range r.Drains {
+		if d.Kind == "bridge" && d.Drained && d.Sink != sinkThrottled {
+			req, to, n = req+d.NSQRequeued, to+d.NSQTimedOut, n+1
+		}
+	}
+	if n > 0 {
+		r.add("drain", "NSQ requeues + timeouts (unthrottled bridge drains)", float64(req+to), "", fmt.Sprintf("%d + %d", req, to), "0",
+			benchPassIf(req+to == 0, verdictMiss))
+	}
+}
+
+func benchShardFigures(r *benchReport, ceiling float64) {
+	const s = "shards"
+	var runs []drainResult
+	for _, d := range r.Drains {
+		if d.Sink == sinkThrottled {
+			runs = append(runs, d)
+		}
+	}
+	if len(runs) == 0 {
+		return
+	}
+	for i, d := range runs {
+		text := benchRate(d.Rate)
+		var util float64
+		if st := d.SinkStats; st != nil && d.DrainSeconds > 0 {
+			util = float64(st.RecordBytes) / d.DrainSeconds / (float64(d.Shards) * (1 << 20))
+			text += fmt.Sprintf(", %.0f%% of %d x 1 MiB/s, %d throttled", 100*util, d.Shards, st.EntriesThrottled)
+		}
+		target, verdict := "", ""
+		if i > 0 && runs[i-1].Drained && d.Drained {
+			prev := runs[i-1].Rate
+			want := prev * targetShardGrowth
+			if !math.IsNaN(ceiling) {
+				want = min(want, targetShardCeiling*ceiling)
+			}
+			target = fmt.Sprintf(">= %s", benchRate(want))
+			verdict = benchPassIf(d.Rate >= want, verdictMiss)
+		}
+		if !d.Drained {
+			text, verdict = "not drained: "+benchFirstLine(d.Error), verdictFail
+		}
+		r.add(s, fmt.Sprintf("%d shard(s), throttled like Kinesis", d.Shards), d.Rate, "msg/s", text, target, verdict)
+	}
+	benchOnceFigure(r, s, "exact-once through throttling retries", runs)
+	if len(runs) > 1 {
+		r.note("shard scaling target: each step >= %.1fx the previous rate, or >= %.2fx the unthrottled bridge->null rate (%s), the NSQ-side limit",
+			targetShardGrowth, targetShardCeiling, benchRate(ceiling))
+	}
+}
+
+func benchLatencyFigures(r *benchReport) {
+	const s = "latency"
+	var null []drainResult
+	for _, l := range r.Latency {
+		name := fmt.Sprintf("%s msg/s, max-buffered-time %s (%s)", benchThousands(float64(l.Rate)), l.MaxBufferedTime, l.Sink)
+		if l.Error != "" && l.Samples == 0 {
+			r.add(s, name, math.NaN(), "", "failed: "+benchFirstLine(l.Error), "", verdictFail)
+			continue
+		}
+		text := fmt.Sprintf("p50 %.1f / p99 %.1f / p99.9 %.1f ms", l.P50, l.P99, l.P999)
+		if l.SinkSamples > 0 {
+			text += fmt.Sprintf(" (sink: %.0f / %.0f / %.0f)", l.SinkP50, l.SinkP99, l.SinkP999)
+		}
+		text += fmt.Sprintf(", cpu %.0f%%", l.CPUPercent)
+		target, verdict := "", ""
+		if l.Rate == targetLatencyRate && l.Sink == sinkNull {
+			limit := l.MaxBufferedMs + targetLatencySlack
+			target = fmt.Sprintf("p99 <= %.0f ms", limit)
+			verdict = benchPassIf(l.P99 <= limit, verdictMiss)
+		}
+		r.add(s, name, l.P99, "ms", text, target, verdict)
+		if l.Verification != nil {
+			null = append(null, drainResult{Name: l.Name, Verification: l.Verification})
+		}
+		if l.AchievedRate < 0.95*float64(l.Rate) {
+			r.note("%s: the publisher reached only %.0f of %d msg/s: the machine could not keep up", l.Name, l.AchievedRate, l.Rate)
+		}
+		if l.P999 > 3*l.P99 && l.P999 > l.MaxBufferedMs+50 {
+			r.note("%s: latency outliers: p99.9 %.0f ms is %.1fx p99", l.Name, l.P999, l.P999/l.P99)
+		}
+	}
+	if len(null) > 0 {
+		benchOnceFigure(r, s, "exact-once at the null sink (latency runs)", null)
+	}
+}
+
+func benchMicroFigures(r *benchReport) {
+	if r.Micro == nil {
+		return
+	}
+	const s = "micro"
+	for _, b := range r.Micro.Benchmarks {
+		text := fmt.Sprintf("%s ns/op", benchTrimFloat(b.NsPerOp))
+		if b.BytesPerOp >= 0 {
+			text += fmt.Sprintf(", %s B/op, %s allocs/op", benchTrimFloat(b.BytesPerOp), benchTrimFloat(b.AllocsPerOp))
+		}
+		if b.MBPerSec >= 0 {
+			text += fmt.Sprintf(", %s MB/s", benchTrimFloat(b.MBPerSec))
+		}
+		keys := make([]string, 0, len(b.Metrics))
+		for k := range b.Metrics {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			text += fmt.Sprintf(", %s %s", benchTrimFloat(b.Metrics[k]), k)
+		}
+		r.add(s, filepath.Base(b.Package)+"."+strings.TrimPrefix(b.Name, "Benchmark"), b.NsPerOp, "ns/op", text, "", "")
+	}
+	for _, p := range r.Micro.Packages {
+		found := false
+		for _, b := range r.Micro.Benchmarks {
+			found = found || b.Package == p
+		}
+		if !found {
+			r.add(s, filepath.Base(p), math.NaN(), "", "no benchmarks in this package", "", "")
+		}
+	}
+}
+
+// observations adds notes about anything that looks off.
+func benchObservations(r *benchReport, baseRate float64) {
+	if la := r.Machine.LoadAvg; len(la) > 0 && r.Machine.Cores > 0 && la[0] > float64(r.Machine.Cores)*0.75 {
+		r.note("load average %.2f at the start on %d cores: other work competed with the benchmark", la[0], r.Machine.Cores)
+	}
+	for _, d := range r.Drains {
+		if d.Error != "" {
+			r.note("%s: %s", d.Name, benchFirstLine(d.Error))
+		}
+		if !d.Drained {
+			continue
+		}
+		if d.Kind == "bridge" && d.Sink != sinkThrottled && d.LongestStallMs > 250 {
+			r.note("%s: no message was FINished for %.0f ms at %.1f s into the drain", d.Name, d.LongestStallMs, d.StallAtSeconds)
+		}
+		if d.NSQTimedOut > 0 || d.NSQRequeued > 0 {
+			r.note("%s: nsqd counted %d requeues and %d timeouts", d.Name, d.NSQRequeued, d.NSQTimedOut)
+		}
+		if d.OrchestratorGCs > 0 && d.Messages >= 100_000 {
+			r.note("%s: this process (nsqd + sink) ran %d GC cycles during the drain", d.Name, d.OrchestratorGCs)
+		}
+		if d.Bridge != nil && d.Bridge.DeadLettered > 0 {
+			r.note("%s: the bridge dead-lettered %.0f messages (none are bad)", d.Name, d.Bridge.DeadLettered)
+		}
+		if d.Sink == sinkKinesalite && d.EmulatorCPUSeconds > 0 && d.DrainSeconds > 0 {
+			r.note("%s: kinesalite used %.0f%% of a core during the drain (%.1f s CPU), competing with the bridge and nsqd for %d cores", d.Name,
+				100*d.EmulatorCPUSeconds/d.DrainSeconds, d.EmulatorCPUSeconds, r.Machine.Cores)
+		}
+	}
+	for _, e := range r.Errors {
+		r.note("error: %s", benchFirstLine(e))
+	}
+}
+
+// Formatting.
+
+func benchRate(v float64) string {
+	if math.IsNaN(v) {
+		return "-"
+	}
+	return benchThousands(v) + " msg/s"
+}
+
+func benchThousands(v float64) string {
+	s := fmt.Sprintf("%.0f", v)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var out []byte
+	for i := range len(s) {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			out = append(out, ',')
+		}
+		out = append(out, s[i])
+	}
+	if neg {
+		return "-" + string(out)
+	}
+	return string(out)
+}
+
+func benchUS(v float64) string {
+	if math.IsNaN(v) {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f us", v)
+}
+
+func benchMB(v float64) string {
+	if math.IsNaN(v) {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f MB", v)
+}
+
+func benchTrimFloat(v float64) string {
+	switch {
+	case v >= 100:
+		return benchThousands(v)
+	case v == math.Trunc(v):
+		return fmt.Sprintf("%.0f", v)
+	default:
+		return fmt.Sprintf("%.3g", v)
+	}
+}
+
+// printReport prints the header, the table and the notes.
+func printReport(w io.Writer, r *benchReport) {
+	m := r.Machine
+	fmt.Fprintf(w, "nsqk bench   %s\n", r.Started.Format(time.RFC3339))
+	fmt.Fprintf(w, "machine      %s, %d cores, %.1f GB, %s, %s/%s, kernel %s\n", m.CPUModel, m.Cores, float64(m.MemTotal)/(1<<30),
+		m.GoVersion, m.GOOS, m.GOARCH, m.Kernel)
+	fmt.Fprintf(w, "load         %v at start, %v at end\n", m.LoadAvg, r.LoadAvgEnd)
+	fmt.Fprintf(w, "command      %s\n", strings.Join(r.Command, " "))
+	if s := r.Messages; s != nil {
+		fmt.Fprintf(w, "messages     %s per drain run, avg %.0f bytes, %s users (location JSON, seed %d)\n", benchThousands(float64(s.Count)), s.AvgBytes,
+			benchThousands(float64(s.Users)), s.Seed)
+	}
+	if s := r.SmallMessages; s != nil {
+		fmt.Fprintf(w, "             %s per shard-scaling run and in the Kinesis-latency drain\n", benchThousands(float64(s.Count)))
+	}
+	fmt.Fprintf(w, "settings     max-in-flight %v, max-buffered-time %v (drains), %v shards, %v repeats\n",
+		r.Settings["max_in_flight"], r.Settings["max_buffered_time"], r.Settings["shards"], r.Settings["repeat"])
+	if len(r.Skipped) > 0 {
+		fmt.Fprintf(w, "skipped      %s\n", strings.Join(r.Skipped, ", "))
+	}
+	fmt.Fprintln(w)
+	printBenchTable(w, r.Figures)
+	if len(r.Notes) > 0 {
+		fmt.Fprintln(w, "\nnotes")
+		for _, n := range r.Notes {
+			fmt.Fprintf(w, "  - %s\n", n)
+		}
+	}
+	if r.Profile != nil {
+		fmt.Fprintf(w, "\nprofile (%s): bridge %s, orchestrator %s\n", r.Profile.Method, r.Profile.Bridge, r.Profile.Orchestrator)
+		for _, l := range r.Profile.Top {
+			fmt.Fprintf(w, "  %s\n", l)
+		}
+	}
+	verdict := "all correctness checks passed"
+	if !r.OK {
+		verdict = "A CORRECTNESS CHECK FAILED"
+	}
+	pass, miss := 0, 0
+	for _, f := range r.Figures {
+		switch f.Verdict {
+		case verdictPass:
+			pass++
+		case verdictMiss:
+			miss++
+		}
+	}
+	fmt.Fprintf(w, "\n%s; targets: %d PASS, %d MISS\n", verdict, pass, miss)
+}
+
+// printTable prints the figures as an aligned table, one block per section.
+func printBenchTable(w io.Writer, figs []benchFigure) {
+	wn, wv, wt := len("figure"), len("value"), len("target")
+	for _, f := range figs {
+		wn, wv, wt = max(wn, len(f.Name)), max(wv, len(f.Text)), max(wt, len(f.Target))
+	}
+	wv = min(wv, 90)
+	line := strings.Repeat("-", wn+wv+wt+14)
+	fmt.Fprintf(w, "%-*s  %-*s  %-*s  %s\n", wn, "figure", wv, "value", wt, "target", "verdict")
+	section := ""
+	for _, f := range figs {
+		if f.Section != section {
+			section = f.Section
+			fmt.Fprintf(w, "%s\n[%s]\n", line, section)
+		}
+		fmt.Fprintf(w, "%-*s  %-*s  %-*s  %s\n", wn, f.Name, wv, f.Text, wt, f.Target, f.Verdict)
+	}
+	fmt.Fprintln(w, line)
+}
+
+// writeReport writes the JSON report.
+func writeReport(path string, r *benchReport) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}

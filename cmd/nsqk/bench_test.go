@@ -1,0 +1,336 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nsqk/nsqk/shared/benchkit"
+	"github.com/nsqk/nsqk/shared/kinesislocal"
+	"github.com/nsqk/nsqk/shared/nullsink"
+)
+
+// benchChildEnv makes the test binary act as nsqk: `nsqk bench` re-executes itself for the
+// measured processes, and in a test "itself" is the test binary.
+const benchChildEnv = "NSQK_BENCH_TEST_CHILD"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(benchChildEnv) == "1" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		code := run(ctx, os.Args[1:])
+		stop()
+		os.Exit(code)
+	}
+	os.Exit(m.Run())
+}
+
+const sampleMicro = `goos: linux
+goarch: amd64
+pkg: github.com/nsqk/nsqk/shared/kpl
+cpu: AMD EPYC
+BenchmarkAggregate-2       	    2000	      8763 ns/op	  28.53 MB/s	       262.0 out-B/record	    1018 B/op	       1 allocs/op
+BenchmarkDeaggregate/nsqk-2         	      20	    265488 ns/op	 509.97 MB/s	   1885546 records/s	    3684 B/op	       1 allocs/op
+PASS
+ok  	github.com/nsqk/nsqk/shared/kpl	0.153s
+PASS
+ok  	github.com/nsqk/nsqk/shared/consumer	0.008s
+`
+
+// TestBenchSmoke runs the whole `nsqk bench --quick` path with tiny numbers (child processes,
+// nsqd, null sink, throttling, latency, micro summary) and checks that the report is complete
+// and every exact-once check passed.
+func TestBenchSmoke(t *testing.T) {
+	dir := t.TempDir()
+	micro := filepath.Join(dir, "micro.txt")
+	if err := os.WriteFile(micro, []byte(sampleMicro), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	skip := "latency-kinesalite"
+	_, toolsErr := kinesislocal.ToolsDir()
+	withKinesalite := !testing.Short() && toolsErr == nil
+	if !withKinesalite {
+		skip += ",kinesalite"
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := benchOptions{
+		messages: 3000, quick: true, skip: skip, dir: dir, micro: micro, maxInFlight: 500, maxBuffered: 20 * time.Millisecond,
+		shards: 2, repeat: 1, users: 500, seed: 7, smallMessages: 1500, shardCounts: "1,4",
+		latencyRates: "2000", latencyMBT: "20ms", latencyFor: 1500 * time.Millisecond, latencyWarmup: 300 * time.Millisecond,
+		verifyReadback: true, timeout: 60 * time.Second, kinesisLatency: 5 * time.Millisecond,
+		exe: exe, childEnv: []string{benchChildEnv + "=1"}, args: []string{"nsqk", "bench", "(test)"},
+	}
+	var out bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	err = runBench(ctx, o, &out)
+	t.Log(out.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	b, err := os.ReadFile(filepath.Join(dir, "report.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r benchReport
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	if !r.OK || len(r.Errors) > 0 {
+		t.Fatalf("report not OK: %v %v", r.Errors, r.Notes)
+	}
+	want := []string{"baseline", "bridge-null", "bridge-null-latency", "shards-1", "shards-4"}
+	if withKinesalite {
+		want = append(want, "bridge-kinesalite")
+	}
+	got := map[string]drainResult{}
+	for _, d := range r.Drains {
+		got[d.Name] = d
+	}
+	for _, name := range want {
+		d, ok := got[name]
+		if !ok || !d.Drained || d.Error != "" || d.Rate <= 0 || d.ExitCode != 0 || d.CPUMicrosPerMsg <= 0 || d.MaxRSSMB <= 0 || len(d.Timeline) == 0 {
+			t.Fatalf("drain %s: %+v", name, d)
+		}
+		if name == "baseline" {
+			if d.Received < 3000 {
+				t.Fatalf("baseline received %d", d.Received)
+			}
+			continue
+		}
+		if d.Verification == nil || !d.Verification.OK || d.Verification.Unique != int64(d.Messages) || d.Bridge == nil || d.Bridge.Acked != float64(d.Messages) {
+			t.Fatalf("drain %s: verification %+v bridge %+v", name, d.Verification, d.Bridge)
+		}
+		if d.MaxRSSMB > 150 {
+			t.Fatalf("%s: peak RSS %.0f MB: the parent's memory leaks into the measurement", name, d.MaxRSSMB)
+		}
+	}
+	if got["shards-1"].SinkStats == nil || got["bridge-null"].SinkStats == nil || got["bridge-null"].SinkStats.UserRecords != 3000 {
+		t.Fatal("sink stats missing")
+	}
+	if len(r.Latency) != 1 || r.Latency[0].Samples == 0 || r.Latency[0].SinkSamples == 0 || r.Latency[0].Verification == nil ||
+		!r.Latency[0].Verification.OK || r.Latency[0].P99 <= 0 {
+		t.Fatalf("latency %+v", r.Latency)
+	}
+	if r.Micro == nil || len(r.Micro.Benchmarks) != 2 {
+		t.Fatalf("micro %+v", r.Micro)
+	}
+	names := map[string]string{}
+	for _, f := range r.Figures {
+		names[f.Name] = f.Verdict
+	}
+	for _, n := range []string{"bridge -> null sink / baseline", "bridge CPU per message (process lifetime)", "bridge peak RSS",
+		"payload bytes out / bytes in (bridge metrics)", "exact-once at the null sink", "exact-once through throttling retries",
+		"bridge graceful shutdown (SIGTERM after drain)", "kpl.Aggregate", "consumer", "bridge -> null sink answering after 5ms"} {
+		if _, ok := names[n]; !ok {
+			t.Errorf("figure %q missing", n)
+		}
+	}
+	if names["exact-once at the null sink"] != verdictPass || names["payload bytes out / bytes in (null sink's count)"] != verdictPass {
+		t.Errorf("verdicts %v", names)
+	}
+	if r.Machine.Cores == 0 || r.Machine.GoVersion == "" || r.Messages == nil || r.Messages.Count != 3000 {
+		t.Errorf("header %+v %+v", r.Machine, r.Messages)
+	}
+	if !strings.Contains(out.String(), "all correctness checks passed") {
+		t.Error("no verdict line")
+	}
+}
+
+// syntheticReport is a report with every kind of run, for the figure and table code.
+func syntheticReport() *benchReport {
+	ok := &nullsink.Verification{Expected: 1000, Received: 1000, Unique: 1000, OK: true}
+	st := &nullsink.Stats{RecordBytes: 1020_000, UserBytes: 1_000_000, BodyBytes: 1_400_000, EntriesAccepted: 10, HandlerCPU: time.Millisecond}
+	bf := &bridgeFigures{BytesIn: 1_000_000, BytesOut: 1_020_000, Records: 10, PutCalls: 5, UserRecsPerRec: 100}
+	r := newReport(benchOptions{messages: 1000, maxBuffered: 100 * time.Millisecond, latencyFor: time.Second})
+	r.Machine = benchkit.Machine{CPUModel: "Test CPU", Cores: 2, GoVersion: "go1.26", LoadAvg: []float64{0.1, 0.1, 0.1}}
+	r.Drains = []drainResult{
+		{Name: "baseline-1", Kind: "baseline", Messages: 1000, Drained: true, Rate: 100_000, CPUMicrosPerMsg: 2, MaxRSSMB: 20},
+		{Name: "bridge-null-1", Kind: "bridge", Sink: sinkNull, Messages: 1000, Drained: true, Rate: 90_000, CPUMicrosPerMsg: 4,
+			MaxRSSMB: 40, Verification: ok, SinkStats: st, Bridge: bf},
+		{Name: "baseline-2", Kind: "baseline", Messages: 1000, Drained: true, Rate: 100_000, CPUMicrosPerMsg: 2, MaxRSSMB: 20},
+		{Name: "bridge-null-2", Kind: "bridge", Sink: sinkNull, Messages: 1000, Drained: true, Rate: 80_000, CPUMicrosPerMsg: 6,
+			MaxRSSMB: 50, Verification: ok, SinkStats: st, Bridge: bf},
+		{Name: "bridge-null-3", Kind: "bridge", Sink: sinkNull, Messages: 1000, Drained: true, Rate: 88_000, CPUMicrosPerMsg: 5,
+			MaxRSSMB: 45, Verification: ok, SinkStats: st, Bridge: bf},
+		{Name: "bridge-kinesalite", Kind: "bridge", Sink: sinkKinesalite, Messages: 1000, Drained: true, Rate: 20_000, MaxRSSMB: 60,
+			Verification: ok},
+		{Name: "shards-1", Kind: "bridge", Sink: sinkThrottled, Shards: 1, Messages: 1000, Drained: true, Rate: 4000, DrainSeconds: 1,
+			Verification: ok, SinkStats: st},
+		{Name: "shards-4", Kind: "bridge", Sink: sinkThrottled, Shards: 4, Messages: 1000, Drained: true, Rate: 15000, DrainSeconds: 1,
+			Verification: ok, SinkStats: st},
+		{Name: "shards-16", Kind: "bridge", Sink: sinkThrottled, Shards: 16, Messages: 1000, Drained: true, Rate: 76_000, DrainSeconds: 1,
+			Verification: ok, SinkStats: st},
+	}
+	r.Latency = []latencyResult{
+		{Name: "l1", Sink: sinkNull, Rate: 20000, MaxBufferedTime: "20ms", MaxBufferedMs: 20, AchievedRate: 20000, Samples: 100, P50: 15, P99: 44, P999: 60, Verification: ok},
+		{Name: "l2", Sink: sinkNull, Rate: 20000, MaxBufferedTime: "100ms", MaxBufferedMs: 100, AchievedRate: 20000, Samples: 100, P50: 60, P99: 130, P999: 140, Verification: ok},
+		{Name: "l3", Sink: sinkNull, Rate: 5000, MaxBufferedTime: "20ms", MaxBufferedMs: 20, AchievedRate: 5000, Samples: 100, P50: 15, P99: 80, P999: 90, Verification: ok},
+	}
+	r.Micro = &benchkit.GoBenchRun{Benchmarks: []benchkit.GoBench{{Package: "x/kpl", Name: "BenchmarkA", NsPerOp: 10, BytesPerOp: 0, AllocsPerOp: 0, MBPerSec: -1,
+		Metrics: map[string]float64{"records/s": 1e6}}}, Packages: []string{"x/kpl", "x/consumer"}}
+	return r
+}
+
+func verdicts(r *benchReport) map[string]benchFigure {
+	out := map[string]benchFigure{}
+	for _, f := range r.Figures {
+		out[f.Name] = f
+	}
+	return out
+}
+
+func TestComputeFiguresVerdicts(t *testing.T) {
+	r := syntheticReport()
+	computeFigures(r)
+	v := verdicts(r)
+	check := func(name, verdict, text string) {
+		t.Helper()
+		f, ok := v[name]
+		if !ok {
+			t.Fatalf("no figure %q in %v", name, v)
+		}
+		if f.Verdict != verdict || !strings.Contains(f.Text+" "+f.Target, text) {
+			t.Errorf("%s: %q %q, want %q containing %q", name, f.Verdict, f.Text, verdict, text)
+		}
+	}
+	check("bridge -> null sink (median of 3)", "", "88,000 msg/s")
+	check("bridge -> null sink / baseline", verdictPass, "0.88x") // median 88k / median 100k
+	check("bridge CPU per message (process lifetime)", verdictPass, "5.00 us")
+	check("bridge peak RSS", verdictPass, "50.0 MB")
+	check("payload bytes out / bytes in (bridge metrics)", verdictPass, "1.0200")
+	check("payload bytes out / bytes in (null sink's count)", verdictPass, "1.0200")
+	check("Kinesis records per 1k messages", "", "10.00")
+	check("exact-once at the null sink", verdictPass, "1000/1000 once")
+	check("1 shard(s), throttled like Kinesis", "", "4,000 msg/s")
+	check("4 shard(s), throttled like Kinesis", verdictPass, ">= 6,000")
+	check("16 shard(s), throttled like Kinesis", verdictPass, "76,000") // reached 0.85 x 88k
+	check("20,000 msg/s, max-buffered-time 20ms (null)", verdictPass, "p99 44.0")
+	check("20,000 msg/s, max-buffered-time 100ms (null)", verdictMiss, "p99 130.0")
+	check("5,000 msg/s, max-buffered-time 20ms (null)", "", "p99 80.0")
+	check("kpl.A", "", "1,000,000 records/s")
+	check("consumer", "", "no benchmarks")
+	if !r.OK {
+		t.Fatalf("report not OK: %v", r.Errors)
+	}
+
+	// Misses and failures.
+	r = syntheticReport()
+	r.Drains[1].Rate, r.Drains[3].Rate, r.Drains[4].Rate = 50_000, 50_000, 50_000
+	r.Drains[4].CPUMicrosPerMsg, r.Drains[1].CPUMicrosPerMsg = 9, 9
+	r.Drains[4].MaxRSSMB = 250
+	bad := *r.Drains[4].Verification
+	bad.OK, bad.Duplicates = false, 1
+	r.Drains[4].Verification = &bad
+	r.Drains[7].Rate = 5000 // 4 shards barely faster than 1
+	computeFigures(r)
+	v = verdicts(r)
+	check("bridge -> null sink / baseline", verdictMiss, "0.50x")
+	check("bridge CPU per message (process lifetime)", verdictMiss, "9.00 us")
+	check("bridge peak RSS", verdictMiss, "250.0 MB")
+	check("exact-once at the null sink", verdictFail, "1 dup")
+	check("4 shard(s), throttled like Kinesis", verdictMiss, "5,000 msg/s")
+	if r.OK {
+		t.Fatal("a failed exact-once check left the report OK")
+	}
+	if !strings.Contains(strings.Join(r.Notes, "\n"), "exact-once check failed") {
+		t.Errorf("notes %v", r.Notes)
+	}
+
+	// Sink and bridge disagreeing on bytes is an instrument failure.
+	r = syntheticReport()
+	st := *r.Drains[1].SinkStats
+	st.RecordBytes++
+	r.Drains[1].SinkStats = &st
+	computeFigures(r)
+	if v := verdicts(r)["payload bytes out / bytes in (null sink's count)"]; v.Verdict != verdictFail || r.OK {
+		t.Errorf("disagreeing byte counts: %+v", v)
+	}
+}
+
+func TestPrintAndWriteReport(t *testing.T) {
+	r := syntheticReport()
+	r.Command = []string{"nsqk", "bench", "--quick"}
+	computeFigures(r)
+	var out bytes.Buffer
+	printReport(&out, r)
+	s := out.String()
+	for _, f := range r.Figures {
+		if !strings.Contains(s, f.Name) || !strings.Contains(s, f.Text) {
+			t.Errorf("figure %q (%q) not printed", f.Name, f.Text)
+		}
+	}
+	for _, want := range []string{"Test CPU, 2 cores", "nsqk bench --quick", "[drain]", "[kinesis]", "[shards]", "[latency]", "[micro]", "MISS", "PASS"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("output lacks %q:\n%s", want, s)
+		}
+	}
+	// Every row is aligned: the verdict column starts at the same offset.
+	var at int
+	for _, line := range strings.Split(s, "\n") {
+		if i := strings.Index(line, "  PASS"); i > 0 && strings.HasSuffix(line, "PASS") {
+			if at != 0 && i != at {
+				t.Errorf("misaligned row: %q", line)
+			}
+			at = i
+		}
+	}
+
+	path := filepath.Join(t.TempDir(), "sub", "report.json")
+	if err := writeReport(path, r); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(path)
+	var back benchReport
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if len(back.Figures) != len(r.Figures) || back.Drains[1].Verification == nil || back.Methods["drain"] == "" {
+		t.Fatalf("round trip lost data")
+	}
+}
+
+func TestDrainsOf(t *testing.T) {
+	r := &benchReport{Drains: []drainResult{{Name: "bridge-null"}, {Name: "bridge-null-2"}, {Name: "bridge-null-latency"},
+		{Name: "bridge-kinesalite"}, {Name: "baseline-10"}, {Name: "baseline-"}}}
+	names := func(ds []drainResult) string {
+		var n []string
+		for _, d := range ds {
+			n = append(n, d.Name)
+		}
+		return strings.Join(n, ",")
+	}
+	if got := names(r.drainsOf("bridge-null")); got != "bridge-null,bridge-null-2" {
+		t.Fatal(got)
+	}
+	if got := names(r.drainsOf("baseline")); got != "baseline-10" {
+		t.Fatal(got)
+	}
+	if got := names(r.drainsOf("bridge-null-latency")); got != "bridge-null-latency" {
+		t.Fatal(got)
+	}
+}
+
+func TestQuickDefaults(t *testing.T) {
+	o := benchOptions{messages: 1_000_000, smallMessages: 200_000, latencyFor: 20 * time.Second, latencyWarmup: 3 * time.Second, repeat: 3, quick: true}
+	o.applyQuick(map[string]bool{"messages": true})
+	if o.messages != 1_000_000 || o.smallMessages != 20_000 || o.latencyFor != 5*time.Second || o.repeat != 1 {
+		t.Fatalf("%+v", o)
+	}
+	o = benchOptions{messages: 5, smallMessages: 5, maxInFlight: 1, shards: 1, repeat: 1, users: 1, shardCounts: "1,x",
+		latencyRates: "1", latencyMBT: "20ms", latencyFor: time.Second, skip: "nope"}
+	err := o.validate()
+	if err == nil || !strings.Contains(err.Error(), "nope") || !strings.Contains(err.Error(), "shard-counts") {
+		t.Fatalf("validate: %v", err)
+	}
+}

@@ -66,12 +66,16 @@ type drainResult struct {
 	// EmulatorCPUSeconds is kinesalite's CPU during the run.
 	EmulatorCPUSeconds float64 `json:"emulator_cpu_seconds,omitempty"`
 	// Orchestrator is this process during the run: nsqd, the sink, the poller.
-	OrchestratorCPUSeconds float64      `json:"orchestrator_cpu_seconds"`
-	OrchestratorGCs        uint32       `json:"orchestrator_gc_cycles"`
-	Timeline               []benchPoint `json:"timeline"`
-	Log                    string       `json:"log"`
-	Profile                string       `json:"profile,omitempty"`
-	Error                  string       `json:"error,omitempty"`
+	OrchestratorCPUSeconds float64 `json:"orchestrator_cpu_seconds"`
+	OrchestratorGCs        uint32  `json:"orchestrator_gc_cycles"`
+	// OtherCPUPercent is the machine's busy CPU during the run that was neither the child, this
+	// process nor the emulator, in percent of all cores: other work disturbing the measurement.
+	OtherCPUPercent float64      `json:"other_cpu_percent"`
+	LoadAvg         []float64    `json:"loadavg_before"`
+	Timeline        []benchPoint `json:"timeline"`
+	Log             string       `json:"log"`
+	Profile         string       `json:"profile,omitempty"`
+	Error           string       `json:"error,omitempty"`
 }
 
 // benchPoint is a timeline sample, every 100 ms from the first delivery.
@@ -124,6 +128,8 @@ func (b *bench) drainInto(ctx context.Context, s drainSpec, res *drainResult) er
 	runtime.ReadMemStats(&gc0)
 	self0 := benchkit.SelfUsage()
 	emu0 := benchProcCPU(s.emulatorPID)
+	sys0, _ := benchkit.SystemCPU()
+	res.LoadAvg = benchkit.LoadAvg()
 
 	var c *benchChild
 	var err error
@@ -231,6 +237,11 @@ func (b *bench) drainInto(ctx context.Context, s drainSpec, res *drainResult) er
 	if s.emulatorPID > 0 {
 		res.EmulatorCPUSeconds = (benchProcCPU(s.emulatorPID) - emu0).Seconds()
 	}
+	if sys1, err := benchkit.SystemCPU(); err == nil && sys0 > 0 {
+		wall := c.exited.Sub(c.started).Seconds()
+		other := (sys1 - sys0).Seconds() - u.CPU().Seconds() - res.OrchestratorCPUSeconds - res.EmulatorCPUSeconds
+		res.OtherCPUPercent = max(0, 100*other/(wall*float64(runtime.NumCPU())))
+	}
 	if res.Kind == "baseline" && c.stdout != nil {
 		var out struct{ Received int64 }
 		if json.Unmarshal(c.stdout.Bytes(), &out) == nil {
@@ -266,8 +277,8 @@ func (r *drainResult) oneLine() string {
 		return fmt.Sprintf("%-20s FAILED: %s", r.Name, benchFirstLine(r.Error))
 	}
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "%-20s %9.0f msg/s  %6.2fs  cpu %5.2f us/msg  rss %5.1f MB  stall %4.0f ms  exit %d",
-		r.Name, r.Rate, r.DrainSeconds, r.CPUMicrosPerMsg, r.MaxRSSMB, r.LongestStallMs, r.ExitCode)
+	fmt.Fprintf(&sb, "%-20s %9.0f msg/s  %6.2fs  cpu %5.2f us/msg  rss %5.1f MB  stall %4.0f ms  exit %d  other load %2.0f%%",
+		r.Name, r.Rate, r.DrainSeconds, r.CPUMicrosPerMsg, r.MaxRSSMB, r.LongestStallMs, r.ExitCode, r.OtherCPUPercent)
 	if r.Verification != nil {
 		fmt.Fprintf(&sb, "  verify: %s", benchOK(r.Verification.OK))
 	}

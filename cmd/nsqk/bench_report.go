@@ -120,6 +120,8 @@ var benchMethods = map[string]string{
 		"buffer timeout, one handler goroutine) whose handler returns at once, so go-nsq FINs every message on delivery.",
 	"cpu": "child CPU = user + system time from its rusage after exit (whole life: start-up, drain, graceful shutdown) / N; " +
 		"'drain only' = /proc/<pid>/stat utime+stime between first delivery and drained (10 ms ticks).",
+	"noise": "other CPU = the machine's busy time (/proc/stat) during a run minus the child's, this process's and the emulator's; " +
+		"runs where other processes took more than 15% of all cores are named in the notes.",
 	"rss": "peak RSS = the child's VmHWM (/proc/<pid>/status) read every 20 ms until it exits; ru_maxrss is not usable: Linux carries " +
 		"the parent's RSS high-water mark into a child Go starts with clone(CLONE_VM|CLONE_VFORK), so it would report this process's size. " +
 		"The timeline samples VmRSS every 100 ms.",
@@ -413,7 +415,7 @@ func benchShutdownFigure(r *benchReport) {
 		}
 	}
 	for _, l := range r.Latency {
-		if l.Published > 0 {
+		if l.Published > 0 && l.Behind == 0 {
 			n++
 			ok = ok && l.ExitCode == 0
 		}
@@ -492,18 +494,28 @@ func benchLatencyFigures(r *benchReport) {
 			text += fmt.Sprintf(" (sink: %.0f / %.0f / %.0f)", l.SinkP50, l.SinkP99, l.SinkP999)
 		}
 		text += fmt.Sprintf(", cpu %.0f%%", l.CPUPercent)
+		if l.Behind > 0 {
+			text = fmt.Sprintf("FELL BEHIND (%s still queued %s after publishing); of those acked: %s", benchThousands(float64(l.Behind)), latencyCatchUp, text)
+		}
 		target, verdict := "", ""
 		if l.Rate == targetLatencyRate && l.Sink == sinkNull {
 			limit := l.MaxBufferedMs + targetLatencySlack
 			target = fmt.Sprintf("p99 <= %.0f ms", limit)
-			verdict = benchPassIf(l.P99 <= limit, verdictMiss)
+			verdict = benchPassIf(l.P99 <= limit && l.Behind == 0, verdictMiss)
 		}
 		r.add(s, name, l.P99, "ms", text, target, verdict)
 		if l.Verification != nil {
 			null = append(null, drainResult{Name: l.Name, Verification: l.Verification})
 		}
+		if l.Behind > 0 {
+			r.note("%s: the bridge did not keep up with %d msg/s: %d messages were still queued %s after publishing stopped",
+				l.Name, l.Rate, l.Behind, latencyCatchUp)
+		}
 		if l.AchievedRate < 0.95*float64(l.Rate) {
 			r.note("%s: the publisher reached only %.0f of %d msg/s: the machine could not keep up", l.Name, l.AchievedRate, l.Rate)
+		}
+		if l.OtherCPUPercent > 15 {
+			r.note("%s: other processes used %.0f%% of the machine's CPU during the run: its figures are disturbed", l.Name, l.OtherCPUPercent)
 		}
 		if l.P999 > 3*l.P99 && l.P999 > l.MaxBufferedMs+50 {
 			r.note("%s: latency outliers: p99.9 %.0f ms is %.1fx p99", l.Name, l.P999, l.P999/l.P99)
@@ -562,6 +574,9 @@ func benchObservations(r *benchReport, baseRate float64) {
 		}
 		if d.Kind == "bridge" && d.Sink != sinkThrottled && d.LongestStallMs > 250 {
 			r.note("%s: no message was FINished for %.0f ms at %.1f s into the drain", d.Name, d.LongestStallMs, d.StallAtSeconds)
+		}
+		if d.OtherCPUPercent > 15 {
+			r.note("%s: other processes used %.0f%% of the machine's CPU during the run: its figures are disturbed", d.Name, d.OtherCPUPercent)
 		}
 		if d.NSQTimedOut > 0 || d.NSQRequeued > 0 {
 			r.note("%s: nsqd counted %d requeues and %d timeouts", d.Name, d.NSQRequeued, d.NSQTimedOut)

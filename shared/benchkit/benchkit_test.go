@@ -106,3 +106,18 @@ func TestDescribeMachine(t *testing.T) {
 		t.Fatalf("%v", l)
 	}
 }
+
+func TestSystemCPU(t *testing.T) {
+	a, err := SystemCPU()
+	if err != nil {
+		t.Skip(err)
+	}
+	x := 0
+	for i := 0; i < 50_000_000; i++ { // ~tens of ms of CPU
+		x += i
+	}
+	b, _ := SystemCPU()
+	if a <= 0 || b < a {
+		t.Fatalf("%s then %s (%d)", a, b, x)
+	}
+}

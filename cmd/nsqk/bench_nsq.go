@@ -2,11 +2,16 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nsqio/nsq/nsqd"
@@ -54,7 +59,15 @@ func (b *bench) setup(ctx context.Context) error {
 			return fmt.Errorf("bench: cannot find my own executable for the child processes: %w", err)
 		}
 	}
-	b.exe = exe
+	// Every child runs a private copy of the executable: a rebuild of bin/nsqk during the run
+	// (make chaos, make build) must not change what is measured half-way.
+	pinned := filepath.Join(b.o.dir, "nsqk-under-test")
+	sum, err := copyExecutable(exe, pinned)
+	if err != nil {
+		return fmt.Errorf("bench: copy %s for the child processes: %w", exe, err)
+	}
+	b.exe = pinned
+	b.r.Build = describeBuild(sum)
 	b.r.Machine = benchkit.DescribeMachine()
 	b.say("machine: %s, %d cores, %s, %s, load %v", b.r.Machine.CPUModel, b.r.Machine.Cores, b.r.Machine.GoVersion, b.r.Machine.Kernel, b.r.Machine.LoadAvg)
 
@@ -172,7 +185,53 @@ func (b *bench) publish(ctx context.Context, topic string, channels []string, co
 	return set, nil
 }
 
-// userIndex returns i for location.UserID(i).
+// copyExecutable copies an executable and returns its SHA-256.
+func copyExecutable(src, dst string) (string, error) {
+	in, err := os.Open(src)
+	if err != nil {
+		return "", err
+	}
+	defer in.Close()
+	tmp := dst + ".tmp"
+	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o755)
+	if err != nil {
+		return "", err
+	}
+	h := sha256.New()
+	if _, err := io.Copy(io.MultiWriter(out, h), in); err != nil {
+		out.Close()
+		return "", err
+	}
+	if err := out.Close(); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), os.Rename(tmp, dst)
+}
+
+// buildInfo says what was measured.
+type buildInfo struct {
+	GitCommit string   `json:"git_commit,omitempty"`
+	GitDirty  []string `json:"git_uncommitted,omitempty"` // `git status --porcelain` (first 30 lines)
+	SHA256    string   `json:"binary_sha256"`
+}
+
+// describeBuild asks git (if there is one) which commit the working directory is at.
+func describeBuild(sum string) buildInfo {
+	bi := buildInfo{SHA256: sum}
+	if out, err := exec.Command("git", "rev-parse", "HEAD").Output(); err == nil {
+		bi.GitCommit = strings.TrimSpace(string(out))
+	}
+	if out, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil {
+		for _, l := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
+			if l != "" && len(bi.GitDirty) < 30 {
+				bi.GitDirty = append(bi.GitDirty, strings.TrimSpace(l))
+			}
+		}
+	}
+	return bi
+}
+
+// benchUserIndex returns i for location.UserID(i).
 func benchUserIndex(id string) (int, bool) {
 	if len(id) != 10 || id[0] != 'u' {
 		return 0, false

@@ -42,6 +42,7 @@ type benchReport struct {
 	Started           time.Time            `json:"started"`
 	Finished          time.Time            `json:"finished"`
 	Machine           benchkit.Machine     `json:"machine"`
+	Build             buildInfo            `json:"build"`
 	LoadAvgEnd        []float64            `json:"loadavg_end"`
 	Settings          map[string]any       `json:"settings"`
 	Messages          *messageSet          `json:"messages,omitempty"`
@@ -656,6 +657,13 @@ func printReport(w io.Writer, r *benchReport) {
 		m.GoVersion, m.GOOS, m.GOARCH, m.Kernel)
 	fmt.Fprintf(w, "load         %v at start, %v at end\n", m.LoadAvg, r.LoadAvgEnd)
 	fmt.Fprintf(w, "command      %s\n", strings.Join(r.Command, " "))
+	if bi := r.Build; bi.GitCommit != "" {
+		dirty := ""
+		if len(bi.GitDirty) > 0 {
+			dirty = fmt.Sprintf(" + %d uncommitted changes (%s)", len(bi.GitDirty), strings.Join(bi.GitDirty, ", "))
+		}
+		fmt.Fprintf(w, "code         %s%s\n", bi.GitCommit, dirty)
+	}
 	if s := r.Messages; s != nil {
 		fmt.Fprintf(w, "messages     %s per drain run, avg %.0f bytes, %s users (location JSON, seed %d)\n", benchThousands(float64(s.Count)), s.AvgBytes,
 			benchThousands(float64(s.Users)), s.Seed)

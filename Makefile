@@ -66,7 +66,7 @@ cdk-deploy: tools lambda ## deploy the stack (AWS credentials, cdk-bootstrap don
 cdk-destroy: tools lambda ## delete the stack (retained resources stay: see README.md, Deploying on AWS)
 	$(CDK) destroy $(CDK_ARGS)
 
-bench: tools ## micro-benchmarks, then nsqk bench (~10 min; ARGS='--quick' ~2 min): table + .bench/report.json
+bench: tools ## micro-benchmarks, then nsqk bench (~12 min on 2 cores; ARGS='--quick' ~3 min): table + .bench/report.json
 	@mkdir -p .bench
 	set -o pipefail; $(GO) test -run '^$$' -bench . -benchmem ./shared/kpl ./shared/consumer | tee .bench/micro.txt
 	$(GO) build -trimpath -o $(BIN)/nsqk ./cmd/nsqk

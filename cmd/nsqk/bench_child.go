@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -80,7 +81,7 @@ func (b *bench) childEnv(extra ...string) []string {
 // awsEnv points a bridge child's AWS SDK at endpoint with static credentials and no shared
 // config files.
 func (b *bench) awsEnv(endpoint string) []string {
-	empty := benchLogPath(b.logDir, "aws-empty-config")
+	empty := filepath.Join(b.logDir, "aws-empty-config")
 	os.WriteFile(empty, nil, 0o644)
 	return []string{
 		"AWS_ENDPOINT_URL_KINESIS=" + endpoint, "AWS_REGION=" + nullsink.Region,

@@ -47,6 +47,7 @@ type messageSet struct {
 
 // setup starts nsqd and publishes the message sets the enabled sections drain.
 func (b *bench) setup(ctx context.Context) error {
+	os.RemoveAll(b.logDir) // logs of an earlier run would be mistaken for this one's
 	for _, d := range []string{b.o.dir, b.logDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return err

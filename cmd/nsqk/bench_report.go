@@ -46,7 +46,7 @@ type benchReport struct {
 	LoadAvgEnd        []float64            `json:"loadavg_end"`
 	Settings          map[string]any       `json:"settings"`
 	Messages          *messageSet          `json:"messages,omitempty"`
-	SmallMessages     *messageSet          `json:"shard_messages,omitempty"`
+	SmallMessages     *messageSet          `json:"small_messages,omitempty"`
 	Drains            []drainResult        `json:"drains"`
 	Latency           []latencyResult      `json:"latency"`
 	Micro             *benchkit.GoBenchRun `json:"micro,omitempty"`
@@ -517,6 +517,10 @@ func benchLatencyFigures(r *benchReport) {
 		}
 		if l.OtherCPUPercent > 15 {
 			r.note("%s: other processes used %.0f%% of the machine's CPU during the run: its figures are disturbed", l.Name, l.OtherCPUPercent)
+		}
+		if l.Behind == 0 && l.P99 > 5*(l.MaxBufferedMs+targetLatencySlack) {
+			r.note("%s: p99 %.0f ms: the bridge fell behind the offered %d msg/s during the run and caught up only after publishing stopped",
+				l.Name, l.P99, l.Rate)
 		}
 		if l.P999 > 3*l.P99 && l.P999 > l.MaxBufferedMs+50 {
 			r.note("%s: latency outliers: p99.9 %.0f ms is %.1fx p99", l.Name, l.P999, l.P999/l.P99)

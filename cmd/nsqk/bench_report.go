@@ -690,6 +690,9 @@ func printReport(w io.Writer, r *benchReport) {
 	}
 	if r.Profile != nil {
 		fmt.Fprintf(w, "\nprofile (%s): bridge %s, orchestrator %s\n", r.Profile.Method, r.Profile.Bridge, r.Profile.Orchestrator)
+		if r.Profile.Inspect != "" {
+			fmt.Fprintf(w, "  inspect: %s\n", r.Profile.Inspect)
+		}
 		for _, l := range r.Profile.Top {
 			fmt.Fprintf(w, "  %s\n", l)
 		}

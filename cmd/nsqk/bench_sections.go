@@ -44,7 +44,7 @@ func (b *bench) mainDrains(ctx context.Context) error {
 // after --kinesis-latency, as Kinesis does in tens of milliseconds: how much of the bridge's
 // throughput survives a realistic round trip (the zero-latency null sink hides batching faults).
 func (b *bench) latencyDrain(ctx context.Context) error {
-	res, err := b.nullDrainWith(ctx, "bridge-null-latency", benchSmallTopic, b.small, b.o.shards, false, b.o.kinesisLatency, nil)
+	res, err := b.nullDrainWith(ctx, "bridge-null-latency", benchSmallTopic, b.small, b.o.shards, false, b.o.kinesisLatency, nil, nil)
 	if err != nil {
 		return err
 	}
@@ -55,11 +55,12 @@ func (b *bench) latencyDrain(ctx context.Context) error {
 // nullDrain drains a channel with the bridge into a fresh null sink that verifies every message.
 func (b *bench) nullDrain(ctx context.Context, name, topic string, set *messageSet, shards int, throttle bool,
 	profile func(*benchChild) func()) (drainResult, error) {
-	return b.nullDrainWith(ctx, name, topic, set, shards, throttle, b.o.sinkLatency, profile)
+	return b.nullDrainWith(ctx, name, topic, set, shards, throttle, b.o.sinkLatency, nil, profile)
 }
 
+// nullDrainWith is nullDrain with the sink's answer latency and extra bridge flags.
 func (b *bench) nullDrainWith(ctx context.Context, name, topic string, set *messageSet, shards int, throttle bool,
-	latency time.Duration, profile func(*benchChild) func()) (drainResult, error) {
+	latency time.Duration, extraArgs []string, profile func(*benchChild) func()) (drainResult, error) {
 	v := set.verifier()
 	srv, err := nullsink.Start(nullsink.Config{Stream: benchStream, Shards: shards, Throttle: throttle, Verifier: v, Latency: latency})
 	if err != nil {
@@ -74,7 +75,7 @@ func (b *bench) nullDrainWith(ctx context.Context, name, topic string, set *mess
 		kind = fmt.Sprintf("null+%s", latency)
 	}
 	res := b.drain(ctx, drainSpec{name: name, topic: topic, messages: set.Count, sink: kind, shards: shards,
-		server: srv, endpoint: srv.URL, profile: profile})
+		server: srv, endpoint: srv.URL, extraArgs: extraArgs, profile: profile})
 	vr := v.Result()
 	res.Verification = &vr
 	if !vr.OK {
@@ -235,7 +236,7 @@ func (b *bench) profileRun(ctx context.Context) error {
 		return err
 	}
 	var res drainResult
-	res, err = b.nullDrain(ctx, "profile", benchTopic, b.main, b.o.shards, false, hook)
+	res, err = b.nullDrainWith(ctx, "profile", benchTopic, b.main, b.o.shards, false, b.o.sinkLatency, extra, hook)
 	pprof.StopCPUProfile()
 	sf.Close()
 	if err != nil {
@@ -244,8 +245,12 @@ func (b *bench) profileRun(ctx context.Context) error {
 	res.Profile = p.Bridge
 	p.Orchestrator = self
 	p.Run = &res
-	if strings.HasSuffix(p.Bridge, ".perf.data") {
+	switch {
+	case strings.HasSuffix(p.Bridge, ".perf.data"):
 		p.Top = benchPerfTop(p.Bridge, filepath.Join(dir, "bridge.perf.txt"))
+		p.Inspect = "perf report -i " + p.Bridge + "   (flat: " + filepath.Join(dir, "bridge.perf.txt") + ")"
+	case p.Bridge != "":
+		p.Inspect = "go tool pprof -top " + b.exe + " " + p.Bridge
 	}
 	b.say("   profiles: bridge %s (%s), orchestrator %s", p.Bridge, p.Method, self)
 	return nil
@@ -257,6 +262,7 @@ type profileResult struct {
 	Bridge       string       `json:"bridge,omitempty"`
 	Orchestrator string       `json:"orchestrator"`
 	Top          []string     `json:"top,omitempty"` // hottest symbols (perf), self time
+	Inspect      string       `json:"inspect,omitempty"`
 	Run          *drainResult `json:"run,omitempty"`
 }
 

@@ -68,3 +68,5 @@ require (
 	golang.org/x/tools/godoc v0.1.0-deprecated // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
+
+replace github.com/nsqio/go-nsq => ./third_party/go-nsq

@@ -36,11 +36,12 @@ var BridgeTaskActions = []string{
 
 // BridgeImageExcludes narrows the image's build context (the repository root, after its
 // .dockerignore) to what `go build ./functions/bridge` reads: go.mod, go.sum, the bridge's main
-// package and shared/, without tests and test data. The asset hash, and so the image and the task
-// definition, then change only when the bridge binary can; stray files at the root (local builds)
-// stay out. A test checks with `go list -deps` that the bridge imports nothing outside this set.
+// package, shared/ and third_party/ (modules replaced by a local copy), without tests and test
+// data. The asset hash, and so the image and the task definition, then change only when the bridge
+// binary can; stray files at the root (local builds) stay out. A test checks with `go list -deps`
+// that the bridge imports nothing outside this set.
 var BridgeImageExcludes = []string{
-	"*", "!go.mod", "!go.sum", "!shared", "!functions/bridge",
+	"*", "!go.mod", "!go.sum", "!shared", "!third_party", "!functions/bridge",
 	"**/*_test.go", "**/testdata", "**/*.test", "**/node_modules",
 }
 

@@ -711,12 +711,12 @@ func checkImageAsset(t *testing.T, v *variant) {
 		}
 		switch {
 		case rel == ".dockerignore" || rel == "go.mod" || rel == "go.sum" || rel == "functions/bridge/Dockerfile":
-		case strings.HasPrefix(rel, "functions/bridge/") || strings.HasPrefix(rel, "shared/"):
+		case strings.HasPrefix(rel, "functions/bridge/") || strings.HasPrefix(rel, "shared/") || strings.HasPrefix(rel, "third_party/"):
 			if strings.HasSuffix(rel, "_test.go") || strings.Contains(rel, "/testdata/") || strings.HasSuffix(rel, ".test") {
 				t.Errorf("build context holds test material: %s", rel)
 			}
 		default:
-			t.Errorf("build context holds %s: only go.mod, go.sum, functions/bridge and shared belong there", rel)
+			t.Errorf("build context holds %s: only go.mod, go.sum, functions/bridge, shared and third_party belong there", rel)
 		}
 		return nil
 	})
@@ -753,6 +753,17 @@ func TestBridgeImportsStayInsideTheImageContext(t *testing.T) {
 	}
 	if !slices.Contains(pkgs, "functions/bridge") {
 		t.Fatalf("go list found no bridge package: %q", out)
+	}
+	// Modules replaced by a local directory are part of the build too: they must be in third_party/.
+	out, err = exec.Command("go", "list", "-C", repoRoot(t), "-deps", "-f",
+		"{{with .Module}}{{with .Replace}}{{.Path}}{{end}}{{end}}", "./functions/bridge").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	for _, dir := range strings.Fields(string(out)) {
+		if strings.HasPrefix(dir, ".") && !strings.HasPrefix(dir, "./third_party/") {
+			t.Errorf("the bridge builds with the local module %s, which the image build context excludes", dir)
+		}
 	}
 }
 

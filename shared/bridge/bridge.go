@@ -58,8 +58,8 @@ type Bridge struct {
 	gone    bool          // shutdown timed out: everything held was requeued
 	fatal   error
 	fence   map[uint64]int64        // newest NSQ timestamp accepted per key (64 bits of its MD5)
-	byID    map[nsq.MessageID]*slot // messages held in lanes, by NSQ message id
-	recent  *recentIDs              // ids of the messages FINished last (their FIN may have been lost)
+	ids     map[nsq.MessageID]*slot // messages held, and the last ones written (their FIN may be lost)
+	written idRing                  // ids of the last messages written, 4 x MaxInFlight of them
 
 	held        atomic.Int64 // messages received and not yet FINished or requeued
 	lastIn      atomic.Int64 // when the last message arrived (Unix ns)
@@ -94,8 +94,8 @@ func New(o Options, kc Kinesis, log *slog.Logger, reg prometheus.Registerer) (*B
 		refresh: make(chan struct{}, 1), fatalCh: make(chan struct{}),
 		threshold: max(1, int64(o.MaxInFlight)*3/4),
 		fence:     map[uint64]int64{},
-		byID:      map[nsq.MessageID]*slot{},
-		recent:    newRecentIDs(4 * o.MaxInFlight),
+		ids:       map[nsq.MessageID]*slot{},
+		written:   idRing{ids: make([]nsq.MessageID, 4*o.MaxInFlight)},
 	}
 	b.dl = newDeadLetterer(&b.o, cfg, log, b.m, b.release)
 	return b, nil
@@ -360,12 +360,12 @@ func (b *Bridge) abandon(cause string) int {
 	var msgs []*nsq.Message
 	for _, l := range b.lanes {
 		for _, r := range l.held() {
-			msgs = append(msgs, r.s.ms...)
+			msgs = r.s.deliveries(msgs)
 		}
 		l.queue, l.open, l.openB = nil, nil, 0
 		l.agg.Reset()
 	}
-	clear(b.byID)
+	clear(b.ids)
 	b.mu.Unlock()
 	for _, m := range msgs {
 		b.release(m, false, cause, 0)

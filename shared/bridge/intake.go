@@ -29,16 +29,16 @@ func (b *Bridge) HandleMessage(m *nsq.Message) error {
 	// nsqd's --max-msg-timeout during a long outage) or was written shortly before its connection
 	// dropped, so its FIN was lost: either way it must not be written twice.
 	b.mu.Lock()
-	if s, ok := b.byID[m.ID]; ok {
-		s.ms = append(s.ms, m)
+	if s, ok := b.ids[m.ID]; ok {
+		if s.written {
+			b.mu.Unlock()
+			b.m.redelivered.WithLabelValues("written").Inc()
+			b.release(m, true, "", 0)
+			return nil
+		}
+		s.more = append(s.more, m)
 		b.mu.Unlock()
 		b.m.redelivered.WithLabelValues("held").Inc()
-		return nil
-	}
-	if b.recent.has(m.ID) {
-		b.mu.Unlock()
-		b.m.redelivered.WithLabelValues("written").Inc()
-		b.release(m, true, "", 0)
 		return nil
 	}
 	b.mu.Unlock()
@@ -51,7 +51,7 @@ func (b *Bridge) HandleMessage(m *nsq.Message) error {
 		b.dl.send(m, reason, detail)
 		return nil
 	}
-	ref := msgRef{s: &slot{ms: []*nsq.Message{m}}, key: key, hash: shardmap.HashKey(key)}
+	ref := msgRef{s: &slot{m: m}, key: key, hash: shardmap.HashKey(key)}
 	now := time.Now()
 
 	b.mu.Lock()
@@ -81,7 +81,7 @@ func (b *Bridge) HandleMessage(m *nsq.Message) error {
 	}
 	err := b.add(ref, now)
 	if err == nil {
-		b.byID[m.ID] = ref.s
+		b.ids[m.ID] = ref.s
 		if !older {
 			// The newest NSQ timestamp accepted per key (64 bits of its MD5: a collision needs
 			// ~2^32 keys to become likely).
@@ -97,32 +97,22 @@ func (b *Bridge) HandleMessage(m *nsq.Message) error {
 	return nil
 }
 
-// recentIDs remembers the ids of the last messages FINished after their write, in a ring.
-type recentIDs struct {
-	set  map[nsq.MessageID]struct{}
-	ring []nsq.MessageID
+// idRing remembers the ids of the last messages written, oldest first, so that their slots can be
+// forgotten in turn.
+type idRing struct {
+	ids  []nsq.MessageID
 	next int
 	full bool
 }
 
-func newRecentIDs(n int) *recentIDs {
-	return &recentIDs{set: make(map[nsq.MessageID]struct{}, n), ring: make([]nsq.MessageID, n)}
-}
-
-func (r *recentIDs) add(id nsq.MessageID) {
-	if r.full {
-		delete(r.set, r.ring[r.next])
-	}
-	r.ring[r.next] = id
-	r.set[id] = struct{}{}
-	if r.next++; r.next == len(r.ring) {
+// push records id and returns the id it displaced, if any.
+func (r *idRing) push(id nsq.MessageID) (old nsq.MessageID, evicted bool) {
+	old, evicted = r.ids[r.next], r.full
+	r.ids[r.next] = id
+	if r.next++; r.next == len(r.ids) {
 		r.next, r.full = 0, true
 	}
-}
-
-func (r *recentIDs) has(id nsq.MessageID) bool {
-	_, ok := r.set[id]
-	return ok
+	return old, evicted
 }
 
 // fenceLoop forgets keys not seen for LateWindow, bounding the fence's memory by the number of
@@ -160,7 +150,13 @@ func (b *Bridge) add(r msgRef, now time.Time) error {
 	if err := b.addToLane(l, r, now); err != nil {
 		return err
 	}
-	if b.free(l, now) && (b.stop || b.held.Load() >= b.threshold) {
+	switch {
+	case b.held.Load() >= int64(b.o.MaxInFlight):
+		// nsqd sends nothing more until something is FINished: send what every free lane has.
+		if b.sealDue(now) {
+			b.signal(b.kick)
+		}
+	case b.stop && b.free(l, now):
 		b.seal(l)
 		b.signal(b.kick)
 	}
@@ -231,7 +227,8 @@ func (b *Bridge) free(l *lane, now time.Time) bool {
 }
 
 // sealDue seals every open aggregate that is due (b.mu held): older than MaxBufferedTime, or any
-// age when stopping or when the held messages approach max-in-flight (nsqd would stop sending).
+// age when stopping or when the held messages approach max-in-flight (nsqd will soon stop sending,
+// and waiting for the age would only idle the connection).
 // A lane that cannot send keeps aggregating: bigger records when Kinesis is slow or throttling.
 func (b *Bridge) sealDue(now time.Time) bool {
 	starving := b.stop || b.held.Load() >= b.threshold

@@ -85,3 +85,12 @@ func BenchmarkExtract(b *testing.B) {
 		}
 	}
 }
+
+func BenchmarkDepthWithin(b *testing.B) {
+	body := []byte(`{"user_id":"u000012345","seq":17,"ts":1764102000123,"lat":48.858370,"lon":2.294481,"acc":12.5,"speed":3.20,"heading":270,"alt":35.0,"battery":76,"source":"gps","device":"3f2a9c1e-8b7d-4e21-a9f0-1c2d3e4f5a6b","app":"tracker-ios/7.4.2","net":"lte"}`)
+	for b.Loop() {
+		if _, ok := depthWithin(body, 64); !ok {
+			b.Fatal("too deep")
+		}
+	}
+}

@@ -17,14 +17,28 @@ type msgRef struct {
 	hash shardmap.Hash
 }
 
-// slot holds the deliveries of one held message, oldest first (b.mu guards ms). When nsqd delivers
-// a message the bridge already holds (it timed out, or its connection dropped), the new delivery
-// joins the slot: the message is written once, and every delivery is answered (FIN after the write,
-// REQ when given up), because go-nsq counts each as in flight until it is, and nsqd acts on the
-// one it currently has out (same id).
-type slot struct{ ms []*nsq.Message }
+// slot is one message the bridge holds, or wrote a moment ago (b.mu guards it). When nsqd delivers
+// a message the bridge still holds (it timed out, or its connection dropped), the new delivery
+// joins the slot: the message is written once, and every delivery is answered (FIN after the
+// write, REQ when given up), because go-nsq counts each as in flight until it is, and nsqd acts on
+// the one it currently has out (same id). A delivery of a message just written is FINished at once.
+type slot struct {
+	m       *nsq.Message   // the first delivery
+	more    []*nsq.Message // later deliveries while held (rare)
+	written bool           // Kinesis accepted it; remembered until its id leaves the ring
+}
 
-func (s *slot) newest() *nsq.Message { return s.ms[len(s.ms)-1] }
+func (s *slot) newest() *nsq.Message {
+	if n := len(s.more); n > 0 {
+		return s.more[n-1]
+	}
+	return s.m
+}
+
+// deliveries appends every delivery of the message to dst.
+func (s *slot) deliveries(dst []*nsq.Message) []*nsq.Message {
+	return append(append(dst, s.m), s.more...)
+}
 
 // entry is one Kinesis record (an aggregate) and the NSQ messages it carries. Its messages are
 // FINished when, and only when, Kinesis accepts the record.

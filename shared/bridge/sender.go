@@ -188,9 +188,11 @@ func (b *Bridge) complete(req []*entry, out *kinesis.PutRecordsOutput, err error
 			}
 			if !b.gone {
 				for _, r := range e.msgs {
-					acked = append(acked, r.s.ms...)
-					delete(b.byID, r.s.ms[0].ID)
-					b.recent.add(r.s.ms[0].ID)
+					acked = r.s.deliveries(acked)
+					r.s.written = true
+					if old, ok := b.written.push(r.s.m.ID); ok {
+						delete(b.ids, old)
+					}
 				}
 			}
 			b.m.aggregates.Inc()

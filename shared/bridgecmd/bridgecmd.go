@@ -12,6 +12,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
+	runtimepprof "runtime/pprof"
 	"strings"
 	"time"
 
@@ -40,6 +42,7 @@ type Settings struct {
 	EMFInterval    time.Duration
 	Healthcheck    bool
 	Pprof          bool
+	CPUProfile     string
 }
 
 // FlagSet returns the program's flag set bound to o and s: every flag the bridge accepts.
@@ -51,6 +54,7 @@ func FlagSet(o *bridge.Options, s *Settings) *flag.FlagSet {
 	fs.BoolVar(&s.CloudWatchEMF, "cloudwatch-emf", false, "write CloudWatch Embedded Metric Format lines to stdout (namespace NSQK/Bridge)")
 	fs.DurationVar(&s.EMFInterval, "emf-interval", time.Minute, "how often EMF metrics are written")
 	fs.BoolVar(&s.Pprof, "pprof", false, "also serve Go's /debug/pprof/ profiles on --metrics-address")
+	fs.StringVar(&s.CPUProfile, "cpu-profile", "", "write a CPU profile (pprof) of the whole run to this file")
 	fs.BoolVar(&s.Healthcheck, "healthcheck", false, "check /healthz of a bridge running on --metrics-address and exit 0 if healthy (container health check)")
 	return fs
 }
@@ -78,6 +82,20 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if s.CPUProfile != "" {
+		f, err := os.Create(s.CPUProfile)
+		if err == nil {
+			err = runtimepprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "nsqk-bridge: --cpu-profile:", err)
+			return 2
+		}
+		defer func() {
+			runtimepprof.StopCPUProfile()
+			f.Close()
+		}()
+	}
 
 	kc, err := KinesisClient(ctx, o.MaxRequestsInFlight)
 	if err != nil {

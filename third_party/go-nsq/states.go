@@ -1,0 +1,8 @@
+package nsq
+
+// states
+const (
+	StateInit = iota
+	StateDisconnected
+	StateConnected
+)

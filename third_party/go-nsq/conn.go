@@ -278,7 +278,11 @@ func (c *Conn) String() string {
 
 // Read performs a deadlined read on the underlying TCP connection
 func (c *Conn) Read(p []byte) (int, error) {
-	c.conn.SetReadDeadline(time.Now().Add(c.config.ReadTimeout))
+	// nsqk patch: a read served from the buffer does not touch the socket, so it needs no new
+	// deadline (setting one costs a clock read and a timer update, several per message).
+	if br, ok := c.r.(*bufio.Reader); !ok || br.Buffered() < len(p) {
+		c.conn.SetReadDeadline(time.Now().Add(c.config.ReadTimeout))
+	}
 	return c.r.Read(p)
 }
 
@@ -615,6 +619,7 @@ func (c *Conn) writeLoop() {
 				}
 			}
 			if err == nil {
+				c.conn.SetWriteDeadline(time.Now().Add(c.config.WriteTimeout))
 				err = c.Flush()
 			}
 			c.mtx.Unlock()
@@ -659,7 +664,8 @@ func (c *Conn) writeResponse(resp *msgResponse) error {
 			c.delegate.OnContinue(c)
 		}
 	}
-	_, err := resp.cmd.WriteTo(c)
+	// Straight into the writer: the deadline is set once, before the flush (nsqk patch).
+	_, err := resp.cmd.WriteTo(c.w)
 	return err
 }
 

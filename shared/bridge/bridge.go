@@ -69,6 +69,7 @@ type Bridge struct {
 	refresh     chan struct{}
 	fatalCh     chan struct{}
 	fatalOnce   sync.Once
+	failures    failureLog
 	ready       atomic.Bool
 	cw          *cloudWatch // nil unless EnableEMF
 	emfInterval time.Duration

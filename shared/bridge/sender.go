@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -251,8 +253,7 @@ func (b *Bridge) complete(req []*entry, out *kinesis.PutRecordsOutput, err error
 		if b.cw != nil {
 			b.cw.failedEntries.Add(int64(n))
 		}
-		b.log.Warn("PutRecords entries failed; retrying with backoff", "failed", n, "entries", len(req),
-			"codes", summarize(failed), "first_error", firstErrorText(err, firstMsg))
+		b.failures.note(b.log, failed, n, len(req), firstErrorText(err, firstMsg))
 	}
 	if isFatal(err) {
 		b.setFatal(fmt.Errorf("bridge: stream %s: %w", b.o.Stream, err))
@@ -284,6 +285,39 @@ func errorCode(err error) string {
 func isFatal(err error) bool {
 	var nf *types.ResourceNotFoundException
 	return err != nil && errors.As(err, &nf)
+}
+
+// failureLog reports failed entries at most once per failureLogEvery, with the counts since the
+// previous report: under sustained throttling one line per request would flood the logs (the
+// metrics count every entry).
+type failureLog struct {
+	mu       sync.Mutex
+	last     time.Time
+	codes    map[string]int
+	failed   int
+	requests int
+}
+
+const failureLogEvery = 5 * time.Second
+
+func (f *failureLog) note(log *slog.Logger, codes map[string]int, failed, entries int, firstErr string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.codes == nil {
+		f.codes = map[string]int{}
+	}
+	for c, n := range codes {
+		f.codes[c] += n
+	}
+	f.failed += failed
+	f.requests++
+	if time.Since(f.last) < failureLogEvery {
+		return
+	}
+	log.Warn("PutRecords entries failed; retrying with backoff", "failed", f.failed, "requests", f.requests,
+		"codes", summarize(f.codes), "last_request_entries", entries, "last_error", firstErr)
+	f.last, f.failed, f.requests = time.Now(), 0, 0
+	clear(f.codes)
 }
 
 func summarize(m map[string]int) string {

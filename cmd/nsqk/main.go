@@ -36,6 +36,7 @@ func run(ctx context.Context, args []string) int {
 		Subcommands: []*ffcli.Command{
 			devCommand(),
 			decodeCommand(),
+			chaosCommand(),
 			benchCommand(),
 		},
 		Exec: func(context.Context, []string) error { return flag.ErrHelp },

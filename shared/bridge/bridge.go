@@ -26,6 +26,12 @@ import (
 	"github.com/nsqk/nsqk/shared/shardmap"
 )
 
+// stickyKey is where a key misplaced by a reshard keeps going, and when it was last routed there.
+type stickyKey struct {
+	shard string
+	last  time.Time
+}
+
 // Kinesis is the part of the Kinesis API the bridge uses (*kinesis.Client implements it).
 type Kinesis interface {
 	PutRecords(context.Context, *kinesis.PutRecordsInput, ...func(*kinesis.Options)) (*kinesis.PutRecordsOutput, error)
@@ -58,6 +64,7 @@ type Bridge struct {
 	gone    bool          // shutdown timed out: everything held was requeued
 	fatal   error
 	fence   map[uint64]int64        // newest NSQ timestamp accepted per key (64 bits of its MD5)
+	sticky  map[uint64]stickyKey    // keys a reshard misplaced, held to the shard their record went to
 	ids     map[nsq.MessageID]*slot // messages held, and the last ones written (their FIN may be lost)
 	written idRing                  // ids of the last messages written, 4 x MaxInFlight of them
 
@@ -95,6 +102,7 @@ func New(o Options, kc Kinesis, log *slog.Logger, reg prometheus.Registerer) (*B
 		refresh: make(chan struct{}, 1), fatalCh: make(chan struct{}),
 		threshold: max(1, int64(o.MaxInFlight)*3/4),
 		fence:     map[uint64]int64{},
+		sticky:    map[uint64]stickyKey{},
 		ids:       map[nsq.MessageID]*slot{},
 		written:   idRing{ids: make([]nsq.MessageID, 4*o.MaxInFlight)},
 	}
@@ -104,8 +112,8 @@ func New(o Options, kc Kinesis, log *slog.Logger, reg prometheus.Registerer) (*B
 
 // nsqConfig builds the go-nsq configuration: auto-response off (we FIN only what is durable),
 // go-nsq's max-attempts path off (it would FIN and drop; we dead-letter instead), a small output
-// buffer timeout so that nsqd does not hold messages back for 250 ms at low rates, and a quick
-// reconnect to directly addressed nsqds. --consumer-opt overrides any of these.
+// buffer timeout so that nsqd does not hold messages back for 250 ms at low rates, and quick
+// reconnects after an nsqd restart. --consumer-opt overrides any of these.
 func nsqConfig(o *Options) (*nsq.Config, error) {
 	cfg := nsq.NewConfig()
 	cfg.MaxInFlight = o.MaxInFlight
@@ -113,11 +121,11 @@ func nsqConfig(o *Options) (*nsq.Config, error) {
 	cfg.MaxAttempts = 0
 	cfg.OutputBufferTimeout = 25 * time.Millisecond
 	cfg.UserAgent = "nsqk-bridge"
-	if len(o.NSQDTCPAddresses) > 0 {
-		// With direct nsqd connections go-nsq reconnects every lookupd_poll_interval (60 s by
-		// default): an nsqd restart would stall the bridge for a minute.
-		cfg.LookupdPollInterval = 5 * time.Second
-	}
+	// go-nsq reconnects to a directly addressed nsqd every lookupd_poll_interval, and through
+	// nsqlookupd it finds a restarted nsqd only at its next poll (one when the connection drops,
+	// while nsqd is usually still down, then every interval): with go-nsq's 60 s default an nsqd
+	// restart stalls the bridge for up to a minute either way.
+	cfg.LookupdPollInterval = 5 * time.Second
 	if o.AuthSecret != "" {
 		cfg.AuthSecret = o.AuthSecret
 	}
@@ -162,7 +170,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	// Background work outlives ctx: in-flight PutRecords must finish during the shutdown.
 	bg, cancelBG := context.WithCancel(context.WithoutCancel(ctx))
 	var loops sync.WaitGroup
-	for _, f := range []func(context.Context){b.sendLoop, b.flushLoop, b.touchLoop, b.refreshLoop, b.backlogLoop, b.emfLoop, b.fenceLoop} {
+	for _, f := range []func(context.Context){b.sendLoop, b.flushLoop, b.touchLoop, b.refreshLoop, b.backlogLoop, b.emfLoop, b.housekeepingLoop} {
 		loops.Add(1)
 		go func() { defer loops.Done(); f(bg) }()
 	}

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -26,6 +27,11 @@ type Envelope struct {
 	NSQDAddress  string    `json:"nsqd_address,omitempty"`
 	Body         *string   `json:"body,omitempty"`
 	BodyBase64   []byte    `json:"body_base64,omitempty"`
+	// A body that would make the envelope larger than --dead-letter-max-size (nsqd refuses a
+	// message over its --max-msg-size) is truncated; these then describe the original.
+	BodyTruncated bool   `json:"body_truncated,omitempty"`
+	BodySize      int    `json:"body_size,omitempty"`
+	BodySHA256    string `json:"body_sha256,omitempty"`
 }
 
 // deadLetterRetryDelay is how long a message whose dead-letter publish failed waits in NSQ.
@@ -35,6 +41,7 @@ const deadLetterRetryDelay = 5 * time.Second
 // FINs the original only once nsqd has accepted the envelope.
 type deadLetterer struct {
 	topic, channel, dlTopic string
+	maxSize                 int
 	cfg                     *nsq.Config
 	log                     *slog.Logger
 	m                       *metrics
@@ -49,7 +56,7 @@ type deadLetterer struct {
 }
 
 func newDeadLetterer(o *Options, cfg *nsq.Config, log *slog.Logger, m *metrics, release func(*nsq.Message, bool, string, time.Duration)) *deadLetterer {
-	d := &deadLetterer{topic: o.Topic, channel: o.Channel, dlTopic: o.DeadLetterTopic, cfg: cfg, log: log, m: m,
+	d := &deadLetterer{topic: o.Topic, channel: o.Channel, dlTopic: o.DeadLetterTopic, maxSize: o.DeadLetterMaxSize, cfg: cfg, log: log, m: m,
 		release: release, producers: map[string]*nsq.Producer{}, done: make(chan *nsq.ProducerTransaction, 1024)}
 	d.wg.Add(1)
 	go d.loop()
@@ -73,6 +80,37 @@ func envelopeFor(m *nsq.Message, topic, channel string, reason Reason, detail st
 	return env
 }
 
+// fitEnvelope encodes env, truncating the body if the envelope would be larger than limit: nsqd
+// refuses a message over its --max-msg-size, and a dead letter that cannot be published would be
+// requeued forever.
+func fitEnvelope(env Envelope, body []byte, limit int) ([]byte, error) {
+	b, err := json.Marshal(env)
+	if err != nil || len(b) <= limit {
+		return b, err
+	}
+	sum := sha256.Sum256(body)
+	env.BodyTruncated, env.BodySize, env.BodySHA256 = true, len(body), hex.EncodeToString(sum[:])
+	keep := len(body)
+	for len(b) > limit && keep > 0 {
+		keep = int(int64(keep) * int64(limit) / int64(len(b)) * 9 / 10)
+		part := body[:keep]
+		env.Body, env.BodyBase64 = nil, nil
+		if utf8.Valid(body) {
+			for len(part) > 0 && !utf8.Valid(part) { // cut at a character boundary
+				part = part[:len(part)-1]
+			}
+			s := string(part)
+			env.Body = &s
+		} else {
+			env.BodyBase64 = part
+		}
+		if b, err = json.Marshal(env); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
 func isPrintable(b []byte) bool {
 	for _, c := range b {
 		if c < 0x21 || c > 0x7e {
@@ -84,7 +122,7 @@ func isPrintable(b []byte) bool {
 
 // send publishes the envelope asynchronously; the message stays held until nsqd answers.
 func (d *deadLetterer) send(m *nsq.Message, reason Reason, detail string) {
-	body, err := json.Marshal(envelopeFor(m, d.topic, d.channel, reason, detail, time.Now()))
+	body, err := fitEnvelope(envelopeFor(m, d.topic, d.channel, reason, detail, time.Now()), m.Body, d.maxSize)
 	if err != nil { // cannot happen for this struct; keep the message rather than lose it
 		d.fail(m, reason, fmt.Errorf("encode envelope: %w", err))
 		return

@@ -30,6 +30,7 @@ func RegisterFlags(fs *flag.FlagSet, o *Options) {
 		return parseUint16(s, &o.MaxAttempts)
 	})
 	fs.StringVar(&o.DeadLetterTopic, "dead-letter-topic", o.DeadLetterTopic, "NSQ topic for messages that cannot be written (default <topic>_dead)")
+	fs.IntVar(&o.DeadLetterMaxSize, "dead-letter-max-size", o.DeadLetterMaxSize, "largest dead-letter envelope in bytes (nsqd's --max-msg-size): a bigger one carries the body truncated, with its size and SHA-256")
 	fs.Var((*stringList)(&o.ConsumerOpts), "consumer-opt", "extra go-nsq option name=value, as in nsq_to_* tools (repeatable)")
 	fs.BoolVar(&o.TLS, "tls", o.TLS, "connect to nsqd with TLS")
 	fs.BoolVar(&o.TLSInsecureSkipVerify, "tls-insecure-skip-verify", o.TLSInsecureSkipVerify, "do not verify nsqd's TLS certificate")
@@ -70,6 +71,7 @@ func RegisterFlags(fs *flag.FlagSet, o *Options) {
 	fs.DurationVar(&o.RetryMax, "retry-max", o.RetryMax, "longest backoff between retries of an entry")
 	fs.DurationVar(&o.ShardRefresh, "shard-refresh", o.ShardRefresh, "shard map refresh interval (also refreshed when a record lands on an unexpected shard)")
 	fs.DurationVar(&o.ReshardSettle, "reshard-settle", o.ReshardSettle, "after a reshard, how long the new shards' lanes hold their records so consumers reading the parent's children in parallel see each key in order")
+	fs.DurationVar(&o.ReshardQuiet, "reshard-quiet", o.ReshardQuiet, "a key whose record a reshard put on a sibling shard keeps going to that shard until it has been quiet this long")
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", o.ShutdownTimeout, "on SIGTERM, how long to flush and wait for Kinesis before requeueing the rest")
 	fs.DurationVar(&o.BacklogInterval, "backlog-interval", o.BacklogInterval, "how often nsqd's channel depth is polled")
 }

@@ -115,15 +115,44 @@ func (r *idRing) push(id nsq.MessageID) (old nsq.MessageID, evicted bool) {
 	return old, evicted
 }
 
-// fenceLoop forgets keys not seen for LateWindow, bounding the fence's memory by the number of
-// keys active in a window.
-func (b *Bridge) fenceLoop(ctx context.Context) {
-	every(ctx, b.o.LateWindow/4, func(now time.Time) {
+// stickyShard returns the shard index a key sticks to after a reshard misplaced one of its records,
+// or -1 (b.mu held).
+//
+// During a reshard, until the bridge knows the new shard map, a lane's aggregate lands on the child
+// shard that holds its explicit hash key, together with the records of keys that belong to the
+// sibling child. Consumers read sibling children in parallel, so if such a key's next records went
+// to the sibling, a consumer lagging on the first child would handle them before the misplaced
+// one. The key therefore keeps going where its misplaced record went until it has been quiet for
+// --reshard-quiet; only a consumer that much behind its sibling's could then see it out of order.
+func (b *Bridge) stickyShard(k uint64, now time.Time) int {
+	sk, ok := b.sticky[k]
+	if !ok {
+		return -1
+	}
+	i := b.smap.Index(sk.shard)
+	if i < 0 || now.Sub(sk.last) >= b.o.ReshardQuiet { // its shard closed, or the key went quiet
+		delete(b.sticky, k)
+		return -1
+	}
+	sk.last = now
+	b.sticky[k] = sk
+	return i
+}
+
+// housekeepingLoop forgets the fence entries of keys not seen for LateWindow and the sticky keys
+// quiet for ReshardQuiet, bounding both maps by the keys active in those windows.
+func (b *Bridge) housekeepingLoop(ctx context.Context) {
+	every(ctx, min(b.o.LateWindow, b.o.ReshardQuiet)/4, func(now time.Time) {
 		cutoff := now.Add(-b.o.LateWindow).UnixNano()
 		b.mu.Lock()
 		for k, ts := range b.fence {
 			if ts < cutoff {
 				delete(b.fence, k)
+			}
+		}
+		for k, sk := range b.sticky {
+			if now.Sub(sk.last) >= b.o.ReshardQuiet {
+				delete(b.sticky, k)
 			}
 		}
 		b.mu.Unlock()
@@ -146,7 +175,7 @@ func every(ctx context.Context, d time.Duration, fn func(now time.Time)) {
 
 // add routes a message to its lane (b.mu held) and seals what is due.
 func (b *Bridge) add(r msgRef, now time.Time) error {
-	l := b.route(r.hash)
+	l := b.route(r.hash, now)
 	if err := b.addToLane(l, r, now); err != nil {
 		return err
 	}
@@ -164,8 +193,15 @@ func (b *Bridge) add(r msgRef, now time.Time) error {
 }
 
 // route returns the lane of a hash key in the current shard map.
-func (b *Bridge) route(h shardmap.Hash) *lane {
-	lanes := b.table[b.smap.Lookup(h)]
+func (b *Bridge) route(h shardmap.Hash, now time.Time) *lane {
+	i := -1
+	if len(b.sticky) > 0 {
+		i = b.stickyShard(h.Low64(), now)
+	}
+	if i < 0 {
+		i = b.smap.Lookup(h)
+	}
+	lanes := b.table[i]
 	if len(lanes) == 1 {
 		return lanes[0]
 	}

@@ -69,6 +69,7 @@ type Options struct {
 	MsgTimeout            time.Duration // asked of nsqd in IDENTIFY; Touch happens at half of it
 	MaxAttempts           uint16        // a message delivered more often is dead-lettered; 0 = no limit
 	DeadLetterTopic       string        // default <topic>_dead
+	DeadLetterMaxSize     int           // envelopes larger than this carry a truncated body (nsqd's --max-msg-size)
 	ConsumerOpts          []string      // extra go-nsq options, "name=value" (as nsq_to_* --consumer-opt)
 	TLS                   bool
 	TLSInsecureSkipVerify bool
@@ -98,6 +99,7 @@ type Options struct {
 	RetryMax            time.Duration
 	ShardRefresh        time.Duration
 	ReshardSettle       time.Duration // new shards' lanes wait this long before their first write
+	ReshardQuiet        time.Duration // a key misplaced by a reshard stays on that shard until quiet this long
 
 	// Lifecycle.
 	ShutdownTimeout time.Duration
@@ -111,6 +113,7 @@ func NewOptions() Options {
 		MaxInFlight:         2500,
 		MsgTimeout:          60 * time.Second,
 		MaxAttempts:         5,
+		DeadLetterMaxSize:   1 << 20,
 		PartitionKey:        "user_id",
 		MissingKey:          MissingKeyDeadLetter,
 		MaxJSONDepth:        64,
@@ -125,6 +128,7 @@ func NewOptions() Options {
 		RetryMax:            5 * time.Second,
 		ShardRefresh:        30 * time.Second,
 		ReshardSettle:       5 * time.Second,
+		ReshardQuiet:        5 * time.Minute,
 		ShutdownTimeout:     25 * time.Second,
 		BacklogInterval:     15 * time.Second,
 	}
@@ -154,6 +158,9 @@ func (o *Options) Validate() error {
 	}
 	if o.DeadLetterTopic == o.Topic && o.Topic != "" {
 		bad("--dead-letter-topic must differ from --topic")
+	}
+	if o.DeadLetterMaxSize < 4096 {
+		bad("--dead-letter-max-size must be at least 4096")
 	}
 	if o.PartitionKey == "" {
 		bad("--partition-key is required")
@@ -213,6 +220,9 @@ func (o *Options) Validate() error {
 	}
 	if o.RetryInitial <= 0 || o.RetryMax < o.RetryInitial {
 		bad("retry intervals must satisfy 0 < initial <= max")
+	}
+	if o.ReshardQuiet < time.Second {
+		bad("--reshard-quiet must be at least 1s")
 	}
 	if o.ReshardSettle < 0 {
 		bad("--reshard-settle must not be negative")

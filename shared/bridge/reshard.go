@@ -133,7 +133,7 @@ func (b *Bridge) maybeFinishReshard(now time.Time) {
 	b.pending = nil
 	b.m.reshards.Inc()
 	for _, r := range moved {
-		if err := b.addToLane(b.route(r.hash), r, now); err != nil {
+		if err := b.addToLane(b.route(r.hash, now), r, now); err != nil {
 			// Cannot happen: the record fitted before and limits did not change. Never drop it.
 			b.log.Error("re-routing after reshard failed; requeueing", "err", err)
 			delete(b.ids, r.s.m.ID)

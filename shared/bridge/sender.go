@@ -185,6 +185,9 @@ func (b *Bridge) complete(req []*entry, out *kinesis.PutRecordsOutput, err error
 				b.m.misrouted.Inc()
 				misrouted = true
 				l.paused = true
+				for _, r := range e.msgs {
+					b.sticky[r.hash.Low64()] = stickyKey{shard: shardID, last: now}
+				}
 				b.log.Info("record landed on another shard than predicted; refreshing the shard map",
 					"predicted", l.shard.ID, "actual", shardID)
 			}

@@ -68,7 +68,6 @@ func inputCases() []Case {
 		},
 		{
 			Name: "bad-input-oversize", Group: "input",
-			KnownIssue: "dead-letter envelope bigger than nsqd's --max-msg-size: the publish is refused, the message requeued every 5 s forever",
 			Summary: "bad messages near nsqd's 1 MiB --max-msg-size with the bridge defaults: a 1 MiB location message (too large for a 1 MiB record with its key), " +
 				"1 MiB of invalid JSON, 800 KB of binary (base64 in the envelope)",
 			Rule: "each dead-lettered with its reason within 30 s (quick: 15 s), never in the stream; location messages exactly-once",

@@ -42,8 +42,6 @@ func reshardCases() []Case {
 		{Name: "reshard-split-lagging-consumer", Group: "reshard",
 			Summary: "a split with the bridge's default 100 ms flush window at 200 msg/s, and a consumer that starts only after everything was written (lag far beyond --reshard-settle 5s)",
 			Rule:    ruleReshard,
-			KnownIssue: "a lane's in-flight aggregate lands on one child (its explicit hash key is the parent's start key) with keys of the sibling; " +
-				"a consumer lagging more than --reshard-settle reads both children in parallel and may see such a key's later records first",
 			Run: func(ctx context.Context, t *T) error {
 				return reshard(ctx, t, reshardPlan{ops: []string{"split"}, lateConsumer: true, rate: 200,
 					options: func(o *bridge.Options) { o.MaxBufferedTime = bridge.NewOptions().MaxBufferedTime }})

@@ -199,3 +199,36 @@ func TestRedeliveryOfHeldMessagesTakesTheirPlace(t *testing.T) {
 		t.Fatalf("%d duplicates", oc.dups)
 	}
 }
+
+// Thousands of messages acknowledged at once after Kinesis was slow for longer than go-nsq's write
+// timeout (1 s): the FINs go out in batches bigger than the connection's write buffer, which must
+// not trip a stale write deadline (the connection would drop and nsqd redeliver everything).
+func TestBigFINBurstAfterSlowKinesis(t *testing.T) {
+	h := newHarness(t, 1)
+	front, err := kinesisfault.Start(emulator.Endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer front.Close()
+	h.kc = kinesislocal.NewClient(front.URL)
+	o := h.options()
+	front.Set(kinesisfault.Faults{Delay: 2 * time.Second})
+	publishLocations(h, 2400, 100)
+	r := h.start(o)
+	waitFor(t, 60*time.Second, "acknowledged", func() bool { return testutil.ToFloat64(r.b.m.messagesAcked) == 2400 })
+	waitFor(t, 10*time.Second, "FINs processed by nsqd", func() bool { return h.nsqd.Depth(o.Topic, o.Channel) == 0 })
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	stats := h.nsqd.GetStats(o.Topic, o.Channel, false)
+	c := stats.Topics[0].Channels[0]
+	if c.RequeueCount != 0 || c.TimeoutCount != 0 {
+		t.Fatalf("nsqd requeued %d and timed out %d messages: FINs were lost", c.RequeueCount, c.TimeoutCount)
+	}
+	if in := testutil.ToFloat64(r.b.m.messagesIn); in != 2400 {
+		t.Fatalf("%v deliveries of 2400 messages", in)
+	}
+	if oc := checkStream(t, h, 2400); oc.dups != 0 {
+		t.Fatalf("%d duplicates", oc.dups)
+	}
+}

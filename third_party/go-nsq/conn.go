@@ -608,6 +608,9 @@ func (c *Conn) writeLoop() {
 			// flushes (one write syscall) per FIN/REQ, which costs a consumer that FINs tens of
 			// thousands of messages a second more CPU than all its other work together.
 			c.mtx.Lock()
+			// One deadline for the whole batch, set before the first write: the buffered writer
+			// flushes by itself whenever it fills up, not only at the end.
+			c.conn.SetWriteDeadline(time.Now().Add(c.config.WriteTimeout))
 			err := c.writeResponse(resp)
 		drain:
 			for n := 1; err == nil && n < maxResponseBatch; n++ {
@@ -619,7 +622,6 @@ func (c *Conn) writeLoop() {
 				}
 			}
 			if err == nil {
-				c.conn.SetWriteDeadline(time.Now().Add(c.config.WriteTimeout))
 				err = c.Flush()
 			}
 			c.mtx.Unlock()
@@ -664,7 +666,7 @@ func (c *Conn) writeResponse(resp *msgResponse) error {
 			c.delegate.OnContinue(c)
 		}
 	}
-	// Straight into the writer: the deadline is set once, before the flush (nsqk patch).
+	// Straight into the writer: the deadline is set once per batch (nsqk patch).
 	_, err := resp.cmd.WriteTo(c.w)
 	return err
 }

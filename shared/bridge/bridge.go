@@ -63,10 +63,9 @@ type Bridge struct {
 	stop    bool          // shutting down: seal everything now
 	gone    bool          // shutdown timed out: everything held was requeued
 	fatal   error
-	fence   map[uint64]int64        // newest NSQ timestamp accepted per key (64 bits of its MD5)
-	sticky  map[uint64]stickyKey    // keys a reshard misplaced, held to the shard their record went to
-	ids     map[nsq.MessageID]*slot // messages held, and the last ones written (their FIN may be lost)
-	written idRing                  // ids of the last messages written, 4 x MaxInFlight of them
+	fence   fence                // newest NSQ timestamp accepted per key
+	sticky  map[uint64]stickyKey // keys a reshard misplaced, held to the shard their record went to
+	written idRing               // ids of the last messages written, 4 x MaxInFlight of them (their FIN may be lost)
 
 	held        atomic.Int64 // messages received and not yet FINished or requeued
 	lastIn      atomic.Int64 // when the last message arrived (Unix ns)
@@ -101,9 +100,8 @@ func New(o Options, kc Kinesis, log *slog.Logger, reg prometheus.Registerer) (*B
 		kick: make(chan struct{}, 1), slots: make(chan struct{}, o.MaxRequestsInFlight),
 		refresh: make(chan struct{}, 1), fatalCh: make(chan struct{}),
 		threshold: max(1, int64(o.MaxInFlight)*3/4),
-		fence:     map[uint64]int64{},
+		fence:     newFence(),
 		sticky:    map[uint64]stickyKey{},
-		ids:       map[nsq.MessageID]*slot{},
 		written:   idRing{ids: make([]nsq.MessageID, 4*o.MaxInFlight)},
 	}
 	b.dl = newDeadLetterer(&b.o, cfg, log, b.m, b.release)
@@ -374,7 +372,6 @@ func (b *Bridge) abandon(cause string) int {
 		l.queue, l.open, l.openB = nil, nil, 0
 		l.agg.Reset()
 	}
-	clear(b.ids)
 	b.mu.Unlock()
 	for _, m := range msgs {
 		b.release(m, false, cause, 0)

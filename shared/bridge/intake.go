@@ -17,7 +17,8 @@ import (
 // max-attempts paths are never taken.
 func (b *Bridge) HandleMessage(m *nsq.Message) error {
 	m.DisableAutoResponse()
-	b.lastIn.Store(time.Now().UnixNano())
+	now := time.Now() // one clock read per message: they are not cheap on every host
+	b.lastIn.Store(now.UnixNano())
 	b.m.inFlight.Set(float64(b.held.Add(1)))
 	b.m.messagesIn.Inc()
 	b.m.bytesIn.Add(float64(len(m.Body)))
@@ -25,23 +26,26 @@ func (b *Bridge) HandleMessage(m *nsq.Message) error {
 		b.cw.in.Inc()
 	}
 
-	// A message nsqd delivers again (same id) is either still held here (it timed out, e.g. past
-	// nsqd's --max-msg-timeout during a long outage) or was written shortly before its connection
-	// dropped, so its FIN was lost: either way it must not be written twice.
-	b.mu.Lock()
-	if s, ok := b.ids[m.ID]; ok {
-		if s.written {
+	// A message nsqd delivers again (same id, Attempts > 1) may still be held here (it timed out,
+	// e.g. past nsqd's --max-msg-timeout during a long outage) or have been written shortly before
+	// its connection dropped, so that its FIN was lost: either way it must not be written twice.
+	// Redeliveries are rare, so they are looked up by scanning instead of indexing every message.
+	if m.Attempts > 1 {
+		b.mu.Lock()
+		if s := b.heldSlot(m.ID); s != nil {
+			s.more = append(s.more, m)
 			b.mu.Unlock()
+			b.m.redelivered.WithLabelValues("held").Inc()
+			return nil
+		}
+		written := b.written.has(m.ID)
+		b.mu.Unlock()
+		if written {
 			b.m.redelivered.WithLabelValues("written").Inc()
 			b.release(m, true, "", 0)
 			return nil
 		}
-		s.more = append(s.more, m)
-		b.mu.Unlock()
-		b.m.redelivered.WithLabelValues("held").Inc()
-		return nil
 	}
-	b.mu.Unlock()
 
 	key, reason, detail := b.keys.extract(m.Body)
 	if reason == "" && b.o.MaxAttempts > 0 && m.Attempts > b.o.MaxAttempts {
@@ -52,7 +56,6 @@ func (b *Bridge) HandleMessage(m *nsq.Message) error {
 		return nil
 	}
 	ref := msgRef{s: &slot{m: m}, key: key, hash: shardmap.HashKey(key)}
-	now := time.Now()
 
 	b.mu.Lock()
 	if b.gone { // shutdown gave up: do not take anything more
@@ -66,8 +69,9 @@ func (b *Bridge) HandleMessage(m *nsq.Message) error {
 	// it receives; only a redelivery is held to the --late-redelivery policy, because only it can
 	// be told apart from a message the bridge has simply not seen yet.
 	k := ref.hash.Low64()
-	newest, seen := b.fence[k]
-	older := seen && m.Timestamp < newest
+	fi := b.fence.find(k)
+	newest := b.fence.newest(fi)
+	older := fi >= 0 && m.Timestamp < newest
 	late := older && m.Attempts > 1
 	if older && !late {
 		b.m.outOfOrder.Inc()
@@ -81,11 +85,8 @@ func (b *Bridge) HandleMessage(m *nsq.Message) error {
 	}
 	err := b.add(ref, now)
 	if err == nil {
-		b.ids[m.ID] = ref.s
 		if !older {
-			// The newest NSQ timestamp accepted per key (64 bits of its MD5: a collision needs
-			// ~2^32 keys to become likely).
-			b.fence[k] = m.Timestamp
+			b.fence.set(fi, k, m.Timestamp)
 		}
 	}
 	b.mu.Unlock()
@@ -97,22 +98,103 @@ func (b *Bridge) HandleMessage(m *nsq.Message) error {
 	return nil
 }
 
-// idRing remembers the ids of the last messages written, oldest first, so that their slots can be
-// forgotten in turn.
+// fence holds the newest NSQ timestamp accepted per key, keyed by 64 bits of the key's MD5 (a
+// collision needs ~2^32 keys to become likely). The map holds indexes into a slice rather than the
+// timestamps themselves, so that updating a known key costs one lookup, not two (b.mu guards it).
+type fence struct {
+	idx map[uint64]int32
+	ts  []int64
+	key []uint64
+}
+
+func newFence() fence { return fence{idx: map[uint64]int32{}} }
+
+// find returns the index of key k, or -1.
+func (f *fence) find(k uint64) int {
+	if i, ok := f.idx[k]; ok {
+		return int(i)
+	}
+	return -1
+}
+
+// newest returns the timestamp at index i (0 for -1).
+func (f *fence) newest(i int) int64 {
+	if i < 0 {
+		return 0
+	}
+	return f.ts[i]
+}
+
+// set records ts for key k found at index i (-1: a new key).
+func (f *fence) set(i int, k uint64, ts int64) {
+	if i >= 0 {
+		f.ts[i] = ts
+		return
+	}
+	f.idx[k] = int32(len(f.ts))
+	f.ts = append(f.ts, ts)
+	f.key = append(f.key, k)
+}
+
+// prune forgets keys whose newest timestamp is before cutoff, compacting the slices.
+func (f *fence) prune(cutoff int64) {
+	n := 0
+	for i, ts := range f.ts {
+		if ts < cutoff {
+			delete(f.idx, f.key[i])
+			continue
+		}
+		f.ts[n], f.key[n] = ts, f.key[i]
+		f.idx[f.key[n]] = int32(n)
+		n++
+	}
+	f.ts, f.key = f.ts[:n], f.key[:n]
+}
+
+// heldSlot returns the slot of a held message with this id, or nil (b.mu held).
+func (b *Bridge) heldSlot(id nsq.MessageID) *slot {
+	for _, l := range b.lanes {
+		for _, e := range l.queue {
+			for _, r := range e.msgs {
+				if r.s.m.ID == id {
+					return r.s
+				}
+			}
+		}
+		for _, r := range l.open {
+			if r.s.m.ID == id {
+				return r.s
+			}
+		}
+	}
+	return nil
+}
+
+// idRing remembers the ids of the last messages written (b.mu guards it).
 type idRing struct {
 	ids  []nsq.MessageID
 	next int
 	full bool
 }
 
-// push records id and returns the id it displaced, if any.
-func (r *idRing) push(id nsq.MessageID) (old nsq.MessageID, evicted bool) {
-	old, evicted = r.ids[r.next], r.full
+func (r *idRing) push(id nsq.MessageID) {
 	r.ids[r.next] = id
 	if r.next++; r.next == len(r.ids) {
 		r.next, r.full = 0, true
 	}
-	return old, evicted
+}
+
+func (r *idRing) has(id nsq.MessageID) bool {
+	n := r.next
+	if r.full {
+		n = len(r.ids)
+	}
+	for _, x := range r.ids[:n] {
+		if x == id {
+			return true
+		}
+	}
+	return false
 }
 
 // stickyShard returns the shard index a key sticks to after a reshard misplaced one of its records,
@@ -145,11 +227,7 @@ func (b *Bridge) housekeepingLoop(ctx context.Context) {
 	every(ctx, min(b.o.LateWindow, b.o.ReshardQuiet)/4, func(now time.Time) {
 		cutoff := now.Add(-b.o.LateWindow).UnixNano()
 		b.mu.Lock()
-		for k, ts := range b.fence {
-			if ts < cutoff {
-				delete(b.fence, k)
-			}
-		}
+		b.fence.prune(cutoff)
 		for k, sk := range b.sticky {
 			if now.Sub(sk.last) >= b.o.ReshardQuiet {
 				delete(b.sticky, k)

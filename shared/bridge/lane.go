@@ -17,15 +17,14 @@ type msgRef struct {
 	hash shardmap.Hash
 }
 
-// slot is one message the bridge holds, or wrote a moment ago (b.mu guards it). When nsqd delivers
-// a message the bridge still holds (it timed out, or its connection dropped), the new delivery
-// joins the slot: the message is written once, and every delivery is answered (FIN after the
-// write, REQ when given up), because go-nsq counts each as in flight until it is, and nsqd acts on
-// the one it currently has out (same id). A delivery of a message just written is FINished at once.
+// slot is one message the bridge holds (b.mu guards it). When nsqd delivers a message the bridge
+// still holds (it timed out, or its connection dropped), the new delivery joins the slot: the
+// message is written once, and every delivery is answered (FIN after the write, REQ when given up),
+// because go-nsq counts each as in flight until it is, and nsqd acts on the one it currently has
+// out (same id).
 type slot struct {
-	m       *nsq.Message   // the first delivery
-	more    []*nsq.Message // later deliveries while held (rare)
-	written bool           // Kinesis accepted it; remembered until its id leaves the ring
+	m    *nsq.Message   // the first delivery
+	more []*nsq.Message // later deliveries while held (rare)
 }
 
 func (s *slot) newest() *nsq.Message {

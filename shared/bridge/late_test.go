@@ -110,3 +110,30 @@ func TestLateRedeliveryIsWrittenWhenAsked(t *testing.T) {
 		t.Fatal("late redelivery not counted")
 	}
 }
+
+func TestFenceFindSetPrune(t *testing.T) {
+	f := newFence()
+	for k := uint64(1); k <= 5; k++ {
+		if i := f.find(k); i != -1 {
+			t.Fatalf("unknown key %d found at %d", k, i)
+		}
+		f.set(-1, k, int64(k*100))
+	}
+	f.set(f.find(3), 3, 350)
+	f.prune(300) // forgets keys 1 and 2 (100, 200); keeps 3 (350), 4, 5
+	for k, want := range map[uint64]int64{1: -1, 2: -1, 3: 350, 4: 400, 5: 500} {
+		i := f.find(k)
+		if want < 0 {
+			if i != -1 {
+				t.Fatalf("key %d survived the prune", k)
+			}
+			continue
+		}
+		if i < 0 || f.newest(i) != want {
+			t.Fatalf("key %d: index %d newest %d, want %d", k, i, f.newest(i), want)
+		}
+	}
+	if len(f.ts) != 3 || len(f.idx) != 3 {
+		t.Fatalf("%d timestamps, %d index entries after the prune", len(f.ts), len(f.idx))
+	}
+}

@@ -136,7 +136,6 @@ func (b *Bridge) maybeFinishReshard(now time.Time) {
 		if err := b.addToLane(b.route(r.hash, now), r, now); err != nil {
 			// Cannot happen: the record fitted before and limits did not change. Never drop it.
 			b.log.Error("re-routing after reshard failed; requeueing", "err", err)
-			delete(b.ids, r.s.m.ID)
 			for _, m := range r.s.deliveries(nil) {
 				b.release(m, false, "reshard", 0)
 			}

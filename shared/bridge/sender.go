@@ -194,10 +194,7 @@ func (b *Bridge) complete(req []*entry, out *kinesis.PutRecordsOutput, err error
 			if !b.gone {
 				for _, r := range e.msgs {
 					acked = r.s.deliveries(acked)
-					r.s.written = true
-					if old, ok := b.written.push(r.s.m.ID); ok {
-						delete(b.ids, old)
-					}
+					b.written.push(r.s.m.ID)
 				}
 			}
 			b.m.aggregates.Inc()

@@ -151,7 +151,7 @@ func (b *bench) publish(ctx context.Context, topic string, channels []string, co
 		if cap(slab)-len(slab) < 1024 {
 			slab = make([]byte, 0, 256<<10)
 		}
-		body, user, seq := gen.Next(slab[len(slab):len(slab)])
+		body, user, seq := gen.Next(slab[len(slab):])
 		slab = slab[:len(slab)+len(body)]
 		body = body[:len(body):len(body)]
 		if n, ok := benchUserIndex(user); ok {

@@ -8,6 +8,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/tidwall/gjson"
+
+	"github.com/nsqk/nsqk/shared/kpl"
 )
 
 // Reason is the stable, machine-readable code of why a message was dead-lettered. It appears in
@@ -84,8 +86,9 @@ func (x *keyExtractor) extract(body []byte) (key string, reason Reason, detail s
 	return "", reason, detail
 }
 
-// checkKey applies Kinesis' partition key rules (1-256 Unicode characters) and refuses control
-// characters, which no well-formed user id contains and which break logs and tools downstream.
+// checkKey applies Kinesis' partition key rules (1-256 characters, counted as UTF-16 code units,
+// the stricter reading, as shared/kpl does) and refuses control characters, which no well-formed
+// user id contains and which break logs and tools downstream.
 func checkKey(k string) (Reason, string) {
 	if k == "" {
 		return ReasonEmptyKey, "partition key is empty"
@@ -96,12 +99,15 @@ func checkKey(k string) (Reason, string) {
 	n := 0
 	for _, c := range k {
 		n++
+		if c > 0xFFFF {
+			n++ // a surrogate pair in UTF-16
+		}
 		if c < 0x20 || c == 0x7f {
 			return ReasonKeyControlChar, fmt.Sprintf("partition key contains control character %U", c)
 		}
 	}
-	if n > 256 {
-		return ReasonKeyTooLong, fmt.Sprintf("partition key has %d characters, the limit is 256", n)
+	if n > kpl.MaxPartitionKeyLen {
+		return ReasonKeyTooLong, fmt.Sprintf("partition key has %d characters (UTF-16 code units), the limit is %d", n, kpl.MaxPartitionKeyLen)
 	}
 	return "", ""
 }

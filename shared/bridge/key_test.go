@@ -28,6 +28,8 @@ func TestExtractClassifiesBadInput(t *testing.T) {
 		{"missing key", `{"seq":1}`, "", ReasonMissingKey},
 		{"empty key", `{"user_id":""}`, "", ReasonEmptyKey},
 		{"key too long", `{"user_id":"` + long + `"}`, "", ReasonKeyTooLong},
+		{"128 supplementary characters are 256 UTF-16 units", `{"user_id":"` + strings.Repeat("😀", 128) + `"}`, strings.Repeat("😀", 128), ""},
+		{"129 supplementary characters are too long", `{"user_id":"` + strings.Repeat("😀", 129) + `"}`, "", ReasonKeyTooLong},
 		{"key not utf8", "{\"user_id\":\"a\xffb\"}", "", ReasonKeyNotUTF8},
 		{"key wrong type number", `{"user_id":42}`, "", ReasonKeyWrongType},
 		{"key wrong type object", `{"user_id":{"id":"x"}}`, "", ReasonKeyWrongType},

@@ -38,8 +38,8 @@ type Aggregator struct {
 	outerEHK   string
 	rawSingle  bool
 
-	pkIndex  map[string]uint64
-	ehkIndex map[string]uint64
+	pkIndex  keyIndex
+	ehkIndex keyIndex
 	pkTable  []byte // encoded partition_key_table fields
 	ehkTable []byte // encoded explicit_hash_key_table fields
 	records  []byte // encoded records fields
@@ -64,8 +64,8 @@ func NewAggregator(cfg AggregatorConfig) *Aggregator {
 		maxSize:    cfg.MaxSize,
 		maxRecords: cfg.MaxRecords,
 		rawSingle:  cfg.RawSingle,
-		pkIndex:    make(map[string]uint64),
-		ehkIndex:   make(map[string]uint64),
+		pkIndex:    newKeyIndex(),
+		ehkIndex:   newKeyIndex(),
 	}
 	a.setOuterKeys(cfg.OuterPartitionKey, cfg.OuterExplicitHashKey)
 	return a
@@ -134,37 +134,38 @@ func (a *Aggregator) add(partitionKey, explicitHashKey string, hasEHK bool, data
 	// grow is what this record adds to the aggregate's size: new key table entries and the
 	// records field.
 	grow := 0
-	pkEntry := 1 + protowire.SizeBytes(len(partitionKey))
-	pkIdx, pkKnown := a.pkIndex[partitionKey]
+	pkEntry := 1 + sizeBytes(len(partitionKey))
+	pkIdx, pkKnown, pkPos, pkHash := a.pkIndex.find(partitionKey)
 	if !pkKnown {
-		pkIdx = uint64(len(a.pkIndex))
+		pkIdx = uint64(a.pkIndex.len())
 		grow += pkEntry
 	}
 	var ehkEntry int
-	var ehkIdx uint64
+	var ehkIdx, ehkHash uint64
+	var ehkPos int
 	ehkKnown := true
 	if hasEHK {
-		ehkEntry = 1 + protowire.SizeBytes(len(explicitHashKey))
-		if ehkIdx, ehkKnown = a.ehkIndex[explicitHashKey]; !ehkKnown {
-			ehkIdx = uint64(len(a.ehkIndex))
+		ehkEntry = 1 + sizeBytes(len(explicitHashKey))
+		if ehkIdx, ehkKnown, ehkPos, ehkHash = a.ehkIndex.find(explicitHashKey); !ehkKnown {
+			ehkIdx = uint64(a.ehkIndex.len())
 			grow += ehkEntry
 		}
 	}
-	msgLen := 1 + protowire.SizeVarint(pkIdx) + 1 + protowire.SizeBytes(len(data))
+	msgLen := 1 + sizeVarint(pkIdx) + 1 + sizeBytes(len(data))
 	if hasEHK {
-		msgLen += 1 + protowire.SizeVarint(ehkIdx)
+		msgLen += 1 + sizeVarint(ehkIdx)
 	}
-	grow += 1 + protowire.SizeBytes(msgLen)
+	grow += 1 + sizeBytes(msgLen)
 
 	// The common case, a record that fits, needs no more checks: alone it would be no larger.
 	raw := false
 	if a.n == 0 || a.aggregateSize()+grow > a.maxSize || (a.maxRecords > 0 && a.n >= a.maxRecords) {
 		// Alone, the record's Record message has both indices 0 (one-byte varints).
-		msgAlone := 1 + 1 + 1 + protowire.SizeBytes(len(data))
+		msgAlone := 1 + 1 + 1 + sizeBytes(len(data))
 		if hasEHK {
 			msgAlone += 1 + 1
 		}
-		alone := overhead + len(a.outerPK) + pkEntry + ehkEntry + 1 + protowire.SizeBytes(msgAlone)
+		alone := overhead + len(a.outerPK) + pkEntry + ehkEntry + 1 + sizeBytes(msgAlone)
 		raw = a.rawSingle && !IsAggregated(data) // a record that is itself an aggregate is wrapped
 		if raw {
 			alone = len(partitionKey) + len(data)
@@ -178,25 +179,25 @@ func (a *Aggregator) add(partitionKey, explicitHashKey string, hasEHK bool, data
 	}
 
 	if !pkKnown {
-		a.pkIndex[partitionKey] = pkIdx
+		a.pkIndex.insert(partitionKey, pkPos, pkHash)
 		a.pkTable = append(a.pkTable, tagPartitionKeyTable)
 		a.pkTable = protowire.AppendString(a.pkTable, partitionKey)
 	}
 	if !ehkKnown {
-		a.ehkIndex[explicitHashKey] = ehkIdx
+		a.ehkIndex.insert(explicitHashKey, ehkPos, ehkHash)
 		a.ehkTable = append(a.ehkTable, tagExplicitHashKeyTable)
 		a.ehkTable = protowire.AppendString(a.ehkTable, explicitHashKey)
 	}
 	r := append(a.records, tagRecords)
-	r = protowire.AppendVarint(r, uint64(msgLen))
+	r = appendVarint(r, uint64(msgLen))
 	r = append(r, tagPartitionKeyIndex)
-	r = protowire.AppendVarint(r, pkIdx)
+	r = appendVarint(r, pkIdx)
 	if hasEHK {
 		r = append(r, tagExplicitHashKeyIndex)
-		r = protowire.AppendVarint(r, ehkIdx)
+		r = appendVarint(r, ehkIdx)
 	}
 	r = append(r, tagData)
-	r = protowire.AppendVarint(r, uint64(len(data)))
+	r = appendVarint(r, uint64(len(data)))
 	if a.n == 0 {
 		a.firstPK, a.firstEHK, a.firstData, a.firstRaw = partitionKey, explicitHashKey, len(r), raw
 	}
@@ -242,11 +243,37 @@ func (a *Aggregator) Flush(dst []byte) Record {
 
 // Reset drops the records held, keeping the memory and the outer keys.
 func (a *Aggregator) Reset() {
-	clear(a.pkIndex)
-	clear(a.ehkIndex)
+	a.pkIndex.reset()
+	a.ehkIndex.reset()
 	a.pkTable = a.pkTable[:0]
 	a.ehkTable = a.ehkTable[:0]
 	a.records = a.records[:0]
 	a.n = 0
 	a.firstPK, a.firstEHK, a.firstData, a.firstRaw = "", "", 0, false
 }
+
+// appendVarint is protowire.AppendVarint with the one- and two-byte cases inlined: key indexes
+// and the lengths of records of up to 16 KiB, i.e. nearly every varint Add writes.
+func appendVarint(b []byte, v uint64) []byte {
+	switch {
+	case v < 1<<7:
+		return append(b, byte(v))
+	case v < 1<<14:
+		return append(b, byte(v)|0x80, byte(v>>7))
+	}
+	return protowire.AppendVarint(b, v)
+}
+
+// sizeVarint is protowire.SizeVarint with the same fast paths.
+func sizeVarint(v uint64) int {
+	switch {
+	case v < 1<<7:
+		return 1
+	case v < 1<<14:
+		return 2
+	}
+	return protowire.SizeVarint(v)
+}
+
+// sizeBytes is protowire.SizeBytes (length varint + n) with the fast paths.
+func sizeBytes(n int) int { return sizeVarint(uint64(n)) + n }

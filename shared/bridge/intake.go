@@ -47,7 +47,7 @@ func (b *Bridge) HandleMessage(m *nsq.Message) error {
 		}
 	}
 
-	key, reason, detail := b.keys.extract(m.Body)
+	key, reason, detail, random := b.keys.extract(m.Body)
 	if reason == "" && b.o.MaxAttempts > 0 && m.Attempts > b.o.MaxAttempts {
 		reason, detail = ReasonMaxAttempts, "delivered "+strconv.Itoa(int(m.Attempts))+" times; --max-attempts is "+strconv.Itoa(int(b.o.MaxAttempts))
 	}
@@ -68,8 +68,10 @@ func (b *Bridge) HandleMessage(m *nsq.Message) error {
 	// memory and disk queues (a channel deeper than --mem-queue-size). The bridge keeps the order
 	// it receives; only a redelivery is held to the --late-redelivery policy, because only it can
 	// be told apart from a message the bridge has simply not seen yet.
-	k := ref.hash.Low64()
-	fi := b.fence.find(k)
+	k, fi := ref.hash.Low64(), -1
+	if !random {
+		fi = b.fence.find(k)
+	}
 	newest := b.fence.newest(fi)
 	older := fi >= 0 && m.Timestamp < newest
 	late := older && m.Attempts > 1
@@ -84,10 +86,8 @@ func (b *Bridge) HandleMessage(m *nsq.Message) error {
 		return nil
 	}
 	err := b.add(ref, now)
-	if err == nil {
-		if !older {
-			b.fence.set(fi, k, m.Timestamp)
-		}
+	if err == nil && !older && !random {
+		b.fence.set(fi, k, m.Timestamp)
 	}
 	b.mu.Unlock()
 	if err != nil {

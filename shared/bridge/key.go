@@ -46,20 +46,21 @@ func newKeyExtractor(o *Options) *keyExtractor {
 
 // extract returns the partition key, or a reason (and a human detail) when the message must be
 // dead-lettered. A body that is not a usable JSON document is always dead-lettered; a document
-// without a usable key follows the missing-key policy.
-func (x *keyExtractor) extract(body []byte) (key string, reason Reason, detail string) {
+// without a usable key follows the missing-key policy. random reports a key made up by the random
+// policy: it orders nothing and is not remembered.
+func (x *keyExtractor) extract(body []byte) (key string, reason Reason, detail string, random bool) {
 	if len(body) == 0 {
-		return "", ReasonEmptyBody, "empty message body"
+		return "", ReasonEmptyBody, "empty message body", false
 	}
 	// The depth guard runs first so the recursive validator below never recurses deeply. With no
 	// more opening brackets than the limit (the common case, counted with SIMD) it cannot be hit.
 	if bytes.Count(body, []byte{'{'})+bytes.Count(body, []byte{'['}) > x.maxDepth {
 		if d, ok := depthWithin(body, x.maxDepth); !ok {
-			return "", ReasonTooDeep, fmt.Sprintf("JSON nesting depth exceeds %d (reached %d)", x.maxDepth, d)
+			return "", ReasonTooDeep, fmt.Sprintf("JSON nesting depth exceeds %d (reached %d)", x.maxDepth, d), false
 		}
 	}
 	if !gjson.ValidBytes(body) {
-		return "", ReasonInvalidJSON, "body is not valid JSON"
+		return "", ReasonInvalidJSON, "body is not valid JSON", false
 	}
 	r := gjson.GetBytes(body, x.path)
 	switch {
@@ -75,15 +76,15 @@ func (x *keyExtractor) extract(body []byte) (key string, reason Reason, detail s
 		reason, detail = ReasonKeyWrongType, fmt.Sprintf("field %q is a JSON %s, want a string", x.path, jsonType(r))
 	}
 	if reason == "" {
-		return key, "", ""
+		return key, "", "", false
 	}
 	switch x.policy {
 	case MissingKeyFixed:
-		return x.fixed, "", ""
+		return x.fixed, "", "", false
 	case MissingKeyRandom:
-		return strconv.FormatUint(rand.Uint64(), 36), "", ""
+		return strconv.FormatUint(rand.Uint64(), 36), "", "", true
 	}
-	return "", reason, detail
+	return "", reason, detail, false
 }
 
 // checkKey applies Kinesis' partition key rules (1-256 characters, counted as UTF-16 code units,

@@ -39,7 +39,7 @@ func TestExtractClassifiesBadInput(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			key, reason, detail := x.extract([]byte(c.body))
+			key, reason, detail, _ := x.extract([]byte(c.body))
 			if key != c.key || reason != c.reason {
 				t.Fatalf("extract = (%q, %q, %q), want (%q, %q)", key, reason, detail, c.key, c.reason)
 			}
@@ -54,24 +54,24 @@ func TestExtractPolicies(t *testing.T) {
 	o := NewOptions()
 	o.MissingKey, o.FixedKey = MissingKeyFixed, "fallback"
 	x := newKeyExtractor(&o)
-	if k, r, _ := x.extract([]byte(`{"seq":1}`)); k != "fallback" || r != "" {
+	if k, r, _, _ := x.extract([]byte(`{"seq":1}`)); k != "fallback" || r != "" {
 		t.Fatalf("fixed: %q %q", k, r)
 	}
 	// Invalid documents are dead-lettered whatever the key policy.
-	if _, r, _ := x.extract([]byte(`{`)); r != ReasonInvalidJSON {
+	if _, r, _, _ := x.extract([]byte(`{`)); r != ReasonInvalidJSON {
 		t.Fatalf("fixed policy on invalid JSON: %q", r)
 	}
 	o.MissingKey = MissingKeyRandom
 	x = newKeyExtractor(&o)
-	a, _, _ := x.extract([]byte(`{"user_id":""}`))
-	b, _, _ := x.extract([]byte(`{"user_id":""}`))
-	if a == "" || a == b {
+	a, _, _, ra := x.extract([]byte(`{"user_id":""}`))
+	b, _, _, rb := x.extract([]byte(`{"user_id":""}`))
+	if a == "" || a == b || !ra || !rb {
 		t.Fatalf("random keys %q %q", a, b)
 	}
 	o = NewOptions()
 	o.AllowNumericKey, o.PartitionKey = true, "device.id"
 	x = newKeyExtractor(&o)
-	if k, r, _ := x.extract([]byte(`{"device":{"id":12345}}`)); k != "12345" || r != "" {
+	if k, r, _, random := x.extract([]byte(`{"device":{"id":12345}}`)); k != "12345" || r != "" || random {
 		t.Fatalf("numeric nested: %q %q", k, r)
 	}
 }
@@ -82,7 +82,7 @@ func BenchmarkExtract(b *testing.B) {
 	body := []byte(`{"user_id":"u000012345","seq":17,"ts":1764102000123,"lat":48.858370,"lon":2.294481,"acc":12.5,"speed":3.20,"heading":270,"alt":35.0,"battery":76,"source":"gps","device":"3f2a9c1e-8b7d-4e21-a9f0-1c2d3e4f5a6b","app":"tracker-ios/7.4.2","net":"lte"}`)
 	b.SetBytes(int64(len(body)))
 	for b.Loop() {
-		if _, r, _ := x.extract(body); r != "" {
+		if _, r, _, _ := x.extract(body); r != "" {
 			b.Fatal(r)
 		}
 	}

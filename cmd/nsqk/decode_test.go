@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -15,7 +16,8 @@ import (
 )
 
 // The package's own copy of the shared vectors (see shared/kpl/testdata/PROVENANCE.md).
-const vectorsPath = "../../shared/kpl/testdata/vectors.json"
+// vectorsPath is the repository's own copy of the KPL test vectors (shared/kpl/testdata).
+var vectorsPath = filepath.Join("..", "..", "shared", "kpl", "testdata", "vectors.json")
 
 type vectorRecord struct {
 	PartitionKey    *string `json:"partition_key"`

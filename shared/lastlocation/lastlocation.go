@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"sync"
 	"time"
 
@@ -129,41 +128,18 @@ func New(cfg Config) *Function {
 	if cfg.Store == nil {
 		panic("lastlocation: no Store")
 	}
-	if cfg.Metrics == nil {
-		cfg.Metrics = os.Stdout
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	}
-	if cfg.Checkpoints == nil {
-		cfg.Checkpoints = consumer.NewMemoryCheckpoints()
-	}
 	if cfg.FunctionName == "" {
 		cfg.FunctionName = "lastlocation"
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	f := &Function{store: cfg.Store, log: cfg.Logger, now: cfg.Now}
-	f.reg = emf.New(emf.Config{
-		Namespace:  "NSQK/Consumer",
-		Dimensions: []emf.Dimension{{Name: "Function", Value: cfg.FunctionName}},
-		Output:     cfg.Metrics,
-		Now:        cfg.Now,
-	})
+	f := &Function{store: cfg.Store, now: cfg.Now}
+	f.proc, f.reg, f.log = consumer.FunctionSetup{Name: cfg.FunctionName, Metrics: cfg.Metrics, Logger: cfg.Logger,
+		Checkpoints: cfg.Checkpoints, DeadlineMargin: cfg.DeadlineMargin, Now: cfg.Now}.Build(f.HandleRecord)
 	f.stale = f.reg.Counter("Stale", emf.Count)
 	f.dups = f.reg.Counter("Duplicates", emf.Count)
 	f.invalid = f.reg.Counter("Invalid", emf.Count)
-	opts := []consumer.Option{
-		consumer.WithLogger(cfg.Logger),
-		consumer.WithCheckpointStore(cfg.Checkpoints),
-		consumer.WithMetrics(f.reg, consumer.JSONMillisField("ts")),
-		consumer.WithClock(cfg.Now),
-	}
-	if cfg.DeadlineMargin > 0 {
-		opts = append(opts, consumer.WithDeadlineMargin(cfg.DeadlineMargin))
-	}
-	f.proc = consumer.NewProcessor(f.HandleRecord, opts...)
 	return f
 }
 

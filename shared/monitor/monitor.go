@@ -23,7 +23,6 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
-	"os"
 	"sync"
 	"time"
 
@@ -34,7 +33,7 @@ import (
 )
 
 // Namespace is the EMF namespace of every consumer function.
-const Namespace = "NSQK/Consumer"
+const Namespace = consumer.Namespace
 
 // Config configures a Monitor.
 type Config struct {
@@ -74,41 +73,16 @@ type Monitor struct {
 
 // New returns a Monitor.
 func New(cfg Config) *Monitor {
-	if cfg.Metrics == nil {
-		cfg.Metrics = os.Stdout
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	}
-	if cfg.Checkpoints == nil {
-		cfg.Checkpoints = consumer.NewMemoryCheckpoints()
-	}
 	if cfg.FunctionName == "" {
 		cfg.FunctionName = "monitor"
 	}
-	m := &Monitor{log: cfg.Logger, last: map[string]uint64{}}
-	m.reg = emf.New(emf.Config{
-		Namespace:  Namespace,
-		Dimensions: []emf.Dimension{{Name: "Function", Value: cfg.FunctionName}},
-		Output:     cfg.Metrics,
-		Now:        cfg.Now,
-	})
+	m := &Monitor{last: map[string]uint64{}}
+	m.proc, m.reg, m.log = consumer.FunctionSetup{Name: cfg.FunctionName, Metrics: cfg.Metrics, Logger: cfg.Logger,
+		Checkpoints: cfg.Checkpoints, DeadlineMargin: cfg.DeadlineMargin, Now: cfg.Now}.Build(m.HandleRecord)
 	m.violations = m.reg.Counter("OrderViolations", emf.Count)
 	m.duplicates = m.reg.Counter("Duplicates", emf.Count)
 	m.gaps = m.reg.Counter("Gaps", emf.Count)
 	m.malformed = m.reg.Counter("Malformed", emf.Count)
-	opts := []consumer.Option{
-		consumer.WithLogger(cfg.Logger),
-		consumer.WithCheckpointStore(cfg.Checkpoints),
-		consumer.WithMetrics(m.reg, consumer.JSONMillisField("ts")),
-	}
-	if cfg.DeadlineMargin > 0 {
-		opts = append(opts, consumer.WithDeadlineMargin(cfg.DeadlineMargin))
-	}
-	if cfg.Now != nil {
-		opts = append(opts, consumer.WithClock(cfg.Now))
-	}
-	m.proc = consumer.NewProcessor(m.HandleRecord, opts...)
 	return m
 }
 

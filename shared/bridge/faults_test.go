@@ -7,7 +7,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/nsqk/nsqk/shared/kinesisfault"
-	"github.com/nsqk/nsqk/shared/kinesislocal"
 	"github.com/nsqk/nsqk/shared/location"
 )
 
@@ -77,13 +76,8 @@ func checkStream(t *testing.T, h *harness, want int) *orderCheck {
 // per-key order kept through the retries.
 func TestStrictOrderThroughThrottlingAndErrors(t *testing.T) {
 	h := newHarness(t, 3)
-	front, err := kinesisfault.Start(emulator.Endpoint)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer front.Close()
+	front := h.faultFront()
 	front.Set(kinesisfault.Faults{EntryFailRate: 0.3, RequestErrorRate: 0.05, ResetBeforeRate: 0.05})
-	h.kc = kinesislocal.NewClient(front.URL)
 
 	o := h.options()
 	o.MaxRecordSize = 8 << 10 // many small aggregates: many retries interleaved with new records
@@ -114,13 +108,8 @@ func TestStrictOrderThroughThrottlingAndErrors(t *testing.T) {
 // retries: duplicates of whole aggregates are allowed (at-least-once), loss and reorder are not.
 func TestResetAfterWriteGivesDuplicatesNeverLossOrReorder(t *testing.T) {
 	h := newHarness(t, 2)
-	front, err := kinesisfault.Start(emulator.Endpoint)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer front.Close()
+	front := h.faultFront()
 	front.Set(kinesisfault.Faults{ResetAfterRate: 0.2})
-	h.kc = kinesislocal.NewClient(front.URL)
 	o := h.options()
 	o.MaxRecordSize = 8 << 10
 	o.RetryInitial, o.RetryMax = time.Millisecond, 20*time.Millisecond

@@ -16,6 +16,7 @@ import (
 	"github.com/nsqio/go-nsq"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/nsqk/nsqk/shared/kinesisfault"
 	"github.com/nsqk/nsqk/shared/kinesislocal"
 	"github.com/nsqk/nsqk/shared/kpl"
 	"github.com/nsqk/nsqk/shared/nsqlocal"
@@ -237,4 +238,17 @@ func (c *collector) all() []Envelope {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return append([]Envelope(nil), c.envs...)
+}
+
+// faultFront puts a fault-injecting Kinesis front in front of kinesalite and points the harness's
+// client at it; the front closes with the test.
+func (h *harness) faultFront() *kinesisfault.Front {
+	h.t.Helper()
+	front, err := kinesisfault.Start(emulator.Endpoint)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { front.Close() })
+	h.kc = kinesislocal.NewClient(front.URL)
+	return front
 }

@@ -11,7 +11,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/nsqk/nsqk/shared/kinesisfault"
-	"github.com/nsqk/nsqk/shared/kinesislocal"
 	"github.com/nsqk/nsqk/shared/nsqlocal"
 )
 
@@ -60,13 +59,8 @@ func TestLookupdDiscovery(t *testing.T) {
 // not redeliver them (no duplicates, attempts stay 1).
 func TestTouchKeepsSlowMessagesAlive(t *testing.T) {
 	h := newHarness(t, 1)
-	front, err := kinesisfault.Start(emulator.Endpoint)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer front.Close()
+	front := h.faultFront()
 	front.Set(kinesisfault.Faults{Delay: 3 * time.Second})
-	h.kc = kinesislocal.NewClient(front.URL)
 	o := h.options()
 	o.MsgTimeout = 2 * time.Second
 	publishLocations(h, 100, 10)
@@ -123,12 +117,7 @@ func TestStreamDeletedIsFatalAndNothingUnwrittenIsFinished(t *testing.T) {
 // the stream once, and nothing is left in NSQ.
 func TestNSQDRestartDuringWriteWritesEachMessageOnce(t *testing.T) {
 	h := newHarness(t, 1)
-	front, err := kinesisfault.Start(emulator.Endpoint)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer front.Close()
-	h.kc = kinesislocal.NewClient(front.URL)
+	front := h.faultFront()
 	dir := t.TempDir()
 	h.nsqd.Stop()
 	start := func(tcp, http string) *nsqlocal.NSQD {
@@ -169,12 +158,7 @@ func TestNSQDRestartDuringWriteWritesEachMessageOnce(t *testing.T) {
 // messages' places, each is written once and FINished.
 func TestRedeliveryOfHeldMessagesTakesTheirPlace(t *testing.T) {
 	h := newHarness(t, 1)
-	front, err := kinesisfault.Start(emulator.Endpoint)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer front.Close()
-	h.kc = kinesislocal.NewClient(front.URL)
+	front := h.faultFront()
 	h.nsqd.Stop()
 	n, err := nsqlocal.Start(nsqlocal.Options{MaxMsgTimeout: 2 * time.Second, DiskOnly: true})
 	if err != nil {
@@ -205,12 +189,7 @@ func TestRedeliveryOfHeldMessagesTakesTheirPlace(t *testing.T) {
 // not trip a stale write deadline (the connection would drop and nsqd redeliver everything).
 func TestBigFINBurstAfterSlowKinesis(t *testing.T) {
 	h := newHarness(t, 1)
-	front, err := kinesisfault.Start(emulator.Endpoint)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer front.Close()
-	h.kc = kinesislocal.NewClient(front.URL)
+	front := h.faultFront()
 	o := h.options()
 	front.Set(kinesisfault.Faults{Delay: 2 * time.Second})
 	publishLocations(h, 2400, 100)

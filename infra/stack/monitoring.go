@@ -179,7 +179,7 @@ func newMonitoring(scope constructs.Construct, cfg *Config, st *StreamResources,
 	m.alarm(alarmSpec{
 		id: "BridgeAckLatencyAlarm", name: AlarmBridgeAckLatency,
 		meaning:    "p99 time from NSQ publish to Kinesis acknowledgement exceeded the threshold in 3 of 5 minutes.",
-		firstCheck: "bridge-nsq-backlog (messages waiting in NSQ), Retries and PutRecordsFailedEntries on the dashboard, and bridge CPU (autoscaling at its maximum?).",
+		firstCheck: "bridge-nsq-backlog (messages waiting in NSQ), Retries and PutRecordsFailedEntries on the dashboard, and bridge CPU (raise bridgeCpu: more tasks break per-key order).",
 		metric:     bridgeMetric(cfg, "AckLatency", "p99", oneMinute(), ""),
 		threshold:  t.BridgeAckLatencyP99Ms, evaluationPeriods: 5, datapoints: 3, missing: notBreaching,
 	})

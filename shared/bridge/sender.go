@@ -5,9 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"slices"
-	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -321,19 +322,11 @@ func (f *failureLog) note(log *slog.Logger, codes map[string]int, failed, entrie
 }
 
 func summarize(m map[string]int) string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
+	parts := make([]string, 0, len(m))
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, k+"="+strconv.Itoa(m[k]))
 	}
-	sort.Strings(keys)
-	var sb strings.Builder
-	for i, k := range keys {
-		if i > 0 {
-			sb.WriteString(",")
-		}
-		fmt.Fprintf(&sb, "%s=%d", k, m[k])
-	}
-	return sb.String()
+	return strings.Join(parts, ",")
 }
 
 func firstErrorText(err error, msg string) string {

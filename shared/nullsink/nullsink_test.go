@@ -28,7 +28,10 @@ func startSink(t *testing.T, cfg Config) (*Server, *kinesis.Client) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	return s, kinesislocal.NewClient(s.URL, func(o *kinesis.Options) { o.RetryMaxAttempts = 1 })
+	// The SDK's own retries stay on: under a loaded test run a request has been seen to lose its
+	// connection mid-response (once in a full make test), which is the transport's business, not
+	// what these tests check (whole-request failures do not occur in the sink; entry results do).
+	return s, kinesislocal.NewClient(s.URL)
 }
 
 func ctx(t *testing.T) context.Context {

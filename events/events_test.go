@@ -19,7 +19,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"github.com/nsqk/nsqk/shared/esm"
+	"github.com/nsqk/nsqk/shared/local/esm"
 	"github.com/nsqk/nsqk/shared/kpl"
 	"github.com/nsqk/nsqk/shared/lastlocation"
 	"github.com/nsqk/nsqk/shared/location"

@@ -12,7 +12,7 @@ import (
 
 	"github.com/peterbourgon/ff/v3/ffcli"
 
-	"github.com/nsqk/nsqk/shared/chaos"
+	"github.com/nsqk/nsqk/cmd/nsqk/internal/chaos"
 )
 
 // revision describes the checkout under test: the commit, and the bridge files changed since.

@@ -19,11 +19,11 @@ import (
 	"github.com/peterbourgon/ff/v3/ffcli"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/nsqk/nsqk/cmd/nsqk/internal/promq"
 	"github.com/nsqk/nsqk/shared/bridge"
-	"github.com/nsqk/nsqk/shared/kinesislocal"
+	"github.com/nsqk/nsqk/shared/local/kinesislocal"
+	"github.com/nsqk/nsqk/shared/local/nsqlocal"
 	"github.com/nsqk/nsqk/shared/location"
-	"github.com/nsqk/nsqk/shared/nsqlocal"
-	"github.com/nsqk/nsqk/shared/promq"
 )
 
 type devOptions struct {

@@ -13,8 +13,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 
 	"github.com/nsqk/nsqk/shared/emf"
-	"github.com/nsqk/nsqk/shared/esm"
 	"github.com/nsqk/nsqk/shared/lastlocation"
+	"github.com/nsqk/nsqk/shared/local/esm"
 	"github.com/nsqk/nsqk/shared/monitor"
 )
 

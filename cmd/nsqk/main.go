@@ -13,6 +13,7 @@ import (
 
 	"github.com/peterbourgon/ff/v3/ffcli"
 
+	"github.com/nsqk/nsqk/cmd/nsqk/internal/bench"
 	"github.com/nsqk/nsqk/shared/bridgecmd"
 )
 
@@ -37,7 +38,7 @@ func run(ctx context.Context, args []string) int {
 			devCommand(),
 			decodeCommand(),
 			chaosCommand(),
-			benchCommand(),
+			bench.Command(),
 		},
 		Exec: func(context.Context, []string) error { return flag.ErrHelp },
 	}

@@ -10,8 +10,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/nsqk/nsqk/shared/kinesisfault"
-	"github.com/nsqk/nsqk/shared/nsqlocal"
+	"github.com/nsqk/nsqk/shared/local/kinesisfault"
+	"github.com/nsqk/nsqk/shared/local/nsqlocal"
 )
 
 // Through nsqlookupd: discovery, consumption, and dead-lettering to the nsqd the message came from.

@@ -13,9 +13,9 @@ import (
 	"github.com/nsqio/go-nsq"
 
 	"github.com/nsqk/nsqk/shared/emf"
-	"github.com/nsqk/nsqk/shared/kinesislocal"
+	"github.com/nsqk/nsqk/shared/local/kinesislocal"
 	"github.com/nsqk/nsqk/shared/location"
-	"github.com/nsqk/nsqk/shared/nsqlocal"
+	"github.com/nsqk/nsqk/shared/local/nsqlocal"
 )
 
 func TestUsageErrorsExitTwo(t *testing.T) {

@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"context"
@@ -15,15 +15,15 @@ import (
 
 	"github.com/peterbourgon/ff/v3/ffcli"
 
-	"github.com/nsqk/nsqk/shared/benchkit"
+	"github.com/nsqk/nsqk/cmd/nsqk/internal/benchkit"
 	"github.com/nsqk/nsqk/shared/bridge"
-	"github.com/nsqk/nsqk/shared/nsqlocal"
+	"github.com/nsqk/nsqk/shared/local/nsqlocal"
 )
 
-// benchSections are the parts of `nsqk bench`, in the order they run; --skip names them.
-var benchSections = []string{"baseline", "null", "null-latency", "kinesalite", "shards", "latency", "latency-kinesalite"}
+// sectionNames are the parts of `nsqk bench`, in the order they run; --skip names them.
+var sectionNames = []string{"baseline", "null", "null-latency", "kinesalite", "shards", "latency", "latency-kinesalite"}
 
-type benchOptions struct {
+type options struct {
 	messages       int
 	quick          bool
 	skip           string
@@ -56,13 +56,13 @@ type benchOptions struct {
 	args     []string // the command line, for the report
 }
 
-func benchCommand() *ffcli.Command {
-	o := benchOptions{}
+func Command() *ffcli.Command {
+	o := options{}
 	def := bridge.NewOptions()
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.IntVar(&o.messages, "messages", 1_000_000, "messages per drain run (pre-published once; every run drains the same ones)")
 	fs.BoolVar(&o.quick, "quick", false, "smoke-test sizes: 100k messages, 20k small messages, 5 s latency runs, no repeats (explicit flags still win)")
-	fs.StringVar(&o.skip, "skip", "", "comma-separated sections to leave out: "+strings.Join(benchSections, ", "))
+	fs.StringVar(&o.skip, "skip", "", "comma-separated sections to leave out: "+strings.Join(sectionNames, ", "))
 	fs.StringVar(&o.out, "out", "", "JSON report path (default <dir>/report.json)")
 	fs.StringVar(&o.dir, "dir", ".bench", "directory for the report, child logs and profiles")
 	fs.StringVar(&o.micro, "micro", "", "file of 'go test -bench' output to summarise into the report (make bench writes .bench/micro.txt)")
@@ -98,7 +98,7 @@ make bench runs the Go micro-benchmarks first and passes them with --micro.
 
 "nsqk bench baseline" is the physical-limit consumer the benchmark starts; not for direct use.`,
 		FlagSet:     fs,
-		Subcommands: []*ffcli.Command{benchBaselineCommand()},
+		Subcommands: []*ffcli.Command{baselineCommand()},
 		Exec: func(ctx context.Context, args []string) error {
 			if len(args) > 0 {
 				return fmt.Errorf("bench: unexpected arguments %q", args)
@@ -113,7 +113,7 @@ make bench runs the Go micro-benchmarks first and passes them with --micro.
 }
 
 // applyQuick sets the --quick sizes for every flag not given explicitly.
-func (o *benchOptions) applyQuick(set map[string]bool) {
+func (o *options) applyQuick(set map[string]bool) {
 	if !o.quick {
 		return
 	}
@@ -134,11 +134,11 @@ func (o *benchOptions) applyQuick(set map[string]bool) {
 	}
 }
 
-func (o *benchOptions) validate() error {
+func (o *options) validate() error {
 	var errs []error
 	for _, s := range o.skipList() {
-		if !slices.Contains(benchSections, s) {
-			errs = append(errs, fmt.Errorf("--skip: unknown section %q (sections: %s)", s, strings.Join(benchSections, ", ")))
+		if !slices.Contains(sectionNames, s) {
+			errs = append(errs, fmt.Errorf("--skip: unknown section %q (sections: %s)", s, strings.Join(sectionNames, ", ")))
 		}
 	}
 	if o.messages < 1 || o.smallMessages < 1 {
@@ -162,7 +162,7 @@ func (o *benchOptions) validate() error {
 	return errors.Join(errs...)
 }
 
-func (o *benchOptions) skipList() []string {
+func (o *options) skipList() []string {
 	var out []string
 	for _, s := range strings.Split(o.skip, ",") {
 		if s = strings.TrimSpace(s); s != "" {
@@ -172,9 +172,9 @@ func (o *benchOptions) skipList() []string {
 	return out
 }
 
-func (o *benchOptions) on(section string) bool { return !slices.Contains(o.skipList(), section) }
+func (o *options) on(section string) bool { return !slices.Contains(o.skipList(), section) }
 
-func benchIntList(s, flagName string) ([]int, error) {
+func intList(s, flagName string) ([]int, error) {
 	var out []int
 	for _, f := range strings.Split(s, ",") {
 		if f = strings.TrimSpace(f); f == "" {
@@ -189,14 +189,14 @@ func benchIntList(s, flagName string) ([]int, error) {
 	return out, nil
 }
 
-func (o *benchOptions) shardCountList() ([]int, error) {
-	return benchIntList(o.shardCounts, "shard-counts")
+func (o *options) shardCountList() ([]int, error) {
+	return intList(o.shardCounts, "shard-counts")
 }
-func (o *benchOptions) rateList() ([]int, error) {
-	return benchIntList(o.latencyRates, "latency-rates")
+func (o *options) rateList() ([]int, error) {
+	return intList(o.latencyRates, "latency-rates")
 }
 
-func (o *benchOptions) mbtList() ([]time.Duration, error) {
+func (o *options) mbtList() ([]time.Duration, error) {
 	var out []time.Duration
 	for _, f := range strings.Split(o.latencyMBT, ",") {
 		if f = strings.TrimSpace(f); f == "" {
@@ -213,18 +213,18 @@ func (o *benchOptions) mbtList() ([]time.Duration, error) {
 
 // bench is one `nsqk bench` run: the embedded nsqd, the published message sets and the report.
 type bench struct {
-	o      benchOptions
+	o      options
 	out    io.Writer
 	exe    string
 	logDir string
 	nsqd   *nsqlocal.NSQD
 	main   *messageSet // the drain topic
 	small  *messageSet // the smaller topic: shard scaling and the Kinesis-latency drain
-	r      *benchReport
+	r      *Report
 	start  time.Time
 }
 
-func runBench(ctx context.Context, o benchOptions, out io.Writer) error {
+func runBench(ctx context.Context, o options, out io.Writer) error {
 	if err := o.validate(); err != nil {
 		return err
 	}
@@ -257,7 +257,7 @@ func runBench(ctx context.Context, o benchOptions, out io.Writer) error {
 
 	b.r.Finished = time.Now()
 	b.r.LoadAvgEnd = benchkit.LoadAvg()
-	b.r.OrchestratorTotal = benchUsageOf(benchkit.SelfUsage())
+	b.r.OrchestratorTotal = usageOf(benchkit.SelfUsage())
 	computeFigures(b.r)
 	fmt.Fprintln(out)
 	printReport(out, b.r)

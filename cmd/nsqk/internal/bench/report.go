@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"encoding/json"
@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nsqk/nsqk/shared/benchkit"
+	"github.com/nsqk/nsqk/cmd/nsqk/internal/benchkit"
 )
 
 // Targets of issue #6.
@@ -36,8 +36,8 @@ const (
 	verdictFail = "FAIL" // a correctness check failed
 )
 
-// benchReport is the JSON report and the source of the printed table.
-type benchReport struct {
+// Report is the JSON report and the source of the printed table.
+type Report struct {
 	Command           []string             `json:"command"`
 	Started           time.Time            `json:"started"`
 	Finished          time.Time            `json:"finished"`
@@ -54,7 +54,7 @@ type benchReport struct {
 	Skipped           []string             `json:"skipped,omitempty"`
 	SectionSeconds    map[string]float64   `json:"section_seconds"`
 	OrchestratorTotal usageJSON            `json:"orchestrator_total"`
-	Figures           []benchFigure        `json:"figures"`
+	Figures           []Figure             `json:"figures"`
 	Notes             []string             `json:"notes"`
 	Errors            []string             `json:"errors,omitempty"`
 	Methods           map[string]string    `json:"methods"`
@@ -68,12 +68,12 @@ type usageJSON struct {
 	MaxRSSMB      float64 `json:"max_rss_mb"`
 }
 
-func benchUsageOf(u benchkit.Usage) usageJSON {
+func usageOf(u benchkit.Usage) usageJSON {
 	return usageJSON{u.User.Seconds(), u.System.Seconds(), float64(u.MaxRSS) / (1 << 20)}
 }
 
-// benchFigure is one row of the table.
-type benchFigure struct {
+// Figure is one row of the table.
+type Figure struct {
 	Section string   `json:"section"`
 	Name    string   `json:"name"`
 	Value   *float64 `json:"value,omitempty"` // nil when not measured
@@ -83,8 +83,8 @@ type benchFigure struct {
 	Verdict string   `json:"verdict,omitempty"` // PASS, MISS, FAIL or empty (information)
 }
 
-func newReport(o benchOptions) *benchReport {
-	return &benchReport{
+func newReport(o options) *Report {
+	return &Report{
 		Command: o.args, Started: time.Now(), SectionSeconds: map[string]float64{},
 		Settings: map[string]any{
 			"messages": o.messages, "quick": o.quick, "skip": o.skipList(), "max_in_flight": o.maxInFlight,
@@ -92,14 +92,14 @@ func newReport(o benchOptions) *benchReport {
 			"seed": o.seed, "small_messages": o.smallMessages, "shard_counts": o.shardCounts,
 			"latency_rates": o.latencyRates, "latency_max_buffered_times": o.latencyMBT,
 			"latency_duration": o.latencyFor.String(), "latency_warmup": o.latencyWarmup.String(),
-			"profile": o.profile, "bridge_args": o.bridgeArgs, "sink_latency": o.sinkLatency.String(), "go_env": benchGoEnv(),
+			"profile": o.profile, "bridge_args": o.bridgeArgs, "sink_latency": o.sinkLatency.String(), "go_env": goEnvironment(),
 		},
-		Methods: benchMethods,
+		Methods: methodsOf,
 	}
 }
 
 // goEnv lists Go runtime settings inherited by the children, which change what is measured.
-func benchGoEnv() map[string]string {
+func goEnvironment() map[string]string {
 	out := map[string]string{}
 	for _, k := range []string{"GOGC", "GOMEMLIMIT", "GOMAXPROCS", "GODEBUG"} {
 		if v, ok := os.LookupEnv(k); ok {
@@ -109,7 +109,7 @@ func benchGoEnv() map[string]string {
 	return out
 }
 
-var benchMethods = map[string]string{
+var methodsOf = map[string]string{
 	"processes": "nsqd (embedded) and the null sink run in this process; the measured program runs as a child process " +
 		"(this executable re-run as `nsqk bridge ...` or `nsqk bench baseline ...`), so its CPU time and peak RSS are its own.",
 	"messages": "location JSON from shared/location (seeded), published once in-process with nsqd.Topic.PutMessages in batches of 200 " +
@@ -141,23 +141,23 @@ var benchMethods = map[string]string{
 		"so its rate is a floor, not the bridge's limit; read back afterwards with GetRecords and verified like the null sink.",
 }
 
-func (r *benchReport) fail(format string, a ...any) {
+func (r *Report) fail(format string, a ...any) {
 	r.Errors = append(r.Errors, fmt.Sprintf(format, a...))
 }
 
-func (r *benchReport) note(format string, a ...any) {
+func (r *Report) note(format string, a ...any) {
 	r.Notes = append(r.Notes, fmt.Sprintf(format, a...))
 }
 
-func (r *benchReport) add(section, name string, v float64, unit, text, target, verdict string) {
-	f := benchFigure{Section: section, Name: name, Unit: unit, Text: text, Target: target, Verdict: verdict}
+func (r *Report) add(section, name string, v float64, unit, text, target, verdict string) {
+	f := Figure{Section: section, Name: name, Unit: unit, Text: text, Target: target, Verdict: verdict}
 	if !math.IsNaN(v) && !math.IsInf(v, 0) {
 		f.Value = &v
 	}
 	r.Figures = append(r.Figures, f)
 }
 
-func benchPassIf(ok bool, otherwise string) string {
+func passIf(ok bool, otherwise string) string {
 	if ok {
 		return verdictPass
 	}
@@ -165,7 +165,7 @@ func benchPassIf(ok bool, otherwise string) string {
 }
 
 // drainsOf returns the runs named base or base-N (the repetitions of one kind of run).
-func (r *benchReport) drainsOf(base string) []drainResult {
+func (r *Report) drainsOf(base string) []drainResult {
 	var out []drainResult
 	for _, d := range r.Drains {
 		rest, ok := strings.CutPrefix(d.Name, base)
@@ -176,7 +176,7 @@ func (r *benchReport) drainsOf(base string) []drainResult {
 	return out
 }
 
-func benchMedian(v []float64) float64 {
+func medianValue(v []float64) float64 {
 	if len(v) == 0 {
 		return math.NaN()
 	}
@@ -188,7 +188,7 @@ func benchMedian(v []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-func benchField(runs []drainResult, f func(d drainResult) float64) []float64 {
+func fieldOf(runs []drainResult, f func(d drainResult) float64) []float64 {
 	var out []float64
 	for _, d := range runs {
 		if d.Drained {
@@ -198,7 +198,7 @@ func benchField(runs []drainResult, f func(d drainResult) float64) []float64 {
 	return out
 }
 
-func benchMaxOf(v []float64) float64 {
+func maxOf(v []float64) float64 {
 	if len(v) == 0 {
 		return math.NaN()
 	}
@@ -206,11 +206,11 @@ func benchMaxOf(v []float64) float64 {
 }
 
 // computeFigures turns the measurements into the table's rows, verdicts and notes.
-func computeFigures(r *benchReport) {
+func computeFigures(r *Report) {
 	r.Figures, r.Notes = nil, nil
 	base, null := r.drainsOf("baseline"), r.drainsOf("bridge-null")
-	baseRate := benchMedian(benchField(base, func(d drainResult) float64 { return d.Rate }))
-	nullRate := benchMedian(benchField(null, func(d drainResult) float64 { return d.Rate }))
+	baseRate := medianValue(fieldOf(base, func(d drainResult) float64 { return d.Rate }))
+	nullRate := medianValue(fieldOf(null, func(d drainResult) float64 { return d.Rate }))
 	runs := func(n int) string {
 		if n > 1 {
 			return fmt.Sprintf(" (median of %d)", n)
@@ -221,52 +221,52 @@ func computeFigures(r *benchReport) {
 	// Drain throughput.
 	const sd = "drain"
 	if len(base) > 0 {
-		r.add(sd, "baseline: go-nsq consumer, FIN at once"+runs(len(base)), baseRate, "msg/s", benchRate(baseRate), "", "")
-		r.add(sd, "baseline CPU per message", benchMedian(benchField(base, benchCPUPerMsg)), "us/msg", benchUS(benchMedian(benchField(base, benchCPUPerMsg))), "", "")
-		r.add(sd, "baseline peak RSS", benchMaxOf(benchField(base, benchRSS)), "MB", benchMB(benchMaxOf(benchField(base, benchRSS))), "", "")
-		bcs := benchMedian(benchField(base, func(d drainResult) float64 { return d.CtxSwitchesPerMsg }))
+		r.add(sd, "baseline: go-nsq consumer, FIN at once"+runs(len(base)), baseRate, "msg/s", rateText(baseRate), "", "")
+		r.add(sd, "baseline CPU per message", medianValue(fieldOf(base, cpuPerMsg)), "us/msg", usText(medianValue(fieldOf(base, cpuPerMsg))), "", "")
+		r.add(sd, "baseline peak RSS", maxOf(fieldOf(base, rssOf)), "MB", mbText(maxOf(fieldOf(base, rssOf))), "", "")
+		bcs := medianValue(fieldOf(base, func(d drainResult) float64 { return d.CtxSwitchesPerMsg }))
 		r.add(sd, "baseline context switches per message", bcs, "", fmt.Sprintf("%.2f", bcs), "", "")
-		if bc := benchMedian(benchField(base, benchCPUPerMsg)); bc > targetCPUMicros {
+		if bc := medianValue(fieldOf(base, cpuPerMsg)); bc > targetCPUMicros {
 			r.note("the physical-limit consumer alone (go-nsq, one FIN write per message) costs %.1f us of CPU per message on this machine, "+
 				"above the %.0f us target for the whole bridge", bc, targetCPUMicros)
 		}
-		benchSpread(r, "baseline", benchField(base, func(d drainResult) float64 { return d.Rate }))
+		spreadOf(r, "baseline", fieldOf(base, func(d drainResult) float64 { return d.Rate }))
 	}
 	if len(null) > 0 {
-		r.add(sd, "bridge -> null sink"+runs(len(null)), nullRate, "msg/s", benchRate(nullRate), "", "")
-		benchSpread(r, "bridge -> null sink", benchField(null, func(d drainResult) float64 { return d.Rate }))
+		r.add(sd, "bridge -> null sink"+runs(len(null)), nullRate, "msg/s", rateText(nullRate), "", "")
+		spreadOf(r, "bridge -> null sink", fieldOf(null, func(d drainResult) float64 { return d.Rate }))
 		if len(base) > 0 {
 			ratio := nullRate / baseRate
 			r.add(sd, "bridge -> null sink / baseline", ratio, "x", fmt.Sprintf("%.2fx", ratio),
-				fmt.Sprintf(">= %.2fx", targetDrainRatio), benchPassIf(ratio >= targetDrainRatio, verdictMiss))
+				fmt.Sprintf(">= %.2fx", targetDrainRatio), passIf(ratio >= targetDrainRatio, verdictMiss))
 		}
-		cpu := benchMedian(benchField(null, benchCPUPerMsg))
-		r.add(sd, "bridge CPU per message (process lifetime)", cpu, "us/msg", benchUS(cpu), fmt.Sprintf("<= %.0f us", targetCPUMicros),
-			benchPassIf(cpu <= targetCPUMicros, verdictMiss))
-		dcpu := benchMedian(benchField(null, func(d drainResult) float64 { return d.DrainCPUMicrosPerMsg }))
-		r.add(sd, "bridge CPU per message (drain only, /proc)", dcpu, "us/msg", benchUS(dcpu), "", "")
+		cpu := medianValue(fieldOf(null, cpuPerMsg))
+		r.add(sd, "bridge CPU per message (process lifetime)", cpu, "us/msg", usText(cpu), fmt.Sprintf("<= %.0f us", targetCPUMicros),
+			passIf(cpu <= targetCPUMicros, verdictMiss))
+		dcpu := medianValue(fieldOf(null, func(d drainResult) float64 { return d.DrainCPUMicrosPerMsg }))
+		r.add(sd, "bridge CPU per message (drain only, /proc)", dcpu, "us/msg", usText(dcpu), "", "")
 		if len(base) > 0 {
-			own := cpu - benchMedian(benchField(base, benchCPUPerMsg))
-			r.add(sd, "bridge CPU per message above the baseline's", own, "us/msg", benchUS(own), "", "")
+			own := cpu - medianValue(fieldOf(base, cpuPerMsg))
+			r.add(sd, "bridge CPU per message above the baseline's", own, "us/msg", usText(own), "", "")
 		}
-		cs := benchMedian(benchField(null, func(d drainResult) float64 { return d.CtxSwitchesPerMsg }))
+		cs := medianValue(fieldOf(null, func(d drainResult) float64 { return d.CtxSwitchesPerMsg }))
 		r.add(sd, "bridge context switches per message", cs, "", fmt.Sprintf("%.2f", cs), "", "")
-		peak := benchMaxOf(benchField(null, benchRSS))
-		r.add(sd, "bridge peak RSS", peak, "MB", benchMB(peak), fmt.Sprintf("<= %.0f MB", targetRSSMB), benchPassIf(peak <= targetRSSMB, verdictMiss))
-		benchOnceFigure(r, sd, "exact-once at the null sink", null)
-		sinkCPU := benchMedian(benchField(null, func(d drainResult) float64 { return d.SinkCPUMicrosPerMsg }))
-		r.add(sd, "null sink CPU per message (the instrument)", sinkCPU, "us/msg", benchUS(sinkCPU), "", "")
-		orch := benchMedian(benchField(null, func(d drainResult) float64 { return d.OrchestratorCPUSeconds / float64(d.Messages) * 1e6 }))
-		r.add(sd, "orchestrator CPU per message (nsqd + sink + poller)", orch, "us/msg", benchUS(orch), "", "")
-		stall := benchMaxOf(benchField(null, func(d drainResult) float64 { return d.LongestStallMs }))
+		peak := maxOf(fieldOf(null, rssOf))
+		r.add(sd, "bridge peak RSS", peak, "MB", mbText(peak), fmt.Sprintf("<= %.0f MB", targetRSSMB), passIf(peak <= targetRSSMB, verdictMiss))
+		onceFigure(r, sd, "exact-once at the null sink", null)
+		sinkCPU := medianValue(fieldOf(null, func(d drainResult) float64 { return d.SinkCPUMicrosPerMsg }))
+		r.add(sd, "null sink CPU per message (the instrument)", sinkCPU, "us/msg", usText(sinkCPU), "", "")
+		orch := medianValue(fieldOf(null, func(d drainResult) float64 { return d.OrchestratorCPUSeconds / float64(d.Messages) * 1e6 }))
+		r.add(sd, "orchestrator CPU per message (nsqd + sink + poller)", orch, "us/msg", usText(orch), "", "")
+		stall := maxOf(fieldOf(null, func(d drainResult) float64 { return d.LongestStallMs }))
 		r.add(sd, "longest stall without a FIN (bridge -> null)", stall, "ms", fmt.Sprintf("%.0f ms", stall), "", "")
 	}
 	if k := r.drainsOf("bridge-null-latency"); len(k) > 0 {
 		d := k[0]
 		name := "bridge -> null sink answering after " + strings.TrimPrefix(d.Sink, "null+")
-		text := benchRate(d.Rate)
+		text := rateText(d.Rate)
 		if !d.Drained {
-			text = "not drained: " + benchFirstLine(d.Error)
+			text = "not drained: " + firstLine(d.Error)
 		} else if !math.IsNaN(nullRate) {
 			text += fmt.Sprintf(" (%.2fx the zero-latency rate)", d.Rate/nullRate)
 		}
@@ -275,36 +275,36 @@ func computeFigures(r *benchReport) {
 			n := float64(d.Messages) / 1000
 			r.add(sd, "  its Kinesis records / PutRecords calls per 1k messages", br.Records/n, "records",
 				fmt.Sprintf("%.2f / %.2f", br.Records/n, br.PutCalls/n), "", "")
-			r.add(sd, "  its CPU per message", d.CPUMicrosPerMsg, "us/msg", benchUS(d.CPUMicrosPerMsg), "", "")
+			r.add(sd, "  its CPU per message", d.CPUMicrosPerMsg, "us/msg", usText(d.CPUMicrosPerMsg), "", "")
 		}
-		benchOnceFigure(r, sd, "  its exact-once check", k)
+		onceFigure(r, sd, "  its exact-once check", k)
 	}
 	if k := r.drainsOf("bridge-kinesalite"); len(k) > 0 {
 		d := k[0]
-		r.add(sd, "bridge -> kinesalite", d.Rate, "msg/s", benchRate(d.Rate), "", "")
+		r.add(sd, "bridge -> kinesalite", d.Rate, "msg/s", rateText(d.Rate), "", "")
 		if len(base) > 0 {
 			r.add(sd, "bridge -> kinesalite / baseline", d.Rate/baseRate, "x", fmt.Sprintf("%.2fx", d.Rate/baseRate), "", "")
 		}
-		r.add(sd, "bridge CPU per message (kinesalite)", d.CPUMicrosPerMsg, "us/msg", benchUS(d.CPUMicrosPerMsg), "", "")
-		r.add(sd, "bridge peak RSS (kinesalite)", d.MaxRSSMB, "MB", benchMB(d.MaxRSSMB), fmt.Sprintf("<= %.0f MB", targetRSSMB),
-			benchPassIf(d.Drained && d.MaxRSSMB <= targetRSSMB, verdictMiss))
+		r.add(sd, "bridge CPU per message (kinesalite)", d.CPUMicrosPerMsg, "us/msg", usText(d.CPUMicrosPerMsg), "", "")
+		r.add(sd, "bridge peak RSS (kinesalite)", d.MaxRSSMB, "MB", mbText(d.MaxRSSMB), fmt.Sprintf("<= %.0f MB", targetRSSMB),
+			passIf(d.Drained && d.MaxRSSMB <= targetRSSMB, verdictMiss))
 		r.add(sd, "kinesalite CPU per message", d.EmulatorCPUSeconds/float64(d.Messages)*1e6, "us/msg",
-			benchUS(d.EmulatorCPUSeconds/float64(d.Messages)*1e6), "", "")
+			usText(d.EmulatorCPUSeconds/float64(d.Messages)*1e6), "", "")
 		if d.Verification != nil {
-			benchOnceFigure(r, sd, "exact-once, kinesalite read back", k)
+			onceFigure(r, sd, "exact-once, kinesalite read back", k)
 		}
 	}
-	benchPeakRSSFigure(r)
-	benchShutdownFigure(r)
-	benchNSQFigure(r)
+	peakRSSFigure(r)
+	shutdownFigure(r)
+	nsqFigure(r)
 	if len(null) > 0 {
-		benchBytesFigures(r, null[0])
+		bytesFiguresOf(r, null[0])
 	}
 
-	benchShardFigures(r, nullRate)
-	benchLatencyFigures(r)
-	benchMicroFigures(r)
-	benchObservations(r, baseRate)
+	shardFigures(r, nullRate)
+	latencyFigures(r)
+	microFigures(r)
+	observationsOf(r, baseRate)
 
 	r.OK = len(r.Errors) == 0
 	for _, f := range r.Figures {
@@ -319,22 +319,22 @@ func computeFigures(r *benchReport) {
 	}
 }
 
-func benchCPUPerMsg(d drainResult) float64 { return d.CPUMicrosPerMsg }
-func benchRSS(d drainResult) float64       { return d.MaxRSSMB }
+func cpuPerMsg(d drainResult) float64 { return d.CPUMicrosPerMsg }
+func rssOf(d drainResult) float64     { return d.MaxRSSMB }
 
 // spread notes when repeated runs disagree by more than 10%.
-func benchSpread(r *benchReport, what string, v []float64) {
+func spreadOf(r *Report, what string, v []float64) {
 	if len(v) < 2 {
 		return
 	}
-	lo, hi, m := slices.Min(v), slices.Max(v), benchMedian(v)
+	lo, hi, m := slices.Min(v), slices.Max(v), medianValue(v)
 	if (hi-lo)/m > 0.10 {
 		r.note("%s: repeated drains varied by %.0f%% (%.0f to %.0f msg/s): the machine is noisy; the median is used", what, 100*(hi-lo)/m, lo, hi)
 	}
 }
 
 // bytesFigures: Kinesis records and calls per 1k messages, payload and wire bytes per byte read.
-func benchBytesFigures(r *benchReport, d drainResult) {
+func bytesFiguresOf(r *Report, d drainResult) {
 	const s = "kinesis"
 	if d.Bridge == nil || d.Messages == 0 {
 		return
@@ -346,12 +346,12 @@ func benchBytesFigures(r *benchReport, d drainResult) {
 	r.add(s, "user records per Kinesis record (mean)", br.UserRecsPerRec, "", fmt.Sprintf("%.0f", br.UserRecsPerRec), "", "")
 	ratio := br.BytesOut / br.BytesIn
 	r.add(s, "payload bytes out / bytes in (bridge metrics)", ratio, "", fmt.Sprintf("%.4f", ratio),
-		fmt.Sprintf("<= %.2f", targetBytesRatio), benchPassIf(ratio <= targetBytesRatio, verdictMiss))
+		fmt.Sprintf("<= %.2f", targetBytesRatio), passIf(ratio <= targetBytesRatio, verdictMiss))
 	if st := d.SinkStats; st != nil && st.UserBytes > 0 {
 		sr := float64(st.RecordBytes) / float64(st.UserBytes)
 		agree := math.Abs(float64(st.RecordBytes)-br.BytesOut) < 1 && math.Abs(float64(st.UserBytes)-br.BytesIn) < 1 &&
 			float64(st.EntriesAccepted) == br.Records
-		r.add(s, "payload bytes out / bytes in (null sink's count)", sr, "", fmt.Sprintf("%.4f", sr), "= bridge's", benchPassIf(agree, verdictFail))
+		r.add(s, "payload bytes out / bytes in (null sink's count)", sr, "", fmt.Sprintf("%.4f", sr), "= bridge's", passIf(agree, verdictFail))
 		if !agree {
 			r.note("%s: the sink counted %d record bytes, %d user bytes, %d records; the bridge %.0f, %.0f, %.0f",
 				d.Name, st.RecordBytes, st.UserBytes, st.EntriesAccepted, br.BytesOut, br.BytesIn, br.Records)
@@ -361,7 +361,7 @@ func benchBytesFigures(r *benchReport, d drainResult) {
 	}
 }
 
-func benchOnceFigure(r *benchReport, section, name string, runs []drainResult) {
+func onceFigure(r *Report, section, name string, runs []drainResult) {
 	ok, text := true, ""
 	for _, d := range runs {
 		if d.Verification == nil {
@@ -380,12 +380,12 @@ func benchOnceFigure(r *benchReport, section, name string, runs []drainResult) {
 	if len(runs) > 1 && ok {
 		text += fmt.Sprintf(" (each of %d runs)", len(runs))
 	}
-	r.add(section, name, math.NaN(), "", text, "every message once, in order", benchPassIf(ok, verdictFail))
+	r.add(section, name, math.NaN(), "", text, "every message once, in order", passIf(ok, verdictFail))
 }
 
-// benchPeakRSSFigure is the highest peak RSS of any bridge child: throttled, slow or latency runs
+// peakRSSFigure is the highest peak RSS of any bridge child: throttled, slow or latency runs
 // hold more than a fast drain.
-func benchPeakRSSFigure(r *benchReport) {
+func peakRSSFigure(r *Report) {
 	peak, at := 0.0, ""
 	for _, d := range r.Drains {
 		if d.Kind == "bridge" && d.MaxRSSMB > peak {
@@ -398,12 +398,12 @@ func benchPeakRSSFigure(r *benchReport) {
 		}
 	}
 	if at != "" {
-		r.add("drain", "bridge peak RSS, any run", peak, "MB", fmt.Sprintf("%s (%s)", benchMB(peak), at),
-			fmt.Sprintf("<= %.0f MB", targetRSSMB), benchPassIf(peak <= targetRSSMB, verdictMiss))
+		r.add("drain", "bridge peak RSS, any run", peak, "MB", fmt.Sprintf("%s (%s)", mbText(peak), at),
+			fmt.Sprintf("<= %.0f MB", targetRSSMB), passIf(peak <= targetRSSMB, verdictMiss))
 	}
 }
 
-func benchShutdownFigure(r *benchReport) {
+func shutdownFigure(r *Report) {
 	ok, worst, n := true, 0.0, 0
 	for _, d := range r.Drains {
 		if d.Kind != "bridge" || !d.Drained {
@@ -423,11 +423,11 @@ func benchShutdownFigure(r *benchReport) {
 	}
 	if n > 0 {
 		r.add("drain", "bridge graceful shutdown (SIGTERM after drain)", worst, "s", fmt.Sprintf("exit 0 x%d, slowest %.2f s", n, worst),
-			"exit 0", benchPassIf(ok, verdictFail))
+			"exit 0", passIf(ok, verdictFail))
 	}
 }
 
-func benchNSQFigure(r *benchReport) {
+func nsqFigure(r *Report) {
 	var req, to uint64
 	n := 0
 	for _, d := range r.Drains {
@@ -437,11 +437,11 @@ func benchNSQFigure(r *benchReport) {
 	}
 	if n > 0 {
 		r.add("drain", "NSQ requeues + timeouts (unthrottled bridge drains)", float64(req+to), "", fmt.Sprintf("%d + %d", req, to), "0",
-			benchPassIf(req+to == 0, verdictMiss))
+			passIf(req+to == 0, verdictMiss))
 	}
 }
 
-func benchShardFigures(r *benchReport, ceiling float64) {
+func shardFigures(r *Report, ceiling float64) {
 	const s = "shards"
 	var runs []drainResult
 	for _, d := range r.Drains {
@@ -453,7 +453,7 @@ func benchShardFigures(r *benchReport, ceiling float64) {
 		return
 	}
 	for i, d := range runs {
-		text := benchRate(d.Rate)
+		text := rateText(d.Rate)
 		var util float64
 		if st := d.SinkStats; st != nil && d.DrainSeconds > 0 {
 			util = float64(st.RecordBytes) / d.DrainSeconds / (float64(d.Shards) * (1 << 20))
@@ -466,28 +466,28 @@ func benchShardFigures(r *benchReport, ceiling float64) {
 			if !math.IsNaN(ceiling) {
 				want = min(want, targetShardCeiling*ceiling)
 			}
-			target = fmt.Sprintf(">= %s", benchRate(want))
-			verdict = benchPassIf(d.Rate >= want, verdictMiss)
+			target = fmt.Sprintf(">= %s", rateText(want))
+			verdict = passIf(d.Rate >= want, verdictMiss)
 		}
 		if !d.Drained {
-			text, verdict = "not drained: "+benchFirstLine(d.Error), verdictFail
+			text, verdict = "not drained: "+firstLine(d.Error), verdictFail
 		}
 		r.add(s, fmt.Sprintf("%d shard(s), throttled like Kinesis", d.Shards), d.Rate, "msg/s", text, target, verdict)
 	}
-	benchOnceFigure(r, s, "exact-once through throttling retries", runs)
+	onceFigure(r, s, "exact-once through throttling retries", runs)
 	if len(runs) > 1 {
 		r.note("shard scaling target: each step >= %.1fx the previous rate, or >= %.2fx the unthrottled bridge->null rate (%s), the NSQ-side limit",
-			targetShardGrowth, targetShardCeiling, benchRate(ceiling))
+			targetShardGrowth, targetShardCeiling, rateText(ceiling))
 	}
 }
 
-func benchLatencyFigures(r *benchReport) {
+func latencyFigures(r *Report) {
 	const s = "latency"
 	var null []drainResult
 	for _, l := range r.Latency {
-		name := fmt.Sprintf("%s msg/s, max-buffered-time %s (%s)", benchThousands(float64(l.Rate)), l.MaxBufferedTime, l.Sink)
+		name := fmt.Sprintf("%s msg/s, max-buffered-time %s (%s)", thousands(float64(l.Rate)), l.MaxBufferedTime, l.Sink)
 		if l.Error != "" && l.Samples == 0 {
-			r.add(s, name, math.NaN(), "", "failed: "+benchFirstLine(l.Error), "", verdictFail)
+			r.add(s, name, math.NaN(), "", "failed: "+firstLine(l.Error), "", verdictFail)
 			continue
 		}
 		text := fmt.Sprintf("p50 %.1f / p99 %.1f / p99.9 %.1f ms", l.P50, l.P99, l.P999)
@@ -496,13 +496,13 @@ func benchLatencyFigures(r *benchReport) {
 		}
 		text += fmt.Sprintf(", cpu %.0f%%", l.CPUPercent)
 		if l.Behind > 0 {
-			text = fmt.Sprintf("FELL BEHIND (%s still queued %s after publishing); of those acked: %s", benchThousands(float64(l.Behind)), latencyCatchUp, text)
+			text = fmt.Sprintf("FELL BEHIND (%s still queued %s after publishing); of those acked: %s", thousands(float64(l.Behind)), latencyCatchUp, text)
 		}
 		target, verdict := "", ""
 		if l.Rate == targetLatencyRate && l.Sink == sinkNull {
 			limit := l.MaxBufferedMs + targetLatencySlack
 			target = fmt.Sprintf("p99 <= %.0f ms", limit)
-			verdict = benchPassIf(l.P99 <= limit && l.Behind == 0, verdictMiss)
+			verdict = passIf(l.P99 <= limit && l.Behind == 0, verdictMiss)
 		}
 		r.add(s, name, l.P99, "ms", text, target, verdict)
 		if l.Verification != nil {
@@ -527,22 +527,22 @@ func benchLatencyFigures(r *benchReport) {
 		}
 	}
 	if len(null) > 0 {
-		benchOnceFigure(r, s, "exact-once at the null sink (latency runs)", null)
+		onceFigure(r, s, "exact-once at the null sink (latency runs)", null)
 	}
 }
 
-func benchMicroFigures(r *benchReport) {
+func microFigures(r *Report) {
 	if r.Micro == nil {
 		return
 	}
 	const s = "micro"
 	for _, b := range r.Micro.Benchmarks {
-		text := fmt.Sprintf("%s ns/op", benchTrimFloat(b.NsPerOp))
+		text := fmt.Sprintf("%s ns/op", trimFloat(b.NsPerOp))
 		if b.BytesPerOp >= 0 {
-			text += fmt.Sprintf(", %s B/op, %s allocs/op", benchTrimFloat(b.BytesPerOp), benchTrimFloat(b.AllocsPerOp))
+			text += fmt.Sprintf(", %s B/op, %s allocs/op", trimFloat(b.BytesPerOp), trimFloat(b.AllocsPerOp))
 		}
 		if b.MBPerSec >= 0 {
-			text += fmt.Sprintf(", %s MB/s", benchTrimFloat(b.MBPerSec))
+			text += fmt.Sprintf(", %s MB/s", trimFloat(b.MBPerSec))
 		}
 		keys := make([]string, 0, len(b.Metrics))
 		for k := range b.Metrics {
@@ -550,7 +550,7 @@ func benchMicroFigures(r *benchReport) {
 		}
 		sort.Strings(keys)
 		for _, k := range keys {
-			text += fmt.Sprintf(", %s %s", benchTrimFloat(b.Metrics[k]), k)
+			text += fmt.Sprintf(", %s %s", trimFloat(b.Metrics[k]), k)
 		}
 		r.add(s, filepath.Base(b.Package)+"."+strings.TrimPrefix(b.Name, "Benchmark"), b.NsPerOp, "ns/op", text, "", "")
 	}
@@ -566,13 +566,13 @@ func benchMicroFigures(r *benchReport) {
 }
 
 // observations adds notes about anything that looks off.
-func benchObservations(r *benchReport, baseRate float64) {
+func observationsOf(r *Report, baseRate float64) {
 	if la := r.Machine.LoadAvg; len(la) > 0 && r.Machine.Cores > 0 && la[0] > float64(r.Machine.Cores)*0.75 {
 		r.note("load average %.2f at the start on %d cores: other work competed with the benchmark", la[0], r.Machine.Cores)
 	}
 	for _, d := range r.Drains {
 		if d.Error != "" {
-			r.note("%s: %s", d.Name, benchFirstLine(d.Error))
+			r.note("%s: %s", d.Name, firstLine(d.Error))
 		}
 		if !d.Drained {
 			continue
@@ -598,20 +598,20 @@ func benchObservations(r *benchReport, baseRate float64) {
 		}
 	}
 	for _, e := range r.Errors {
-		r.note("error: %s", benchFirstLine(e))
+		r.note("error: %s", firstLine(e))
 	}
 }
 
 // Formatting.
 
-func benchRate(v float64) string {
+func rateText(v float64) string {
 	if math.IsNaN(v) {
 		return "-"
 	}
-	return benchThousands(v) + " msg/s"
+	return thousands(v) + " msg/s"
 }
 
-func benchThousands(v float64) string {
+func thousands(v float64) string {
 	s := fmt.Sprintf("%.0f", v)
 	neg := strings.HasPrefix(s, "-")
 	s = strings.TrimPrefix(s, "-")
@@ -628,24 +628,24 @@ func benchThousands(v float64) string {
 	return string(out)
 }
 
-func benchUS(v float64) string {
+func usText(v float64) string {
 	if math.IsNaN(v) {
 		return "-"
 	}
 	return fmt.Sprintf("%.2f us", v)
 }
 
-func benchMB(v float64) string {
+func mbText(v float64) string {
 	if math.IsNaN(v) {
 		return "-"
 	}
 	return fmt.Sprintf("%.1f MB", v)
 }
 
-func benchTrimFloat(v float64) string {
+func trimFloat(v float64) string {
 	switch {
 	case v >= 100:
-		return benchThousands(v)
+		return thousands(v)
 	case v == math.Trunc(v):
 		return fmt.Sprintf("%.0f", v)
 	default:
@@ -654,7 +654,7 @@ func benchTrimFloat(v float64) string {
 }
 
 // printReport prints the header, the table and the notes.
-func printReport(w io.Writer, r *benchReport) {
+func printReport(w io.Writer, r *Report) {
 	m := r.Machine
 	fmt.Fprintf(w, "nsqk bench   %s\n", r.Started.Format(time.RFC3339))
 	fmt.Fprintf(w, "machine      %s, %d cores, %.1f GB, %s, %s/%s, kernel %s\n", m.CPUModel, m.Cores, float64(m.MemTotal)/(1<<30),
@@ -669,11 +669,11 @@ func printReport(w io.Writer, r *benchReport) {
 		fmt.Fprintf(w, "code         %s%s\n", bi.GitCommit, dirty)
 	}
 	if s := r.Messages; s != nil {
-		fmt.Fprintf(w, "messages     %s per drain run, avg %.0f bytes, %s users (location JSON, seed %d)\n", benchThousands(float64(s.Count)), s.AvgBytes,
-			benchThousands(float64(s.Users)), s.Seed)
+		fmt.Fprintf(w, "messages     %s per drain run, avg %.0f bytes, %s users (location JSON, seed %d)\n", thousands(float64(s.Count)), s.AvgBytes,
+			thousands(float64(s.Users)), s.Seed)
 	}
 	if s := r.SmallMessages; s != nil {
-		fmt.Fprintf(w, "             %s per shard-scaling run and in the Kinesis-latency drain\n", benchThousands(float64(s.Count)))
+		fmt.Fprintf(w, "             %s per shard-scaling run and in the Kinesis-latency drain\n", thousands(float64(s.Count)))
 	}
 	fmt.Fprintf(w, "settings     max-in-flight %v, max-buffered-time %v (drains), %v shards, %v repeats\n",
 		r.Settings["max_in_flight"], r.Settings["max_buffered_time"], r.Settings["shards"], r.Settings["repeat"])
@@ -714,7 +714,7 @@ func printReport(w io.Writer, r *benchReport) {
 }
 
 // printTable prints the figures as an aligned table, one block per section.
-func printBenchTable(w io.Writer, figs []benchFigure) {
+func printBenchTable(w io.Writer, figs []Figure) {
 	wn, wv, wt := len("figure"), len("value"), len("target")
 	for _, f := range figs {
 		wn, wv, wt = max(wn, len(f.Name)), max(wv, len(f.Text)), max(wt, len(f.Target))
@@ -734,7 +734,7 @@ func printBenchTable(w io.Writer, figs []benchFigure) {
 }
 
 // writeReport writes the JSON report.
-func writeReport(path string, r *benchReport) error {
+func writeReport(path string, r *Report) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}

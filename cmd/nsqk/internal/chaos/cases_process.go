@@ -9,7 +9,7 @@ import (
 	"github.com/nsqio/go-nsq"
 
 	"github.com/nsqk/nsqk/shared/bridge"
-	"github.com/nsqk/nsqk/shared/kinesisfault"
+	"github.com/nsqk/nsqk/shared/local/kinesisfault"
 )
 
 const ruleRestart = "lost=0, reordered=0; duplicated <= the messages nsqd had in flight to the bridge when it stopped (nsqd's count); " +

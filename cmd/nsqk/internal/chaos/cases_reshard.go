@@ -15,8 +15,8 @@ import (
 
 	"github.com/nsqk/nsqk/shared/bridge"
 	"github.com/nsqk/nsqk/shared/consumer"
-	"github.com/nsqk/nsqk/shared/esm"
-	"github.com/nsqk/nsqk/shared/kinesislocal"
+	"github.com/nsqk/nsqk/shared/local/esm"
+	"github.com/nsqk/nsqk/shared/local/kinesislocal"
 	"github.com/nsqk/nsqk/shared/location"
 	"github.com/nsqk/nsqk/shared/shardmap"
 )

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/nsqk/nsqk/shared/emf"
-	"github.com/nsqk/nsqk/shared/kinesislocal"
+	"github.com/nsqk/nsqk/shared/local/kinesislocal"
 	"github.com/nsqk/nsqk/shared/kpl"
 	"github.com/nsqk/nsqk/shared/lastlocation"
 	"github.com/nsqk/nsqk/shared/location"

@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"context"
@@ -8,11 +8,11 @@ import (
 
 	"github.com/nsqio/nsq/nsqd"
 
-	"github.com/nsqk/nsqk/shared/benchkit"
-	"github.com/nsqk/nsqk/shared/kinesislocal"
+	"github.com/nsqk/nsqk/cmd/nsqk/internal/benchkit"
+	"github.com/nsqk/nsqk/cmd/nsqk/internal/nullsink"
+	"github.com/nsqk/nsqk/cmd/nsqk/internal/promq"
+	"github.com/nsqk/nsqk/shared/local/kinesislocal"
 	"github.com/nsqk/nsqk/shared/location"
-	"github.com/nsqk/nsqk/shared/nullsink"
-	"github.com/nsqk/nsqk/shared/promq"
 )
 
 // latencyTick is the publisher's pacing interval.
@@ -81,7 +81,7 @@ func (b *bench) latencyRuns(ctx context.Context, sink string) error {
 			}
 			name := fmt.Sprintf("latency-%s-%d-%s", sink, rate, mbt)
 			res := latencyResult{Name: name, Sink: sink, Rate: rate, MaxBufferedTime: mbt.String(), MaxBufferedMs: float64(mbt.Milliseconds()),
-				Seconds: b.o.latencyFor.Seconds(), WarmupSeconds: b.o.latencyWarmup.Seconds(), Log: benchLogPath(b.logDir, name)}
+				Seconds: b.o.latencyFor.Seconds(), WarmupSeconds: b.o.latencyWarmup.Seconds(), Log: logPath(b.logDir, name)}
 			seed := b.o.seed + 100 + uint64(i*len(mbts)+j)
 			if err := b.latencyRun(ctx, &res, sink, em, seed, rate, mbt); err != nil {
 				res.Error = err.Error()
@@ -99,18 +99,18 @@ func (b *bench) latencyRun(ctx context.Context, res *latencyResult, sink string,
 	t := b.nsqd.GetTopic(topic)
 	t.GetChannel("bridge")
 	v := nullsink.NewVerifier(make([]uint64, b.o.users))
-	endpoint, stream := "", benchStream
+	endpoint, stream := "", streamName
 	var srv *nullsink.Server
 	switch sink {
 	case sinkKinesalite:
-		stream = fmt.Sprintf("%s-%d", benchStream, seed) // one stream per run
+		stream = fmt.Sprintf("%s-%d", streamName, seed) // one stream per run
 		if err := kinesislocal.CreateStream(ctx, em.Client(), stream, int32(b.o.shards)); err != nil {
 			return err
 		}
 		endpoint = em.Endpoint
 	default:
 		var err error
-		if srv, err = nullsink.Start(nullsink.Config{Stream: benchStream, Shards: b.o.shards, Verifier: v, Latency: b.o.sinkLatency}); err != nil {
+		if srv, err = nullsink.Start(nullsink.Config{Stream: streamName, Shards: b.o.shards, Verifier: v, Latency: b.o.sinkLatency}); err != nil {
 			return err
 		}
 		defer srv.Close()
@@ -137,7 +137,7 @@ func (b *bench) latencyRun(ctx context.Context, res *latencyResult, sink string,
 	if em != nil {
 		emuPID = em.Pid()
 	}
-	cpu0, emu0 := benchProcCPU(c.pid()), benchProcCPU(emuPID)
+	cpu0, emu0 := processCPU(c.pid()), processCPU(emuPID)
 	self0 := benchkit.SelfUsage()
 	sys0, _ := benchkit.SystemCPU()
 	tick := time.NewTicker(latencyTick)
@@ -149,7 +149,7 @@ func (b *bench) latencyRun(ctx context.Context, res *latencyResult, sink string,
 			batch := make([]*nsqd.Message, 0, due)
 			for range due {
 				body, user, seq := gen.Next(nil)
-				if n, ok := benchUserIndex(user); ok {
+				if n, ok := userIndex(user); ok {
 					v.Expect(n, seq)
 				}
 				batch = append(batch, nsqd.NewMessage(t.GenerateID(), body))
@@ -181,8 +181,8 @@ func (b *bench) latencyRun(ctx context.Context, res *latencyResult, sink string,
 
 	// Drain what is left, then read the histogram. A bridge that fell behind the offered rate is
 	// given latencyCatchUp; what it still holds then is reported, not waited for.
-	if err := benchPoll(ctx, latencyCatchUp, 5*time.Millisecond, func() bool {
-		return benchRemaining(b.channelStats(topic, "bridge")) == 0 || c.hasExited()
+	if err := poll(ctx, latencyCatchUp, 5*time.Millisecond, func() bool {
+		return remainingOf(b.channelStats(topic, "bridge")) == 0 || c.hasExited()
 	}); err != nil && ctx.Err() != nil {
 		return err
 	}
@@ -190,7 +190,7 @@ func (b *bench) latencyRun(ctx context.Context, res *latencyResult, sink string,
 		return fmt.Errorf("%w: %v\n%s", errChildExited, c.waitErr, c.tail())
 	}
 	var f promq.Families
-	if left := benchRemaining(b.channelStats(topic, "bridge")); left > 0 {
+	if left := remainingOf(b.channelStats(topic, "bridge")); left > 0 {
 		res.Behind = left
 		if f, err = c.scrape(ctx); err != nil {
 			return err
@@ -198,15 +198,15 @@ func (b *bench) latencyRun(ctx context.Context, res *latencyResult, sink string,
 	} else if f, err = c.waitAcked(ctx, int64(sent), 10*time.Second); err != nil {
 		return err
 	}
-	cpu1 := benchProcCPU(c.pid())
+	cpu1 := processCPU(c.pid())
 	if sys1, err := benchkit.SystemCPU(); err == nil && sys0 > 0 {
-		other := (sys1 - sys0 - (cpu1 - cpu0) - (benchProcCPU(emuPID) - emu0) - (benchkit.SelfUsage().CPU() - self0.CPU())).Seconds()
+		other := (sys1 - sys0 - (cpu1 - cpu0) - (processCPU(emuPID) - emu0) - (benchkit.SelfUsage().CPU() - self0.CPU())).Seconds()
 		res.OtherCPUPercent = max(0, 100*other/(time.Since(start).Seconds()*float64(runtime.NumCPU())))
 	}
-	res.Bridge = benchBridgeFigures(f)
+	res.Bridge = bridgeFiguresOf(f)
 	h := f.Histogram("nsqk_bridge_ack_latency_seconds").Sub(warm)
 	res.Samples = h.Count
-	res.P50, res.P99, res.P999, res.Mean = benchMS(h.Quantile(0.5)), benchMS(h.Quantile(0.99)), benchMS(h.Quantile(0.999)), benchMS(h.Mean())
+	res.P50, res.P99, res.P999, res.Mean = millis(h.Quantile(0.5)), millis(h.Quantile(0.99)), millis(h.Quantile(0.999)), millis(h.Mean())
 	wall := time.Since(start)
 	code, _, err := c.stop(45 * time.Second)
 	res.ExitCode = code
@@ -240,13 +240,13 @@ func (r *latencyResult) oneLine() string {
 	}
 	s += fmt.Sprintf("  cpu %4.1f%%  %.1f us/msg  other load %2.0f%%", r.CPUPercent, r.CPUMicrosPerMsg, r.OtherCPUPercent)
 	if r.Verification != nil {
-		s += "  verify: " + benchOK(r.Verification.OK)
+		s += "  verify: " + okText(r.Verification.OK)
 	}
 	if r.Behind > 0 {
 		s += fmt.Sprintf("  FELL BEHIND: %d messages still queued %s after publishing stopped", r.Behind, latencyCatchUp)
 	}
 	if r.Error != "" {
-		s += "  ERROR: " + benchFirstLine(r.Error)
+		s += "  ERROR: " + firstLine(r.Error)
 	}
 	return s
 }

@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"context"
@@ -8,8 +8,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nsqk/nsqk/shared/benchkit"
-	"github.com/nsqk/nsqk/shared/nullsink"
+	"github.com/nsqk/nsqk/cmd/nsqk/internal/benchkit"
+	"github.com/nsqk/nsqk/cmd/nsqk/internal/nullsink"
 )
 
 // Kinds of Kinesis endpoint a run writes to.
@@ -70,16 +70,16 @@ type drainResult struct {
 	OrchestratorGCs        uint32  `json:"orchestrator_gc_cycles"`
 	// OtherCPUPercent is the machine's busy CPU during the run that was neither the child, this
 	// process nor the emulator, in percent of all cores: other work disturbing the measurement.
-	OtherCPUPercent float64      `json:"other_cpu_percent"`
-	LoadAvg         []float64    `json:"loadavg_before"`
-	Timeline        []benchPoint `json:"timeline"`
-	Log             string       `json:"log"`
-	Profile         string       `json:"profile,omitempty"`
-	Error           string       `json:"error,omitempty"`
+	OtherCPUPercent float64   `json:"other_cpu_percent"`
+	LoadAvg         []float64 `json:"loadavg_before"`
+	Timeline        []point   `json:"timeline"`
+	Log             string    `json:"log"`
+	Profile         string    `json:"profile,omitempty"`
+	Error           string    `json:"error,omitempty"`
 }
 
-// benchPoint is a timeline sample, every 100 ms from the first delivery.
-type benchPoint struct {
+// point is a timeline sample, every 100 ms from the first delivery.
+type point struct {
 	T         float64 `json:"t"`         // seconds since the first delivery
 	Remaining int64   `json:"remaining"` // messages not yet FINished
 	RSSMB     float64 `json:"rss_mb"`
@@ -96,7 +96,7 @@ type drainSpec struct {
 	endpoint    string           // Kinesis endpoint for a bridge
 	emulatorPID int              // kinesalite's pid, for its CPU
 	extraArgs   []string
-	profile     func(c *benchChild) func() // started after spawn; the returned func stops it
+	profile     func(c *childProc) func() // started after spawn; the returned func stops it
 }
 
 func (b *bench) runTimeout(n int) time.Duration {
@@ -108,7 +108,7 @@ func (b *bench) runTimeout(n int) time.Duration {
 
 // drain runs one drain and never returns an error: failures are in Error.
 func (b *bench) drain(ctx context.Context, s drainSpec) drainResult {
-	res := drainResult{Name: s.name, Messages: s.messages, Sink: s.sink, Shards: s.shards, Kind: "bridge", Log: benchLogPath(b.logDir, s.name)}
+	res := drainResult{Name: s.name, Messages: s.messages, Sink: s.sink, Shards: s.shards, Kind: "bridge", Log: logPath(b.logDir, s.name)}
 	if s.sink == sinkNone {
 		res.Kind = "baseline"
 	}
@@ -120,18 +120,18 @@ func (b *bench) drain(ctx context.Context, s drainSpec) drainResult {
 }
 
 func (b *bench) drainInto(ctx context.Context, s drainSpec, res *drainResult) error {
-	if st := b.channelStats(s.topic, s.name); int(benchRemaining(st)) != s.messages {
-		return fmt.Errorf("channel %s holds %d messages, not %d", s.name, benchRemaining(st), s.messages)
+	if st := b.channelStats(s.topic, s.name); int(remainingOf(st)) != s.messages {
+		return fmt.Errorf("channel %s holds %d messages, not %d", s.name, remainingOf(st), s.messages)
 	}
 	runtime.GC() // start every run with a settled heap here, so GC in this process is not timed
 	var gc0, gc1 runtime.MemStats
 	runtime.ReadMemStats(&gc0)
 	self0 := benchkit.SelfUsage()
-	emu0 := benchProcCPU(s.emulatorPID)
+	emu0 := processCPU(s.emulatorPID)
 	sys0, _ := benchkit.SystemCPU()
 	res.LoadAvg = benchkit.LoadAvg()
 
-	var c *benchChild
+	var c *childProc
 	var err error
 	if res.Kind == "baseline" {
 		c, err = b.spawnBaseline(s.name, s.topic, s.name)
@@ -156,7 +156,7 @@ func (b *bench) drainInto(ctx context.Context, s drainSpec, res *drainResult) er
 	for {
 		now := time.Now()
 		st := b.channelStats(s.topic, s.name)
-		rem := benchRemaining(st)
+		rem := remainingOf(st)
 		if first.IsZero() && (st.Depth < int64(s.messages) || st.InFlightCount > 0) {
 			first, lastChange, nextSample = now, now, now
 			if p, err := benchkit.ReadProc(c.pid()); err == nil {
@@ -171,7 +171,7 @@ func (b *bench) drainInto(ctx context.Context, s drainSpec, res *drainResult) er
 				lastChange, prev = now, rem
 			}
 			if !now.Before(nextSample) || rem == 0 {
-				pt := benchPoint{T: now.Sub(first).Seconds(), Remaining: rem}
+				pt := point{T: now.Sub(first).Seconds(), Remaining: rem}
 				if p, err := benchkit.ReadProc(c.pid()); err == nil {
 					pt.RSSMB, pt.CPU = float64(p.RSS)/(1<<20), p.CPU.Seconds()
 				}
@@ -210,7 +210,7 @@ func (b *bench) drainInto(ctx context.Context, s drainSpec, res *drainResult) er
 	if res.Kind == "bridge" {
 		f, err := c.waitAcked(ctx, int64(s.messages), 10*time.Second)
 		if f != nil {
-			res.Bridge = benchBridgeFigures(f)
+			res.Bridge = bridgeFiguresOf(f)
 		}
 		runErr = err
 	}
@@ -235,7 +235,7 @@ func (b *bench) drainInto(ctx context.Context, s drainSpec, res *drainResult) er
 	res.OrchestratorCPUSeconds = (self1.CPU() - self0.CPU()).Seconds()
 	res.OrchestratorGCs = gc1.NumGC - gc0.NumGC
 	if s.emulatorPID > 0 {
-		res.EmulatorCPUSeconds = (benchProcCPU(s.emulatorPID) - emu0).Seconds()
+		res.EmulatorCPUSeconds = (processCPU(s.emulatorPID) - emu0).Seconds()
 	}
 	if sys1, err := benchkit.SystemCPU(); err == nil && sys0 > 0 {
 		wall := c.exited.Sub(c.started).Seconds()
@@ -260,7 +260,7 @@ func (b *bench) drainInto(ctx context.Context, s drainSpec, res *drainResult) er
 }
 
 // procCPU returns a process's CPU time so far (0 if pid is 0 or gone).
-func benchProcCPU(pid int) time.Duration {
+func processCPU(pid int) time.Duration {
 	if pid <= 0 {
 		return 0
 	}
@@ -274,28 +274,28 @@ func benchProcCPU(pid int) time.Duration {
 // oneLine summarises a run for the progress output.
 func (r *drainResult) oneLine() string {
 	if r.Error != "" && !r.Drained {
-		return fmt.Sprintf("%-20s FAILED: %s", r.Name, benchFirstLine(r.Error))
+		return fmt.Sprintf("%-20s FAILED: %s", r.Name, firstLine(r.Error))
 	}
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "%-20s %9.0f msg/s  %6.2fs  cpu %5.2f us/msg  rss %5.1f MB  stall %4.0f ms  exit %d  other load %2.0f%%",
 		r.Name, r.Rate, r.DrainSeconds, r.CPUMicrosPerMsg, r.MaxRSSMB, r.LongestStallMs, r.ExitCode, r.OtherCPUPercent)
 	if r.Verification != nil {
-		fmt.Fprintf(&sb, "  verify: %s", benchOK(r.Verification.OK))
+		fmt.Fprintf(&sb, "  verify: %s", okText(r.Verification.OK))
 	}
 	if r.Error != "" {
-		fmt.Fprintf(&sb, "  ERROR: %s", benchFirstLine(r.Error))
+		fmt.Fprintf(&sb, "  ERROR: %s", firstLine(r.Error))
 	}
 	return sb.String()
 }
 
-func benchOK(ok bool) string {
+func okText(ok bool) string {
 	if ok {
 		return "ok"
 	}
 	return "FAILED"
 }
 
-func benchFirstLine(s string) string {
+func firstLine(s string) string {
 	line, _, _ := strings.Cut(s, "\n")
 	return line
 }

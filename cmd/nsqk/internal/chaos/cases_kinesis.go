@@ -13,9 +13,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 
+	"github.com/nsqk/nsqk/cmd/nsqk/internal/promq"
 	"github.com/nsqk/nsqk/shared/bridge"
-	"github.com/nsqk/nsqk/shared/kinesisfault"
-	"github.com/nsqk/nsqk/shared/promq"
+	"github.com/nsqk/nsqk/shared/local/kinesisfault"
 )
 
 const (

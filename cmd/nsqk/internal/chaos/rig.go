@@ -20,10 +20,10 @@ import (
 	"github.com/nsqio/nsq/nsqd"
 
 	"github.com/nsqk/nsqk/shared/bridge"
-	"github.com/nsqk/nsqk/shared/kinesisfault"
-	"github.com/nsqk/nsqk/shared/kinesislocal"
 	"github.com/nsqk/nsqk/shared/kpl"
-	"github.com/nsqk/nsqk/shared/nsqlocal"
+	"github.com/nsqk/nsqk/shared/local/kinesisfault"
+	"github.com/nsqk/nsqk/shared/local/kinesislocal"
+	"github.com/nsqk/nsqk/shared/local/nsqlocal"
 )
 
 // NSQ is an embedded nsqd that can be restarted on the same addresses and data path.

@@ -34,7 +34,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 
-	"github.com/nsqk/nsqk/shared/kinesislocal"
+	"github.com/nsqk/nsqk/shared/local/kinesislocal"
 )
 
 // Launcher returns the command that runs the bridge program (`nsqk bridge`) with args. The CLI

@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"context"
@@ -14,10 +14,10 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 
-	"github.com/nsqk/nsqk/shared/benchkit"
-	"github.com/nsqk/nsqk/shared/kinesislocal"
+	"github.com/nsqk/nsqk/cmd/nsqk/internal/benchkit"
+	"github.com/nsqk/nsqk/cmd/nsqk/internal/nullsink"
 	"github.com/nsqk/nsqk/shared/kpl"
-	"github.com/nsqk/nsqk/shared/nullsink"
+	"github.com/nsqk/nsqk/shared/local/kinesislocal"
 	"github.com/nsqk/nsqk/shared/shardmap"
 )
 
@@ -26,11 +26,11 @@ import (
 func (b *bench) mainDrains(ctx context.Context) error {
 	for i := 1; i <= b.o.repeat && ctx.Err() == nil; i++ {
 		if b.o.on("baseline") {
-			name := benchRunName("baseline", i, b.o.repeat)
-			b.r.Drains = append(b.r.Drains, b.drain(ctx, drainSpec{name: name, topic: benchTopic, messages: b.main.Count}))
+			name := repeatName("baseline", i, b.o.repeat)
+			b.r.Drains = append(b.r.Drains, b.drain(ctx, drainSpec{name: name, topic: topicName, messages: b.main.Count}))
 		}
 		if b.o.on("null") {
-			res, err := b.nullDrain(ctx, benchRunName("bridge-null", i, b.o.repeat), benchTopic, b.main, b.o.shards, false, nil)
+			res, err := b.nullDrain(ctx, repeatName("bridge-null", i, b.o.repeat), topicName, b.main, b.o.shards, false, nil)
 			if err != nil {
 				return err
 			}
@@ -44,7 +44,7 @@ func (b *bench) mainDrains(ctx context.Context) error {
 // after --kinesis-latency, as Kinesis does in tens of milliseconds: how much of the bridge's
 // throughput survives a realistic round trip (the zero-latency null sink hides batching faults).
 func (b *bench) latencyDrain(ctx context.Context) error {
-	res, err := b.nullDrainWith(ctx, "bridge-null-latency", benchSmallTopic, b.small, b.o.shards, false, b.o.kinesisLatency, nil, nil)
+	res, err := b.nullDrainWith(ctx, "bridge-null-latency", smallTopic, b.small, b.o.shards, false, b.o.kinesisLatency, nil, nil)
 	if err != nil {
 		return err
 	}
@@ -54,15 +54,15 @@ func (b *bench) latencyDrain(ctx context.Context) error {
 
 // nullDrain drains a channel with the bridge into a fresh null sink that verifies every message.
 func (b *bench) nullDrain(ctx context.Context, name, topic string, set *messageSet, shards int, throttle bool,
-	profile func(*benchChild) func()) (drainResult, error) {
+	profile func(*childProc) func()) (drainResult, error) {
 	return b.nullDrainWith(ctx, name, topic, set, shards, throttle, b.o.sinkLatency, nil, profile)
 }
 
 // nullDrainWith is nullDrain with the sink's answer latency and extra bridge flags.
 func (b *bench) nullDrainWith(ctx context.Context, name, topic string, set *messageSet, shards int, throttle bool,
-	latency time.Duration, extraArgs []string, profile func(*benchChild) func()) (drainResult, error) {
+	latency time.Duration, extraArgs []string, profile func(*childProc) func()) (drainResult, error) {
 	v := set.verifier()
-	srv, err := nullsink.Start(nullsink.Config{Stream: benchStream, Shards: shards, Throttle: throttle, Verifier: v, Latency: latency})
+	srv, err := nullsink.Start(nullsink.Config{Stream: streamName, Shards: shards, Throttle: throttle, Verifier: v, Latency: latency})
 	if err != nil {
 		return drainResult{}, err
 	}
@@ -93,10 +93,10 @@ func (b *bench) kinesaliteDrain(ctx context.Context) error {
 	}
 	defer em.Close()
 	kc := em.Client()
-	if err := kinesislocal.CreateStream(ctx, kc, benchStream, int32(b.o.shards)); err != nil {
+	if err := kinesislocal.CreateStream(ctx, kc, streamName, int32(b.o.shards)); err != nil {
 		return err
 	}
-	res := b.drain(ctx, drainSpec{name: "bridge-kinesalite", topic: benchTopic, messages: b.main.Count, sink: sinkKinesalite,
+	res := b.drain(ctx, drainSpec{name: "bridge-kinesalite", topic: topicName, messages: b.main.Count, sink: sinkKinesalite,
 		shards: b.o.shards, endpoint: em.Endpoint, emulatorPID: em.Pid()})
 	if res.Drained && b.o.verifyReadback {
 		t0 := time.Now()
@@ -106,7 +106,7 @@ func (b *bench) kinesaliteDrain(ctx context.Context) error {
 			res.Error = strings.TrimSpace(res.Error + "\nread back: " + err.Error())
 		} else {
 			res.Verification = &vr
-			b.say("   read back %d user records from kinesalite in %.1fs: %s", vr.Received, res.ReadbackSeconds, benchOK(vr.OK))
+			b.say("   read back %d user records from kinesalite in %.1fs: %s", vr.Received, res.ReadbackSeconds, okText(vr.OK))
 		}
 	}
 	b.r.Drains = append(b.r.Drains, res)
@@ -116,7 +116,7 @@ func (b *bench) kinesaliteDrain(ctx context.Context) error {
 // readBackVerify reads every shard from TRIM_HORIZON and feeds the user records to v in stream
 // order per shard.
 func readBackVerify(ctx context.Context, kc *kinesis.Client, v *nullsink.Verifier) (nullsink.Verification, error) {
-	m, err := shardmap.Load(ctx, kc, benchStream)
+	m, err := shardmap.Load(ctx, kc, streamName)
 	if err != nil {
 		return nullsink.Verification{}, err
 	}
@@ -124,7 +124,7 @@ func readBackVerify(ctx context.Context, kc *kinesis.Client, v *nullsink.Verifie
 	var d kpl.Deaggregator
 	var urs []kpl.UserRecord
 	for i, sh := range m.Shards() {
-		recs, err := kinesislocal.ReadShard(ctx, kc, benchStream, sh.ID)
+		recs, err := kinesislocal.ReadShard(ctx, kc, streamName, sh.ID)
 		if err != nil {
 			return nullsink.Verification{}, err
 		}
@@ -154,7 +154,7 @@ func (b *bench) shardScaling(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		res, err := b.nullDrain(ctx, fmt.Sprintf("shards-%d", n), benchSmallTopic, b.small, n, true, nil)
+		res, err := b.nullDrain(ctx, fmt.Sprintf("shards-%d", n), smallTopic, b.small, n, true, nil)
 		if err != nil {
 			return err
 		}
@@ -202,7 +202,7 @@ func (b *bench) profileRun(ctx context.Context) error {
 		extra = []string{"--cpu-profile", p.Bridge}
 	}
 	var perfStop func()
-	hook := func(c *benchChild) func() {
+	hook := func(c *childProc) func() {
 		if extra != nil {
 			return nil
 		}
@@ -236,7 +236,7 @@ func (b *bench) profileRun(ctx context.Context) error {
 		return err
 	}
 	var res drainResult
-	res, err = b.nullDrainWith(ctx, "profile", benchTopic, b.main, b.o.shards, false, b.o.sinkLatency, extra, hook)
+	res, err = b.nullDrainWith(ctx, "profile", topicName, b.main, b.o.shards, false, b.o.sinkLatency, extra, hook)
 	pprof.StopCPUProfile()
 	sf.Close()
 	if err != nil {
@@ -247,7 +247,7 @@ func (b *bench) profileRun(ctx context.Context) error {
 	p.Run = &res
 	switch {
 	case strings.HasSuffix(p.Bridge, ".perf.data"):
-		p.Top = benchPerfTop(p.Bridge, filepath.Join(dir, "bridge.perf.txt"))
+		p.Top = perfTopOf(p.Bridge, filepath.Join(dir, "bridge.perf.txt"))
 		p.Inspect = "perf report -i " + p.Bridge + "   (flat: " + filepath.Join(dir, "bridge.perf.txt") + ")"
 	case p.Bridge != "":
 		p.Inspect = "go tool pprof -top " + b.exe + " " + p.Bridge
@@ -273,7 +273,7 @@ func (b *bench) bridgeHasFlag(name string) bool {
 }
 
 // perfTop writes `perf report` to txt and returns its top lines (self time per symbol).
-func benchPerfTop(data, txt string) []string {
+func perfTopOf(data, txt string) []string {
 	out, err := exec.Command("perf", "report", "--stdio", "--no-children", "--sort", "symbol", "-F", "overhead,sym", "-i", data).Output()
 	if err != nil {
 		return []string{"perf report failed: " + err.Error()}

@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"context"
@@ -16,17 +16,17 @@ import (
 
 	"github.com/nsqio/nsq/nsqd"
 
-	"github.com/nsqk/nsqk/shared/benchkit"
+	"github.com/nsqk/nsqk/cmd/nsqk/internal/benchkit"
+	"github.com/nsqk/nsqk/cmd/nsqk/internal/nullsink"
+	"github.com/nsqk/nsqk/shared/local/nsqlocal"
 	"github.com/nsqk/nsqk/shared/location"
-	"github.com/nsqk/nsqk/shared/nsqlocal"
-	"github.com/nsqk/nsqk/shared/nullsink"
 )
 
 // Topic names of the benchmark.
 const (
-	benchTopic      = "bench"
-	benchSmallTopic = "bench-small"
-	benchStream     = "nsqk-bench"
+	topicName  = "bench"
+	smallTopic = "bench-small"
+	streamName = "nsqk-bench"
 )
 
 // messageSet is a batch of location messages published once to a topic whose channels (one per
@@ -88,10 +88,10 @@ func (b *bench) setup(ctx context.Context) error {
 	var chans []string
 	for i := 1; i <= b.o.repeat; i++ {
 		if b.o.on("baseline") {
-			chans = append(chans, benchRunName("baseline", i, b.o.repeat))
+			chans = append(chans, repeatName("baseline", i, b.o.repeat))
 		}
 		if b.o.on("null") {
-			chans = append(chans, benchRunName("bridge-null", i, b.o.repeat))
+			chans = append(chans, repeatName("bridge-null", i, b.o.repeat))
 		}
 	}
 	if b.o.on("kinesalite") {
@@ -101,7 +101,7 @@ func (b *bench) setup(ctx context.Context) error {
 		chans = append(chans, "profile")
 	}
 	if len(chans) > 0 {
-		if b.main, err = b.publish(ctx, benchTopic, chans, b.o.messages, b.o.seed); err != nil {
+		if b.main, err = b.publish(ctx, topicName, chans, b.o.messages, b.o.seed); err != nil {
 			return err
 		}
 		b.r.Messages = b.main
@@ -117,7 +117,7 @@ func (b *bench) setup(ctx context.Context) error {
 		}
 	}
 	if len(chans) > 0 {
-		if b.small, err = b.publish(ctx, benchSmallTopic, chans, b.o.smallMessages, b.o.seed+1); err != nil {
+		if b.small, err = b.publish(ctx, smallTopic, chans, b.o.smallMessages, b.o.seed+1); err != nil {
 			return err
 		}
 		b.r.SmallMessages = b.small
@@ -126,7 +126,7 @@ func (b *bench) setup(ctx context.Context) error {
 }
 
 // runName names the i-th of n repetitions.
-func benchRunName(base string, i, n int) string {
+func repeatName(base string, i, n int) string {
 	if n == 1 {
 		return base
 	}
@@ -154,7 +154,7 @@ func (b *bench) publish(ctx context.Context, topic string, channels []string, co
 		body, user, seq := gen.Next(slab[len(slab):])
 		slab = slab[:len(slab)+len(body)]
 		body = body[:len(body):len(body)]
-		if n, ok := benchUserIndex(user); ok {
+		if n, ok := userIndex(user); ok {
 			set.expect[n] = seq
 		}
 		set.Bytes += int64(len(body))
@@ -169,7 +169,7 @@ func (b *bench) publish(ctx context.Context, topic string, channels []string, co
 	set.AvgBytes = float64(set.Bytes) / float64(count)
 	// Wait for the topic's pump to hand every message to every channel, so it does not compete
 	// with the first run.
-	if err := benchPoll(ctx, 5*time.Minute, time.Millisecond*5, func() bool {
+	if err := poll(ctx, 5*time.Minute, time.Millisecond*5, func() bool {
 		for _, c := range channels {
 			if st := b.channelStats(topic, c); st.MessageCount < uint64(count) {
 				return false
@@ -232,8 +232,8 @@ func describeBuild(sum string) buildInfo {
 	return bi
 }
 
-// benchUserIndex returns i for location.UserID(i).
-func benchUserIndex(id string) (int, bool) {
+// userIndex returns i for location.UserID(i).
+func userIndex(id string) (int, bool) {
 	if len(id) != 10 || id[0] != 'u' {
 		return 0, false
 	}
@@ -262,12 +262,12 @@ func (b *bench) channelStats(topic, channel string) nsqd.ChannelStats {
 }
 
 // remaining is what a channel still holds: queued, in flight (delivered, not FINished) and deferred.
-func benchRemaining(c nsqd.ChannelStats) int64 {
+func remainingOf(c nsqd.ChannelStats) int64 {
 	return c.Depth + int64(c.InFlightCount) + int64(c.DeferredCount)
 }
 
 // pollUntil calls cond every interval until it holds, ctx ends or timeout passes.
-func benchPoll(ctx context.Context, timeout, interval time.Duration, cond func() bool) error {
+func poll(ctx context.Context, timeout, interval time.Duration, cond func() bool) error {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	tick := time.NewTicker(interval)
@@ -284,4 +284,4 @@ func benchPoll(ctx context.Context, timeout, interval time.Duration, cond func()
 	return nil
 }
 
-func benchLogPath(dir, name string) string { return filepath.Join(dir, name+".log") }
+func logPath(dir, name string) string { return filepath.Join(dir, name+".log") }

@@ -10,10 +10,10 @@ import (
 	"github.com/nsqio/nsq/nsqd"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/nsqk/nsqk/cmd/nsqk/internal/promq"
 	"github.com/nsqk/nsqk/shared/bridge"
-	"github.com/nsqk/nsqk/shared/kinesislocal"
-	"github.com/nsqk/nsqk/shared/nsqlocal"
-	"github.com/nsqk/nsqk/shared/promq"
+	"github.com/nsqk/nsqk/shared/local/kinesislocal"
+	"github.com/nsqk/nsqk/shared/local/nsqlocal"
 )
 
 // runBridge publishes msgs to an embedded nsqd, runs the real bridge into the sink until every

@@ -19,9 +19,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/nsqk/nsqk/cmd/nsqk/internal/promq"
 	"github.com/nsqk/nsqk/shared/bridge"
-	"github.com/nsqk/nsqk/shared/kinesislocal"
-	"github.com/nsqk/nsqk/shared/promq"
+	"github.com/nsqk/nsqk/shared/local/kinesislocal"
 )
 
 // InProc is a bridge running in this process (bridge.New + Run).

@@ -1,9 +1,10 @@
-package main
+package bench
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -12,23 +13,38 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nsqk/nsqk/shared/benchkit"
-	"github.com/nsqk/nsqk/shared/kinesislocal"
-	"github.com/nsqk/nsqk/shared/nullsink"
+	"github.com/nsqk/nsqk/cmd/nsqk/internal/benchkit"
+	"github.com/nsqk/nsqk/cmd/nsqk/internal/nullsink"
+	"github.com/nsqk/nsqk/shared/bridgecmd"
+	"github.com/nsqk/nsqk/shared/local/kinesislocal"
 )
 
-// benchChildEnv makes the test binary act as nsqk: `nsqk bench` re-executes itself for the
+// childEnvVar makes the test binary act as nsqk: `nsqk bench` re-executes itself for the
 // measured processes, and in a test "itself" is the test binary.
-const benchChildEnv = "NSQK_BENCH_TEST_CHILD"
+const childEnvVar = "NSQK_BENCH_TEST_CHILD"
 
 func TestMain(m *testing.M) {
-	if os.Getenv(benchChildEnv) == "1" {
+	if os.Getenv(childEnvVar) == "1" {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		code := run(ctx, os.Args[1:])
+		code := childMain(ctx, os.Args[1:])
 		stop()
 		os.Exit(code)
 	}
 	os.Exit(m.Run())
+}
+
+// childMain is the part of nsqk's main that the benchmark's children use: the bridge program
+// and the baseline consumer.
+func childMain(ctx context.Context, args []string) int {
+	if len(args) > 0 && args[0] == "bridge" {
+		return bridgecmd.Main(ctx, args[1:], os.Stdout, os.Stderr)
+	}
+	cmd := Command()
+	if err := cmd.ParseAndRun(ctx, args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "nsqk:", err)
+		return 1
+	}
+	return 0
 }
 
 const sampleMicro = `goos: linux
@@ -62,12 +78,12 @@ func TestBenchSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := benchOptions{
+	o := options{
 		messages: 3000, quick: true, skip: skip, dir: dir, micro: micro, maxInFlight: 500, maxBuffered: 20 * time.Millisecond,
 		shards: 2, repeat: 1, users: 500, seed: 7, smallMessages: 1500, shardCounts: "1,4",
 		latencyRates: "2000", latencyMBT: "20ms", latencyFor: 1500 * time.Millisecond, latencyWarmup: 300 * time.Millisecond,
 		verifyReadback: true, timeout: 60 * time.Second, kinesisLatency: 5 * time.Millisecond,
-		exe: exe, childEnv: []string{benchChildEnv + "=1"}, args: []string{"nsqk", "bench", "(test)"},
+		exe: exe, childEnv: []string{childEnvVar + "=1"}, args: []string{"nsqk", "bench", "(test)"},
 	}
 	var out bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -82,7 +98,7 @@ func TestBenchSmoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var r benchReport
+	var r Report
 	if err := json.Unmarshal(b, &r); err != nil {
 		t.Fatal(err)
 	}
@@ -148,11 +164,11 @@ func TestBenchSmoke(t *testing.T) {
 }
 
 // syntheticReport is a report with every kind of run, for the figure and table code.
-func syntheticReport() *benchReport {
+func syntheticReport() *Report {
 	ok := &nullsink.Verification{Expected: 1000, Received: 1000, Unique: 1000, OK: true}
 	st := &nullsink.Stats{RecordBytes: 1020_000, UserBytes: 1_000_000, BodyBytes: 1_400_000, EntriesAccepted: 10, HandlerCPU: time.Millisecond}
 	bf := &bridgeFigures{BytesIn: 1_000_000, BytesOut: 1_020_000, Records: 10, PutCalls: 5, UserRecsPerRec: 100}
-	r := newReport(benchOptions{messages: 1000, maxBuffered: 100 * time.Millisecond, latencyFor: time.Second})
+	r := newReport(options{messages: 1000, maxBuffered: 100 * time.Millisecond, latencyFor: time.Second})
 	r.Machine = benchkit.Machine{CPUModel: "Test CPU", Cores: 2, GoVersion: "go1.26", LoadAvg: []float64{0.1, 0.1, 0.1}}
 	r.Drains = []drainResult{
 		{Name: "baseline-1", Kind: "baseline", Messages: 1000, Drained: true, Rate: 100_000, CPUMicrosPerMsg: 2, MaxRSSMB: 20},
@@ -182,8 +198,8 @@ func syntheticReport() *benchReport {
 	return r
 }
 
-func verdicts(r *benchReport) map[string]benchFigure {
-	out := map[string]benchFigure{}
+func verdicts(r *Report) map[string]Figure {
+	out := map[string]Figure{}
 	for _, f := range r.Figures {
 		out[f.Name] = f
 	}
@@ -291,7 +307,7 @@ func TestPrintAndWriteReport(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(path)
-	var back benchReport
+	var back Report
 	if err := json.Unmarshal(b, &back); err != nil {
 		t.Fatal(err)
 	}
@@ -301,7 +317,7 @@ func TestPrintAndWriteReport(t *testing.T) {
 }
 
 func TestDrainsOf(t *testing.T) {
-	r := &benchReport{Drains: []drainResult{{Name: "bridge-null"}, {Name: "bridge-null-2"}, {Name: "bridge-null-latency"},
+	r := &Report{Drains: []drainResult{{Name: "bridge-null"}, {Name: "bridge-null-2"}, {Name: "bridge-null-latency"},
 		{Name: "bridge-kinesalite"}, {Name: "baseline-10"}, {Name: "baseline-"}}}
 	names := func(ds []drainResult) string {
 		var n []string
@@ -322,12 +338,12 @@ func TestDrainsOf(t *testing.T) {
 }
 
 func TestQuickDefaults(t *testing.T) {
-	o := benchOptions{messages: 1_000_000, smallMessages: 200_000, latencyFor: 20 * time.Second, latencyWarmup: 3 * time.Second, repeat: 3, quick: true}
+	o := options{messages: 1_000_000, smallMessages: 200_000, latencyFor: 20 * time.Second, latencyWarmup: 3 * time.Second, repeat: 3, quick: true}
 	o.applyQuick(map[string]bool{"messages": true})
 	if o.messages != 1_000_000 || o.smallMessages != 20_000 || o.latencyFor != 5*time.Second || o.repeat != 1 {
 		t.Fatalf("%+v", o)
 	}
-	o = benchOptions{messages: 5, smallMessages: 5, maxInFlight: 1, shards: 1, repeat: 1, users: 1, shardCounts: "1,x",
+	o = options{messages: 5, smallMessages: 5, maxInFlight: 1, shards: 1, repeat: 1, users: 1, shardCounts: "1,x",
 		latencyRates: "1", latencyMBT: "20ms", latencyFor: time.Second, skip: "nope"}
 	err := o.validate()
 	if err == nil || !strings.Contains(err.Error(), "nope") || !strings.Contains(err.Error(), "shard-counts") {

@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"context"
@@ -13,10 +13,10 @@ import (
 	"github.com/peterbourgon/ff/v3/ffcli"
 )
 
-// benchBaselineCommand is the physical limit `nsqk bench` measures the bridge against: a plain
+// baselineCommand is the physical limit `nsqk bench` measures the bridge against: a plain
 // go-nsq consumer with the bridge's NSQ settings whose handler does nothing, so go-nsq FINs every
 // message as soon as it is delivered. It runs until SIGTERM and then prints {"received":N}.
-func benchBaselineCommand() *ffcli.Command {
+func baselineCommand() *ffcli.Command {
 	var addr, topic, channel string
 	var maxInFlight int
 	var msgTimeout time.Duration

@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"bytes"
@@ -17,15 +17,15 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nsqk/nsqk/shared/benchkit"
-	"github.com/nsqk/nsqk/shared/kinesislocal"
-	"github.com/nsqk/nsqk/shared/nullsink"
-	"github.com/nsqk/nsqk/shared/promq"
+	"github.com/nsqk/nsqk/cmd/nsqk/internal/benchkit"
+	"github.com/nsqk/nsqk/cmd/nsqk/internal/nullsink"
+	"github.com/nsqk/nsqk/cmd/nsqk/internal/promq"
+	"github.com/nsqk/nsqk/shared/local/kinesislocal"
 )
 
 // child is a measured process: this program re-executed as `nsqk bridge ...` or
 // `nsqk bench baseline ...`.
-type benchChild struct {
+type childProc struct {
 	name    string
 	cmd     *exec.Cmd
 	logFile *os.File
@@ -46,7 +46,7 @@ const hwmInterval = 20 * time.Millisecond
 // the high-water mark of the parent's memory, which the child shares between clone(CLONE_VM |
 // CLONE_VFORK) and exec, into the child's rusage. Only the last hwmInterval before the exit is
 // not observed.
-func (c *benchChild) watchHWM() {
+func (c *childProc) watchHWM() {
 	t := time.NewTicker(hwmInterval)
 	defer t.Stop()
 	for {
@@ -62,7 +62,7 @@ func (c *benchChild) watchHWM() {
 }
 
 // peakRSS returns the highest VmHWM observed, in bytes.
-func (c *benchChild) peakRSS() int64 { return c.hwm.Load() }
+func (c *childProc) peakRSS() int64 { return c.hwm.Load() }
 
 // childEnv is the environment of every child: ours without NSQK_* and AWS_* (a developer's
 // settings must not change what is measured), then extra.
@@ -92,13 +92,13 @@ func (b *bench) awsEnv(endpoint string) []string {
 
 // spawn starts a child whose stdout and stderr go to <logDir>/<name>.log (stdout is also kept
 // in memory when keepStdout).
-func (b *bench) spawn(name string, args, env []string, keepStdout bool) (*benchChild, error) {
-	f, err := os.Create(benchLogPath(b.logDir, name))
+func (b *bench) spawn(name string, args, env []string, keepStdout bool) (*childProc, error) {
+	f, err := os.Create(logPath(b.logDir, name))
 	if err != nil {
 		return nil, err
 	}
 	fmt.Fprintf(f, "# %s %s\n", b.exe, strings.Join(args, " "))
-	c := &benchChild{name: name, logFile: f, done: make(chan struct{})}
+	c := &childProc{name: name, logFile: f, done: make(chan struct{})}
 	cmd := exec.Command(b.exe, args...)
 	cmd.Env = env
 	cmd.Stderr = f
@@ -125,9 +125,9 @@ func (b *bench) spawn(name string, args, env []string, keepStdout bool) (*benchC
 	return c, nil
 }
 
-func (c *benchChild) pid() int { return c.cmd.Process.Pid }
+func (c *childProc) pid() int { return c.cmd.Process.Pid }
 
-func (c *benchChild) hasExited() bool {
+func (c *childProc) hasExited() bool {
 	select {
 	case <-c.done:
 		return true
@@ -138,7 +138,7 @@ func (c *benchChild) hasExited() bool {
 
 // stop sends SIGTERM and waits for the exit (SIGKILL after timeout). It returns the exit code
 // (-1 if killed by a signal) and how long the shutdown took.
-func (c *benchChild) stop(timeout time.Duration) (int, time.Duration, error) {
+func (c *childProc) stop(timeout time.Duration) (int, time.Duration, error) {
 	t0 := time.Now()
 	if !c.hasExited() {
 		c.cmd.Process.Signal(syscall.SIGTERM)
@@ -154,20 +154,20 @@ func (c *benchChild) stop(timeout time.Duration) (int, time.Duration, error) {
 }
 
 // kill ends a child that is no longer wanted (after a failure).
-func (c *benchChild) kill() {
+func (c *childProc) kill() {
 	if c != nil && !c.hasExited() {
 		c.cmd.Process.Kill()
 		<-c.done
 	}
 }
 
-func (c *benchChild) usage() benchkit.Usage {
+func (c *childProc) usage() benchkit.Usage {
 	u, _ := benchkit.ChildUsage(c.cmd.ProcessState)
 	return u
 }
 
 // tail returns the end of the child's log, for error messages.
-func (c *benchChild) tail() string {
+func (c *childProc) tail() string {
 	b, err := os.ReadFile(c.logFile.Name())
 	if err != nil {
 		return ""
@@ -181,14 +181,14 @@ func (c *benchChild) tail() string {
 // bridgeSpec is one bridge child's configuration.
 type bridgeSpec struct {
 	topic, channel string
-	stream         string // default benchStream
+	stream         string // default streamName
 	endpoint       string // Kinesis endpoint URL
 	maxBuffered    time.Duration
 	extra          []string
 }
 
 // spawnBridge starts `nsqk bridge` with the benchmark's settings and a free metrics port.
-func (b *bench) spawnBridge(name string, s bridgeSpec) (*benchChild, error) {
+func (b *bench) spawnBridge(name string, s bridgeSpec) (*childProc, error) {
 	port, err := kinesislocal.FreePort()
 	if err != nil {
 		return nil, err
@@ -200,7 +200,7 @@ func (b *bench) spawnBridge(name string, s bridgeSpec) (*benchChild, error) {
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	stream := s.stream
 	if stream == "" {
-		stream = benchStream
+		stream = streamName
 	}
 	args := []string{"bridge",
 		"--nsqd-tcp-address", b.nsqd.TCPAddr, "--nsqd-http-address", b.nsqd.HTTPAddr,
@@ -218,21 +218,21 @@ func (b *bench) spawnBridge(name string, s bridgeSpec) (*benchChild, error) {
 }
 
 // spawnBaseline starts the physical-limit consumer.
-func (b *bench) spawnBaseline(name, topic, channel string) (*benchChild, error) {
+func (b *bench) spawnBaseline(name, topic, channel string) (*childProc, error) {
 	args := []string{"bench", "baseline", "--nsqd-tcp-address", b.nsqd.TCPAddr, "--topic", topic, "--channel", channel,
 		"--max-in-flight", strconv.Itoa(b.o.maxInFlight)}
 	return b.spawn(name, args, b.childEnv(), true)
 }
 
 // scrape reads a bridge child's metrics.
-func (c *benchChild) scrape(ctx context.Context) (promq.Families, error) {
+func (c *childProc) scrape(ctx context.Context) (promq.Families, error) {
 	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	return promq.Scrape(sctx, c.metrics+"/metrics")
 }
 
 // waitReady polls a bridge child's /readyz.
-func (c *benchChild) waitReady(ctx context.Context, timeout time.Duration) error {
+func (c *childProc) waitReady(ctx context.Context, timeout time.Duration) error {
 	client := &http.Client{Timeout: time.Second}
 	ok := func() bool {
 		resp, err := client.Get(c.metrics + "/readyz")
@@ -242,7 +242,7 @@ func (c *benchChild) waitReady(ctx context.Context, timeout time.Duration) error
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	}
-	err := benchPoll(ctx, timeout, 10*time.Millisecond, func() bool { return c.hasExited() || ok() })
+	err := poll(ctx, timeout, 10*time.Millisecond, func() bool { return c.hasExited() || ok() })
 	if c.hasExited() {
 		return fmt.Errorf("%s exited before it was ready: %v\n%s", c.name, c.waitErr, c.tail())
 	}
@@ -251,10 +251,10 @@ func (c *benchChild) waitReady(ctx context.Context, timeout time.Duration) error
 
 // waitAcked scrapes until the bridge has acknowledged n messages (the FIN reaches nsqd before the
 // counter is incremented, so right after a drain the counter may lag for a moment).
-func (c *benchChild) waitAcked(ctx context.Context, n int64, timeout time.Duration) (promq.Families, error) {
+func (c *childProc) waitAcked(ctx context.Context, n int64, timeout time.Duration) (promq.Families, error) {
 	var f promq.Families
 	var err error
-	perr := benchPoll(ctx, timeout, 5*time.Millisecond, func() bool {
+	perr := poll(ctx, timeout, 5*time.Millisecond, func() bool {
 		f, err = c.scrape(ctx)
 		return err == nil && int64(f.Value("nsqk_bridge_messages_acked_total")) >= n
 	})
@@ -292,7 +292,7 @@ type bridgeFigures struct {
 	HeapBytes      float64            `json:"go_heap_inuse_bytes"`
 }
 
-func benchBridgeFigures(f promq.Families) *bridgeFigures {
+func bridgeFiguresOf(f promq.Families) *bridgeFigures {
 	put := f.Histogram("nsqk_bridge_putrecords_latency_seconds")
 	ack := f.Histogram("nsqk_bridge_ack_latency_seconds")
 	recs := f.Histogram("nsqk_bridge_user_records_per_aggregate")
@@ -302,18 +302,18 @@ func benchBridgeFigures(f promq.Families) *bridgeFigures {
 		Records: f.Value("nsqk_bridge_aggregates_total"), PutCalls: f.Value("nsqk_bridge_putrecords_calls_total"),
 		PutOutcomes:   f.ByLabel("nsqk_bridge_putrecords_calls_total", "outcome"),
 		PutEntries:    f.Value("nsqk_bridge_putrecords_entries_total"),
-		FailedEntries: benchNonEmpty(f.ByLabel("nsqk_bridge_putrecords_failed_entries_total", "code")),
+		FailedEntries: nonEmpty(f.ByLabel("nsqk_bridge_putrecords_failed_entries_total", "code")),
 		Retries:       f.Value("nsqk_bridge_retries_total"), Touches: f.Value("nsqk_bridge_touches_total"),
 		DeadLettered:   f.Value("nsqk_bridge_dead_lettered_total"),
-		Requeued:       benchNonEmpty(f.ByLabel("nsqk_bridge_messages_requeued_total", "cause")),
+		Requeued:       nonEmpty(f.ByLabel("nsqk_bridge_messages_requeued_total", "cause")),
 		Misrouted:      f.Value("nsqk_bridge_misrouted_entries_total"),
-		UserRecsPerRec: benchFinite(recs.Mean()), PutLatencyP50: benchMS(put.Quantile(0.5)), PutLatencyP99: benchMS(put.Quantile(0.99)),
-		AckLatencyP50: benchMS(ack.Quantile(0.5)), AckLatencyP99: benchMS(ack.Quantile(0.99)),
-		GoGCCycles: benchGCCycles(f), HeapBytes: f.Value("go_memstats_heap_inuse_bytes"),
+		UserRecsPerRec: finite(recs.Mean()), PutLatencyP50: millis(put.Quantile(0.5)), PutLatencyP99: millis(put.Quantile(0.99)),
+		AckLatencyP50: millis(ack.Quantile(0.5)), AckLatencyP99: millis(ack.Quantile(0.99)),
+		GoGCCycles: gcCycles(f), HeapBytes: f.Value("go_memstats_heap_inuse_bytes"),
 	}
 }
 
-func benchGCCycles(f promq.Families) float64 {
+func gcCycles(f promq.Families) float64 {
 	if mf := f["go_gc_duration_seconds"]; mf != nil {
 		for _, m := range mf.GetMetric() {
 			if s := m.GetSummary(); s != nil {
@@ -324,7 +324,7 @@ func benchGCCycles(f promq.Families) float64 {
 	return 0
 }
 
-func benchNonEmpty(m map[string]float64) map[string]float64 {
+func nonEmpty(m map[string]float64) map[string]float64 {
 	if len(m) == 0 {
 		return nil
 	}
@@ -332,9 +332,9 @@ func benchNonEmpty(m map[string]float64) map[string]float64 {
 }
 
 // ms converts seconds to milliseconds; NaN (no data) becomes 0 (JSON has no NaN).
-func benchMS(sec float64) float64 { return benchFinite(sec * 1000) }
+func millis(sec float64) float64 { return finite(sec * 1000) }
 
-func benchFinite(v float64) float64 {
+func finite(v float64) float64 {
 	if math.IsNaN(v) || math.IsInf(v, 0) {
 		return 0
 	}

@@ -19,9 +19,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	"google.golang.org/protobuf/encoding/protowire"
 
-	"github.com/nsqk/nsqk/shared/local/esm"
 	"github.com/nsqk/nsqk/shared/kpl"
 	"github.com/nsqk/nsqk/shared/lastlocation"
+	"github.com/nsqk/nsqk/shared/local/esm"
 	"github.com/nsqk/nsqk/shared/location"
 	"github.com/nsqk/nsqk/shared/monitor"
 )

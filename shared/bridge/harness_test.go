@@ -16,9 +16,9 @@ import (
 	"github.com/nsqio/go-nsq"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/nsqk/nsqk/shared/kpl"
 	"github.com/nsqk/nsqk/shared/local/kinesisfault"
 	"github.com/nsqk/nsqk/shared/local/kinesislocal"
-	"github.com/nsqk/nsqk/shared/kpl"
 	"github.com/nsqk/nsqk/shared/local/nsqlocal"
 	"github.com/nsqk/nsqk/shared/shardmap"
 )

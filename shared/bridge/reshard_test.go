@@ -13,8 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/nsqk/nsqk/shared/local/kinesislocal"
-	"github.com/nsqk/nsqk/shared/location"
 	"github.com/nsqk/nsqk/shared/local/nsqlocal"
+	"github.com/nsqk/nsqk/shared/location"
 	"github.com/nsqk/nsqk/shared/shardmap"
 )
 

@@ -14,8 +14,8 @@ import (
 
 	"github.com/nsqk/nsqk/shared/emf"
 	"github.com/nsqk/nsqk/shared/local/kinesislocal"
-	"github.com/nsqk/nsqk/shared/location"
 	"github.com/nsqk/nsqk/shared/local/nsqlocal"
+	"github.com/nsqk/nsqk/shared/location"
 )
 
 func TestUsageErrorsExitTwo(t *testing.T) {

@@ -7,9 +7,9 @@ import (
 	"testing"
 
 	"github.com/nsqk/nsqk/shared/emf"
-	"github.com/nsqk/nsqk/shared/local/kinesislocal"
 	"github.com/nsqk/nsqk/shared/kpl"
 	"github.com/nsqk/nsqk/shared/lastlocation"
+	"github.com/nsqk/nsqk/shared/local/kinesislocal"
 	"github.com/nsqk/nsqk/shared/location"
 	"github.com/nsqk/nsqk/shared/monitor"
 )

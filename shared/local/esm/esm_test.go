@@ -24,8 +24,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/nsqk/nsqk/shared/consumer"
-	"github.com/nsqk/nsqk/shared/local/kinesislocal"
 	"github.com/nsqk/nsqk/shared/kpl"
+	"github.com/nsqk/nsqk/shared/local/kinesislocal"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))

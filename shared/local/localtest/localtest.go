@@ -1,0 +1,99 @@
+// Package localtest starts the local stand-ins (embedded nsqd and nsqlookupd, the Kinesis
+// emulators) for tests: each start helper skips the test under -short, fails it when the stand-in
+// cannot start, and stops the stand-in in t.Cleanup.
+//
+// Local environment: tests and `nsqk dev` use this; product code never does.
+package localtest
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+
+	"github.com/nsqk/nsqk/shared/local/kinesislocal"
+	"github.com/nsqk/nsqk/shared/local/nsqlocal"
+)
+
+// Kinesis starts a Kinesis emulator (kinesalite unless o.Kind says otherwise) for one test.
+func Kinesis(t testing.TB, o kinesislocal.Options) *kinesislocal.Emulator {
+	t.Helper()
+	SkipShort(t, string(kindOr(o.Kind)))
+	e, err := kinesislocal.Start(context.Background(), o)
+	if err != nil {
+		t.Fatalf("start %s: %v", kindOr(o.Kind), err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e
+}
+
+// NSQD starts an embedded nsqd for one test.
+func NSQD(t testing.TB, o nsqlocal.Options) *nsqlocal.NSQD {
+	t.Helper()
+	SkipShort(t, "nsqd")
+	n, err := nsqlocal.Start(o)
+	if err != nil {
+		t.Fatalf("start nsqd: %v", err)
+	}
+	t.Cleanup(n.Stop)
+	return n
+}
+
+// Lookupd starts an embedded nsqlookupd for one test.
+func Lookupd(t testing.TB) *nsqlocal.Lookupd {
+	t.Helper()
+	SkipShort(t, "nsqlookupd")
+	l, err := nsqlocal.StartLookupd(nil)
+	if err != nil {
+		t.Fatalf("start nsqlookupd: %v", err)
+	}
+	t.Cleanup(l.Stop)
+	return l
+}
+
+// SkipShort skips the test under -short: it needs a local stand-in.
+func SkipShort(t testing.TB, what string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf("-short: needs %s", what)
+	}
+}
+
+var streamSeq atomic.Int64
+
+// Stream creates an ACTIVE stream with a name unique in this process and returns the name.
+func Stream(t testing.TB, kc *kinesis.Client, shards int32) string {
+	t.Helper()
+	name := fmt.Sprintf("%s-%d", sanitize(t.Name()), streamSeq.Add(1))
+	ctx := context.Background()
+	if err := kinesislocal.CreateStream(ctx, kc, name, shards); err != nil {
+		t.Fatalf("create stream %s: %v", name, err)
+	}
+	if err := kinesislocal.WaitActive(ctx, kc, name); err != nil {
+		t.Fatalf("stream %s: %v", name, err)
+	}
+	return name
+}
+
+// sanitize keeps a stream name within Kinesis's [a-zA-Z0-9_.-]{1,128}.
+func sanitize(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-') {
+			b[i] = '-'
+		}
+	}
+	if len(b) > 100 {
+		b = b[len(b)-100:]
+	}
+	return string(b)
+}
+
+func kindOr(k kinesislocal.Kind) kinesislocal.Kind {
+	if k == "" {
+		return kinesislocal.Kinesalite
+	}
+	return k
+}

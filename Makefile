@@ -63,7 +63,7 @@ cdk-diff: tools lambda ## compare the stack with what is deployed (AWS credentia
 cdk-deploy: tools lambda ## deploy the stack (AWS credentials, cdk-bootstrap done, Docker with BuildKit): make cdk-deploy CDK_ARGS='-c key=value'
 	$(CDK) deploy --require-approval broadening $(CDK_ARGS)
 
-cdk-destroy: tools lambda ## delete the stack (retained resources stay: see README.md, Deploying on AWS)
+cdk-destroy: tools lambda ## delete the stack (retained resources stay: see docs/deploy.md, Teardown)
 	$(CDK) destroy $(CDK_ARGS)
 
 bench: tools ## micro-benchmarks, then nsqk bench (~12 min on 2 cores; ARGS='--quick' ~3 min): table + .bench/report.json

@@ -15,7 +15,7 @@ import (
 	"github.com/nsqk/nsqk/cmd/nsqk/internal/benchkit"
 )
 
-// Targets of issue #6.
+// Targets the bench report judges its figures against.
 const (
 	targetDrainRatio   = 0.85 // bridge drain rate / physical limit
 	targetCPUMicros    = 5.0  // bridge CPU per message
@@ -137,7 +137,7 @@ var methodsOf = map[string]string{
 		"utilisation = accepted record bytes per second / (shards x 1 MiB/s).",
 	"null-latency": "the same null sink, answering every PutRecords after --kinesis-latency (default 20 ms, what Kinesis takes): with a zero-latency sink " +
 		"a client's batching faults stay hidden.",
-	"kinesalite": "kinesalite (node, in-memory) started via shared/kinesislocal, stream created with --shards; it competes for the same cores, " +
+	"kinesalite": "kinesalite (node, in-memory) started via shared/local/kinesislocal, stream created with --shards; it competes for the same cores, " +
 		"so its rate is a floor, not the bridge's limit; read back afterwards with GetRecords and verified like the null sink.",
 }
 

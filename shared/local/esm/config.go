@@ -37,32 +37,77 @@ type KinesisAPI interface {
 
 // Config configures a Mapping. Zero values take the defaults noted; MaximumRetryAttempts is the
 // exception: its zero means no retries, RetryForever (-1) is the AWS default.
+//
+// By default the timing is AWS's: windows and timeouts in whole seconds, a shard polled once per
+// second when it has nothing new. FastTiming lifts those limits for tests.
 type Config struct {
 	Stream       string // stream name (required)
 	FunctionName string // for the function ARN in invocation records; default "function"
 
-	BatchSize         int           // default 100, at most 10,000
-	MaxBatchingWindow time.Duration // default 0, at most 5 minutes
+	BatchSize int // default 100, at most 10,000
+	// MaxBatchingWindow is MaximumBatchingWindowInSeconds: 0 (the default) to 5 minutes, in whole
+	// seconds ("You can configure MaximumBatchingWindowInSeconds to any value from 0 seconds to
+	// 300 seconds in increments of seconds", Lambda API reference, CreateEventSourceMapping).
+	MaxBatchingWindow time.Duration
 
 	StartingPosition          StartingPosition // default TRIM_HORIZON
 	StartingPositionTimestamp time.Time        // for AT_TIMESTAMP
 
 	ReportBatchItemFailures    bool
 	BisectBatchOnFunctionError bool
-	MaximumRetryAttempts       int           // -1 (RetryForever) .. 10,000; 0 = no retry
-	MaximumRecordAge           time.Duration // <= 0: infinite
-	OnFailure                  string        // JSONL file receiving invocation records; "" = discard (logged)
+	MaximumRetryAttempts       int // -1 (RetryForever) .. 10,000; 0 = no retry
+	// MaximumRecordAge is MaximumRecordAgeInSeconds: <= 0 is infinite (AWS: -1), otherwise 60 s
+	// to 7 days in whole seconds (Lambda developer guide, "Lambda parameters for Amazon Kinesis
+	// Data Streams event source mappings").
+	MaximumRecordAge time.Duration
+	OnFailure        string // JSONL file receiving invocation records; "" = discard (logged)
+	// ConsolidateDiscards writes the discards of one batch as a single invocation record whose
+	// range spans all of them (see onfailure.go); default one record per discarded piece.
+	ConsolidateDiscards bool
 
-	FunctionTimeout       time.Duration // invocation deadline; default 3 s (Lambda's default)
-	ParallelizationFactor int           // lanes per shard, 1..10; default 1
+	// FunctionTimeout is the invocation deadline: default 3 s (Lambda's default), 1 s to 900 s in
+	// whole seconds.
+	FunctionTimeout       time.Duration
+	ParallelizationFactor int // lanes per shard, 1..10; default 1
+	// InstancePerInvocation starts a fresh function instance for every invocation, retries
+	// included: nothing in a function's memory survives from one invocation to the next. Without
+	// it each lane (concurrent invocation) has its own instance, replaced after a timeout or a
+	// crash. Lambda may route a retry to any execution environment; this is that worst case.
+	InstancePerInvocation bool
 
-	PollInterval         time.Duration // wait after an empty GetRecords; default 200 ms
+	// FastTiming allows sub-second windows, timeouts, record ages and polling, and makes the
+	// default poll interval 200 ms: for tests. Without it a local run cannot look faster than
+	// AWS can be.
+	FastTiming           bool
+	PollInterval         time.Duration // wait after an empty GetRecords; default 1 s (200 ms with FastTiming)
 	ShardRefreshInterval time.Duration // ListShards period; default 1 s
 	RetryBackoff         time.Duration // first retry delay, doubling up to 5 s; default 100 ms
+
+	// Faults injects what AWS may do and a local run otherwise never shows.
+	Faults Faults
 
 	Logger *slog.Logger     // default: JSON to stderr
 	Now    func() time.Time // clock for MaximumRecordAge and timestamps; default time.Now
 }
+
+// Faults are injected behaviours of the real service. Each func is called with the shard and the
+// first sequence number of the (sub-)batch about to be invoked, and must be safe for concurrent use.
+type Faults struct {
+	// Throttle reports whether this invocation is throttled: the function is not called, and the
+	// batch is retried after RetryBackoff at no retry cost until its records expire ("Before
+	// invocation: If a Lambda event source mapping is unable to invoke the function due to
+	// throttling or other issues, it retries until the records expire or exceed the maximum age",
+	// Lambda developer guide, "Retain discarded batch records for a Kinesis Data Streams event
+	// source in Lambda").
+	Throttle func(shardID, firstSequenceNumber string) bool
+	// Duplicate reports whether a batch the function just handled successfully is delivered once
+	// more, whole ("Lambda event source mappings process each event at least once, and duplicate
+	// processing of records can occur", Lambda developer guide, "How Lambda processes records from
+	// stream and queue-based event sources").
+	Duplicate func(shardID, firstSequenceNumber string) bool
+}
+
+func wholeSeconds(d time.Duration) bool { return d%time.Second == 0 }
 
 func (c *Config) setDefaults() error {
 	if c.Stream == "" {
@@ -104,7 +149,25 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("esm: ParallelizationFactor %d not in 1..10", c.ParallelizationFactor)
 	}
 	if c.PollInterval <= 0 {
-		c.PollInterval = 200 * time.Millisecond
+		// "Lambda polls each shard in your Kinesis stream for records at a base rate of once per
+		// second" (Lambda developer guide, "Using Lambda to process records from Amazon Kinesis
+		// Data Streams", polling and batching).
+		c.PollInterval = time.Second
+		if c.FastTiming {
+			c.PollInterval = 200 * time.Millisecond
+		}
+	}
+	if !c.FastTiming {
+		switch {
+		case !wholeSeconds(c.MaxBatchingWindow):
+			return fmt.Errorf("esm: MaxBatchingWindow %v is not whole seconds (FastTiming allows it)", c.MaxBatchingWindow)
+		case !wholeSeconds(c.FunctionTimeout) || c.FunctionTimeout > 900*time.Second:
+			return fmt.Errorf("esm: FunctionTimeout %v not whole seconds in 1..900 s (FastTiming allows it)", c.FunctionTimeout)
+		case c.MaximumRecordAge > 0 && (!wholeSeconds(c.MaximumRecordAge) || c.MaximumRecordAge < time.Minute || c.MaximumRecordAge > 7*24*time.Hour):
+			return fmt.Errorf("esm: MaximumRecordAge %v not whole seconds in 60 s..7 days (FastTiming allows it)", c.MaximumRecordAge)
+		case c.PollInterval < time.Second:
+			return fmt.Errorf("esm: PollInterval %v below Lambda's once per second (FastTiming allows it)", c.PollInterval)
+		}
 	}
 	if c.ShardRefreshInterval <= 0 {
 		c.ShardRefreshInterval = time.Second

@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
@@ -52,15 +51,19 @@ type Stats struct {
 	RecordsDone      int64 // handled: processed, or sent to the on-failure destination
 	OnFailureRecords int64 // Kinesis records discarded to the on-failure destination
 	OnFailureBatches int64 // invocation records written
+	Throttles        int64 // invocations throttled (Faults.Throttle)
+	Duplicates       int64 // batches delivered a second time (Faults.Duplicate)
+	Instances        int64 // function instances started
+	InstanceResets   int64 // instances thrown away after a timeout or crash
 	Shards           map[string]ShardStats
 }
 
 // Mapping is one emulated event source mapping.
 type Mapping struct {
-	c   KinesisAPI
-	fn  any
-	cfg Config
-	log *slog.Logger
+	c     KinesisAPI
+	newFn Factory
+	cfg   Config
+	log   *slog.Logger
 
 	streamARN string
 
@@ -70,23 +73,13 @@ type Mapping struct {
 
 	failMu   sync.Mutex
 	failFile *os.File
-
-	sharedMu sync.Mutex // serialises calls of a shared lambda.Handler
 }
 
-// New returns a Mapping of fn to the stream. Run starts it; configuration errors are reported by
-// Run.
-//
-// fn is what lambda.Start accepts: a handler function such as p.Handle (preferred), or a
-// lambda.Handler. A function is wrapped with lambda.NewHandler once per lane — one "execution
-// environment" per concurrent batch, as in Lambda — and invoked through its Invoke, aws-lambda-go's
-// own JSON path. A lambda.Handler is shared by all lanes and invoked one call at a time: the
-// handlers lambda.NewHandler builds are not safe for concurrent Invoke calls (Invoke returns the
-// bytes of a pooled buffer after putting it back in the pool, aws-lambda-go v1.55.1
-// lambda/handler.go), which the Lambda runtime never does but an emulator with several shards
-// would.
-func New(client KinesisAPI, fn any, cfg Config) *Mapping {
-	return &Mapping{c: client, fn: fn, cfg: cfg, changed: make(chan struct{}),
+// New returns a Mapping of the function newFn starts to the stream. Run starts it;
+// configuration errors are reported by Run. See Factory for when instances are started, and
+// Shared for a handler whose memory all instances share.
+func New(client KinesisAPI, newFn Factory, cfg Config) *Mapping {
+	return &Mapping{c: client, newFn: newFn, cfg: cfg, changed: make(chan struct{}),
 		stats: Stats{Shards: map[string]ShardStats{}}}
 }
 
@@ -147,15 +140,6 @@ func (m *Mapping) updateShard(id string, f func(*ShardStats)) {
 		f(&sh)
 		s.Shards[id] = sh
 	})
-}
-
-// laneHandler returns the handler a lane invokes and, for a shared lambda.Handler, the lock that
-// serialises its calls.
-func (m *Mapping) laneHandler() (lambda.Handler, *sync.Mutex) {
-	if h, ok := m.fn.(lambda.Handler); ok {
-		return h, &m.sharedMu
-	}
-	return lambda.NewHandler(m.fn), nil
 }
 
 // shard is the discovery state of one shard.
@@ -486,8 +470,11 @@ func (m *Mapping) readShard(ctx context.Context, sr *shardRun, pos StartingPosit
 // runLane builds batches from one lane's queue and processes them until the queue is closed and
 // drained, or ctx ends.
 func (m *Mapping) runLane(ctx context.Context, sr *shardRun, q *queue, log *slog.Logger) {
-	h, hmu := m.laneHandler()
+	ln := &lane{q: q}
 	for {
+		// "If you configure a MaximumBatchingWindowInSeconds, the next batching window begins
+		// as soon as the previous function invocation completes" (Lambda developer guide, "How
+		// Lambda processes records from stream and queue-based event sources", batching).
 		var windowEnd time.Time
 		if m.cfg.MaxBatchingWindow > 0 {
 			windowEnd = time.Now().Add(m.cfg.MaxBatchingWindow)
@@ -503,7 +490,7 @@ func (m *Mapping) runLane(ctx context.Context, sr *shardRun, q *queue, log *slog
 			continue
 		}
 		m.update(func(s *Stats) { s.Batches++ })
-		m.process(ctx, sr, batch, h, hmu, log)
+		m.process(ctx, sr, batch, ln, log)
 		if ctx.Err() != nil {
 			return
 		}

@@ -11,8 +11,24 @@ import (
 	"github.com/nsqk/nsqk/shared/consumer"
 )
 
-// FailureRecord is the invocation record Lambda sends to an on-failure destination for a
-// Kinesis event source (one JSON line per record in the OnFailure file).
+// Conditions of an invocation record (requestContext.condition).
+const (
+	// ConditionRetriesExhausted is the condition of the AWS example record ("Retain discarded
+	// batch records for a Kinesis Data Streams event source in Lambda", example invocation
+	// record).
+	ConditionRetriesExhausted = "RetryAttemptsExhausted"
+	// ConditionRecordAge is the condition for records older than MaximumRecordAge. The AWS docs
+	// show no record with it; "RecordAgeExceeded" is what LocalStack's stream poller writes
+	// (localstack, services/lambda_/event_source_mapping/pollers/stream_poller.py). Readers
+	// should treat any other condition as a discard too.
+	ConditionRecordAge = "RecordAgeExceeded"
+)
+
+// FailureRecord is the invocation record Lambda sends to an SQS or SNS on-failure destination for
+// a Kinesis event source, field for field as in the AWS example ("Retain discarded batch records
+// for a Kinesis Data Streams event source in Lambda"): it locates the discarded records in the
+// stream (shard, first and last sequence number); it does not carry their data. The OnFailure
+// file holds one per line.
 type FailureRecord struct {
 	RequestContext   RequestContext  `json:"requestContext"`
 	ResponseContext  ResponseContext `json:"responseContext"`
@@ -36,7 +52,10 @@ type ResponseContext struct {
 	FunctionError   string `json:"functionError,omitempty"`
 }
 
-// BatchInfo locates the discarded records in the stream.
+// BatchInfo locates the discarded records in the stream: every record of ShardID from
+// StartSequenceNumber to EndSequenceNumber, both included. BatchSize is how many records that
+// range holds in the batch; with ConsolidateDiscards the range may include records between two
+// discarded pieces that were processed successfully.
 type BatchInfo struct {
 	ShardID                         string `json:"shardId"`
 	StartSequenceNumber             string `json:"startSequenceNumber"`
@@ -49,8 +68,61 @@ type BatchInfo struct {
 
 const isoMillis = "2006-01-02T15:04:05.000Z"
 
-func (m *Mapping) discard(sr *shardRun, items []item, condition string, invokes int, last invocation, log *slog.Logger) {
-	first, lastRec := items[0].rec, items[len(items)-1].rec
+// discards collects the discarded pieces of one batch when ConsolidateDiscards is on.
+type discards struct {
+	first, last item
+	n           int // pieces
+	condition   string
+	invokes     int
+	inv         invocation
+}
+
+// discard hands items to the on-failure destination and marks them handled. With
+// ConsolidateDiscards the invocation record is written when the batch is done (flushDiscards):
+// the AWS example record spans a batch of 500 records, so one record may stand for several
+// discarded pieces.
+func (m *Mapping) discard(sr *shardRun, d *discards, items []item, condition string, invokes int, last invocation, log *slog.Logger) {
+	log.Warn("discarding records to the on-failure destination", "condition", condition,
+		"start_sequence_number", aws.ToString(items[0].rec.SequenceNumber), "end_sequence_number", aws.ToString(items[len(items)-1].rec.SequenceNumber),
+		"records", len(items), "invocations", invokes, "destination", m.cfg.OnFailure)
+	m.update(func(s *Stats) { s.OnFailureRecords += int64(len(items)) })
+	if m.cfg.ConsolidateDiscards {
+		if d.n == 0 || items[0].idx < d.first.idx {
+			d.first = items[0]
+		}
+		if d.n == 0 || items[len(items)-1].idx > d.last.idx {
+			d.last = items[len(items)-1]
+		}
+		if d.n == 0 || condition == ConditionRetriesExhausted {
+			d.condition = condition
+		}
+		d.n++
+		d.invokes = max(d.invokes, invokes)
+		if last.invoked {
+			d.inv = last
+		}
+	} else {
+		m.writeFailure(sr, items[0], items[len(items)-1], len(items), condition, invokes, last, log)
+	}
+	m.markDone(sr, items)
+}
+
+// flushDiscards writes the consolidated invocation record of a batch, if any.
+func (m *Mapping) flushDiscards(sr *shardRun, batch []item, d *discards, log *slog.Logger) {
+	if d.n == 0 {
+		return
+	}
+	size := 0
+	for _, it := range batch {
+		if it.idx >= d.first.idx && it.idx <= d.last.idx {
+			size++
+		}
+	}
+	m.writeFailure(sr, d.first, d.last, size, d.condition, d.invokes, d.inv, log)
+	*d = discards{}
+}
+
+func (m *Mapping) writeFailure(sr *shardRun, first, lastItem item, size int, condition string, invokes int, last invocation, log *slog.Logger) {
 	fr := FailureRecord{
 		RequestContext: RequestContext{
 			RequestID:              consumer.NewUUID(),
@@ -63,11 +135,11 @@ func (m *Mapping) discard(sr *shardRun, items []item, condition string, invokes 
 		Timestamp:       m.cfg.Now().UTC().Format(isoMillis),
 		KinesisBatchInfo: BatchInfo{
 			ShardID:                         sr.id,
-			StartSequenceNumber:             aws.ToString(first.SequenceNumber),
-			EndSequenceNumber:               aws.ToString(lastRec.SequenceNumber),
-			ApproximateArrivalOfFirstRecord: arrival(first).UTC().Format(isoMillis),
-			ApproximateArrivalOfLastRecord:  arrival(lastRec).UTC().Format(isoMillis),
-			BatchSize:                       len(items),
+			StartSequenceNumber:             aws.ToString(first.rec.SequenceNumber),
+			EndSequenceNumber:               aws.ToString(lastItem.rec.SequenceNumber),
+			ApproximateArrivalOfFirstRecord: arrival(first.rec).UTC().Format(isoMillis),
+			ApproximateArrivalOfLastRecord:  arrival(lastItem.rec).UTC().Format(isoMillis),
+			BatchSize:                       size,
 			StreamArn:                       m.StreamARN(),
 		},
 	}
@@ -77,9 +149,6 @@ func (m *Mapping) discard(sr *shardRun, items []item, condition string, invokes 
 			fr.ResponseContext.FunctionError = "Unhandled"
 		}
 	}
-	log.Warn("discarding records to the on-failure destination", "condition", condition,
-		"start_sequence_number", fr.KinesisBatchInfo.StartSequenceNumber, "end_sequence_number", fr.KinesisBatchInfo.EndSequenceNumber,
-		"records", len(items), "invocations", invokes, "destination", m.cfg.OnFailure)
 	if m.failFile != nil {
 		line, _ := json.Marshal(fr)
 		m.failMu.Lock()
@@ -89,11 +158,7 @@ func (m *Mapping) discard(sr *shardRun, items []item, condition string, invokes 
 			log.Error("on-failure destination write failed", "error", err.Error())
 		}
 	}
-	m.update(func(s *Stats) {
-		s.OnFailureRecords += int64(len(items))
-		s.OnFailureBatches++
-	})
-	m.markDone(sr, items)
+	m.update(func(s *Stats) { s.OnFailureBatches++ })
 }
 
 // ReadOnFailure reads the invocation records of an OnFailure file.

@@ -51,13 +51,17 @@ func startConsumers(ctx context.Context, kc *kinesis.Client, stream, dir string)
 	d.mon = monitor.New(monitor.Config{FunctionName: "nsqk-monitor", Metrics: &emf.LineWriter{Summary: d.sm, Next: mf}, Logger: log})
 	d.ll = lastlocation.New(lastlocation.Config{FunctionName: "nsqk-lastlocation", Store: d.store,
 		Metrics: &emf.LineWriter{Summary: d.sl, Next: lf}, Logger: log})
-	base := esm.Config{Stream: stream, BatchSize: 100, MaxBatchingWindow: 200 * time.Millisecond,
+	// AWS's timing (no batching window, as the stack deploys by default; shards polled once per
+	// second): the latency shown is one AWS can deliver.
+	base := esm.Config{Stream: stream, BatchSize: 100,
 		ReportBatchItemFailures: true, BisectBatchOnFunctionError: true, MaximumRetryAttempts: 3,
 		MaximumRecordAge: time.Hour, FunctionTimeout: 30 * time.Second, Logger: log}
 	cm, cl := base, base
 	cm.FunctionName, cm.OnFailure = "nsqk-monitor", filepath.Join(dir, "monitor-on-failure.jsonl")
 	cl.FunctionName, cl.OnFailure = "nsqk-lastlocation", filepath.Join(dir, "lastlocation-on-failure.jsonl")
-	d.mm, d.ml = esm.New(kc, d.mon.Handle, cm), esm.New(kc, d.ll.Handle, cl)
+	// One function value behind all instances of each mapping, so that the statistics shown sum
+	// them all (in AWS each execution environment would count only its own).
+	d.mm, d.ml = esm.New(kc, esm.Shared(d.mon.Handle), cm), esm.New(kc, esm.Shared(d.ll.Handle), cl)
 	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	d.cancel = cancel
 	for _, m := range []*esm.Mapping{d.mm, d.ml} {

@@ -30,8 +30,16 @@
 //   - Corrupt data never panics (kpl.Deaggregate never panics; a panic there would be recovered
 //     all the same).
 //
-// Handle returns errors only through BatchItemFailures: an error return would make Lambda retry
-// the whole batch, including the records already processed.
+// # Failure at the head of a batch
+//
+// A partial response naming the batch's first record splits nothing: Lambda retries the same
+// records until MaximumRetryAttempts and then discards all of them, healthy ones included ("the
+// batch is bisected at the returned sequence number and Lambda retries only the remaining
+// records", same page). So when the first record fails before this invocation processed anything,
+// Handle returns an error instead: a function error, which BisectBatchOnFunctionError splits in
+// two at no retry cost until the bad record is alone (what Powertools' batch processor does when
+// every record fails). Otherwise Handle reports the failed record in BatchItemFailures: an error
+// would make Lambda retry the records already processed.
 package consumer
 
 import (
@@ -149,6 +157,10 @@ func NewProcessor(h Handler, opts ...Option) *Processor {
 	return p
 }
 
+// ErrHeadOfBatch wraps the error Handle returns when the batch's first record failed before
+// anything was processed: a function error, so that the event source mapping bisects the batch.
+var ErrHeadOfBatch = errors.New("consumer: the first record of the batch failed before any progress")
+
 // ErrDeadline is the failure reported when the processor stops because the invocation deadline
 // is near.
 var ErrDeadline = errors.New("consumer: stopped before the invocation deadline")
@@ -197,6 +209,14 @@ func (p *Processor) Handle(ctx context.Context, ev events.KinesisEvent) (resp ev
 
 	var d kpl.Deaggregator
 	var users []kpl.UserRecord
+	processed := 0 // user records handled successfully in this invocation
+	stop := func(i int, kr *events.KinesisEventRecord, shard string, done int, err error) (events.KinesisEventResponse, error) {
+		r := p.fail(ctx, resp, kr, shard, done, i == 0 && resume > 0, err)
+		if i == 0 && processed == 0 {
+			return events.KinesisEventResponse{}, fmt.Errorf("%w: %v", ErrHeadOfBatch, err)
+		}
+		return r, nil
+	}
 	for i := range ev.Records {
 		kr := &ev.Records[i]
 		shard := ShardID(kr.EventID)
@@ -213,7 +233,7 @@ func (p *Processor) Handle(ctx context.Context, ev events.KinesisEvent) (resp ev
 		}
 		for j := skip; j < len(users); j++ {
 			if err := p.checkDeadline(ctx, deadline, hasDeadline); err != nil {
-				return p.fail(ctx, resp, kr, shard, j, i == 0 && resume > 0, err), nil
+				return stop(i, kr, shard, j, err)
 			}
 			u := &users[j]
 			r := Record{
@@ -231,8 +251,9 @@ func (p *Processor) Handle(ctx context.Context, ev events.KinesisEvent) (resp ev
 				r.PartitionKey = string(u.PartitionKey)
 			}
 			if err := p.call(hctx, r); err != nil {
-				return p.fail(ctx, resp, kr, shard, j, i == 0 && resume > 0, err), nil
+				return stop(i, kr, shard, j, err)
 			}
+			processed++
 			if p.m != nil {
 				p.m.records.Inc()
 				if p.tsf != nil {
@@ -243,8 +264,8 @@ func (p *Processor) Handle(ctx context.Context, ev events.KinesisEvent) (resp ev
 			}
 		}
 		if derr != nil {
-			return p.fail(ctx, resp, kr, shard, len(users), i == 0 && resume > 0,
-				fmt.Errorf("aggregate cannot be fully de-aggregated after %d user records: %w", len(users), derr)), nil
+			return stop(i, kr, shard, len(users),
+				fmt.Errorf("aggregate cannot be fully de-aggregated after %d user records: %w", len(users), derr))
 		}
 		if i == 0 && resume > 0 {
 			p.saveCheckpoint(ctx, shard, kr.Kinesis.SequenceNumber, 0) // done with it: forget

@@ -302,14 +302,72 @@ func TestStopsBeforeTheDeadlineAndReportsTheNextRecord(t *testing.T) {
 	}
 }
 
-func TestCancelledContextFailsTheFirstRecord(t *testing.T) {
+func TestCancelledContextIsAFunctionErrorAtTheHeadOfTheBatch(t *testing.T) {
 	h := &recorder{}
 	p := NewProcessor(h.handle, WithLogger(quiet))
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	resp, _ := p.Handle(ctx, mixedEvent(t))
-	if len(resp.BatchItemFailures) != 1 || resp.BatchItemFailures[0].ItemIdentifier != "100" || len(h.take()) != 0 {
-		t.Fatalf("resp %+v", resp)
+	resp, err := p.Handle(ctx, mixedEvent(t))
+	if !errors.Is(err, ErrHeadOfBatch) || len(resp.BatchItemFailures) != 0 || len(h.take()) != 0 {
+		t.Fatalf("resp %+v err %v", resp, err)
+	}
+}
+
+// A failure at the first record with nothing processed is a function error (the ESM bisects);
+// with progress, or further in, it is a partial response at the failed record.
+func TestHeadOfBatchFailureWithoutProgressIsAFunctionError(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		event    func(events.KinesisEvent) events.KinesisEvent
+		seq      string
+		sub      int
+		wantErr  bool
+		wantItem string
+	}{
+		{"first plain record", func(ev events.KinesisEvent) events.KinesisEvent { return ev }, "100", 0, true, ""},
+		{"first aggregate, first sub-record", func(ev events.KinesisEvent) events.KinesisEvent { return redeliver(ev, "200") }, "200", 0, true, ""},
+		{"first aggregate after progress in it", func(ev events.KinesisEvent) events.KinesisEvent { return redeliver(ev, "200") }, "200", 2, false, "200"},
+		{"second record", func(ev events.KinesisEvent) events.KinesisEvent { return ev }, "200", 0, false, "200"},
+		{"last record", func(ev events.KinesisEvent) events.KinesisEvent { return ev }, "300", 0, false, "300"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := &recorder{failAt: func(r Record) error {
+				if r.SequenceNumber == tc.seq && r.SubSequence == tc.sub {
+					return errors.New("boom")
+				}
+				return nil
+			}}
+			p := NewProcessor(h.handle, WithLogger(quiet))
+			resp, err := p.Handle(context.Background(), tc.event(mixedEvent(t)))
+			if tc.wantErr {
+				if !errors.Is(err, ErrHeadOfBatch) || len(resp.BatchItemFailures) != 0 || len(h.take()) != 0 {
+					t.Fatalf("resp %+v err %v, want a function error and nothing processed", resp, err)
+				}
+				return
+			}
+			want := []events.KinesisBatchItemFailure{{ItemIdentifier: tc.wantItem}}
+			if d := cmp.Diff(want, resp.BatchItemFailures); err != nil || d != "" {
+				t.Fatalf("err %v, failures (-want +got):\n%s", err, d)
+			}
+		})
+	}
+	// The same through the checkpoint store: a redelivered aggregate that fails again at the
+	// sub-record it stopped at made no progress in this invocation.
+	store := NewMemoryCheckpoints()
+	h := &recorder{failAt: func(r Record) error {
+		if r.SequenceNumber == "200" && r.SubSequence == 3 {
+			return errors.New("poison")
+		}
+		return nil
+	}}
+	p := NewProcessor(h.handle, WithLogger(quiet), WithCheckpointStore(store))
+	ev := redeliver(mixedEvent(t), "200")
+	if resp, err := p.Handle(context.Background(), ev); err != nil || len(resp.BatchItemFailures) != 1 {
+		t.Fatalf("first delivery: resp %+v err %v (sub-records 0..2 were processed: a partial response)", resp, err)
+	}
+	h.take()
+	if resp, err := p.Handle(context.Background(), ev); !errors.Is(err, ErrHeadOfBatch) || len(resp.BatchItemFailures) != 0 || len(h.take()) != 0 {
+		t.Fatalf("redelivery: resp %+v err %v, want a function error", resp, err)
 	}
 }
 
@@ -338,10 +396,11 @@ func TestCorruptAggregateProcessesRecordsBeforeTheFaultThenFails(t *testing.T) {
 	if !strings.Contains(logs.String(), "out of range") {
 		t.Fatalf("the de-aggregation error is not logged: %s", logs.String())
 	}
-	// Redelivered: the two good sub-records are not processed again, and it fails again.
-	resp, _ = p.Handle(context.Background(), redeliver(ev, "11"))
-	if len(resp.BatchItemFailures) != 1 || resp.BatchItemFailures[0].ItemIdentifier != "11" || len(h.take()) != 0 {
-		t.Fatalf("redelivery: resp %+v", resp)
+	// Redelivered: the two good sub-records are not processed again, and it fails again, now at
+	// the head of the batch with nothing processed: a function error, so that the ESM bisects.
+	resp, err = p.Handle(context.Background(), redeliver(ev, "11"))
+	if !errors.Is(err, ErrHeadOfBatch) || len(resp.BatchItemFailures) != 0 || len(h.take()) != 0 {
+		t.Fatalf("redelivery: resp %+v err %v", resp, err)
 	}
 }
 

@@ -51,7 +51,7 @@ func TestTwoMappingsOnOneStream(t *testing.T) {
 		MaximumRetryAttempts: 3, OnFailure: t.TempDir() + "/on-failure.jsonl"}
 	cm, cl := base, base
 	cm.FunctionName, cl.FunctionName = "nsqk-monitor", "nsqk-lastlocation"
-	rm := start(t, c, mon.Handle, cm)
+	rm := start(t, c, mon.Handle, cm) // one monitor behind every instance: its statistics sum them all
 	rl := start(t, c, ll.Handle, cl)
 	sm := rm.waitDone(t, int64(len(recs)))
 	sl := rl.waitDone(t, int64(len(recs)))

@@ -97,10 +97,30 @@ func TestConfigValidation(t *testing.T) {
 		{Stream: "s", MaximumRetryAttempts: -2},
 		{Stream: "s", ParallelizationFactor: 11},
 		{Stream: "s", MaxBatchingWindow: 6 * time.Minute},
+		// AWS's units: whole seconds, and no faster polling than once per second.
+		{Stream: "s", MaxBatchingWindow: 200 * time.Millisecond},
+		{Stream: "s", FunctionTimeout: 1500 * time.Millisecond},
+		{Stream: "s", FunctionTimeout: 901 * time.Second},
+		{Stream: "s", MaximumRecordAge: 30 * time.Second},
+		{Stream: "s", MaximumRecordAge: 90500 * time.Millisecond},
+		{Stream: "s", PollInterval: 200 * time.Millisecond},
 	} {
 		if err := New(nil, nil, c).Run(context.Background()); err == nil {
 			t.Errorf("%+v accepted", c)
 		}
+	}
+	// FastTiming accepts them (the stream lookup is what fails then).
+	for _, c := range []Config{
+		{Stream: "s", FastTiming: true, MaxBatchingWindow: 200 * time.Millisecond, FunctionTimeout: 1500 * time.Millisecond,
+			MaximumRecordAge: 30 * time.Second, PollInterval: 200 * time.Millisecond},
+	} {
+		if err := c.setDefaults(); err != nil {
+			t.Errorf("%+v: %v", c, err)
+		}
+	}
+	c := Config{Stream: "s"}
+	if err := c.setDefaults(); err != nil || c.PollInterval != time.Second || c.MaxBatchingWindow != 0 || c.FunctionTimeout != 3*time.Second {
+		t.Errorf("defaults %+v, %v; want 1 s polling, no window, 3 s timeout", c, err)
 	}
 }
 
@@ -213,11 +233,11 @@ type run struct {
 	done   chan error
 }
 
+// start runs a mapping with FastTiming and short intervals. fn is a Factory, or a handler all
+// instances share (Shared).
 func start(t *testing.T, c KinesisAPI, fn any, cfg Config) *run {
 	t.Helper()
-	if cfg.Logger == nil {
-		cfg.Logger = quiet
-	}
+	cfg.FastTiming = true
 	if cfg.PollInterval == 0 {
 		cfg.PollInterval = 20 * time.Millisecond
 	}
@@ -230,8 +250,21 @@ func start(t *testing.T, c KinesisAPI, fn any, cfg Config) *run {
 	if cfg.FunctionTimeout == 0 {
 		cfg.FunctionTimeout = 10 * time.Second
 	}
+	f, ok := fn.(Factory)
+	if !ok {
+		f = Shared(fn)
+	}
+	return startMapping(t, c, f, cfg)
+}
+
+// startMapping runs a mapping with cfg as it is (AWS timing unless cfg says FastTiming).
+func startMapping(t *testing.T, c KinesisAPI, f Factory, cfg Config) *run {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = quiet
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &run{m: New(c, fn, cfg), cancel: cancel, done: make(chan error, 1)}
+	r := &run{m: New(c, f, cfg), cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- r.m.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
@@ -408,10 +441,12 @@ func TestWithoutReportBatchItemFailuresTheResponseIsIgnored(t *testing.T) {
 	}
 }
 
-// A poison user record inside an aggregate, with the project's own processor: the partial
-// response checkpoints before the aggregate, the rest is retried, bisected until the aggregate is
-// alone, retried MaximumRetryAttempts times, discarded to the on-failure destination, and the
-// shard moves on. With the checkpoint store no user record is handled twice.
+// A poison user record inside an aggregate, with the project's own processor and a fresh
+// instance per invocation: the partial response checkpoints before the aggregate; redelivered, the
+// aggregate fails at the head of the batch before any progress, which the processor makes a
+// function error, so the rest is bisected until the aggregate is alone, retried until
+// MaximumRetryAttempts, discarded to the on-failure destination, and the shard moves on. With the
+// checkpoint store (outside the instances, as a durable one is) no user record is handled twice.
 func TestPoisonRecordBisectRetriesOnFailureDestinationAndMovesOn(t *testing.T) {
 	c, stream := client(t, kinesislocal.Kinesalite, 1)
 	seqs, _ := put(t, c, stream,
@@ -420,34 +455,37 @@ func TestPoisonRecordBisectRetriesOnFailureDestinationAndMovesOn(t *testing.T) {
 	var mu sync.Mutex
 	handled := map[string]int{}
 	log := &invocationLog{}
-	p := consumer.NewProcessor(func(ctx context.Context, r consumer.Record) error {
-		if string(r.Data) == "poison" {
-			return errors.New("cannot process")
-		}
-		mu.Lock()
-		handled[string(r.Data)]++
-		mu.Unlock()
-		return nil
-	}, consumer.WithLogger(quiet), consumer.WithCheckpointStore(consumer.NewMemoryCheckpoints()))
-	fn := lambda.NewHandler(func(ctx context.Context, ev events.KinesisEvent) (events.KinesisEventResponse, error) {
-		log.add(ev)
-		return p.Handle(ctx, ev)
-	})
+	store := consumer.NewMemoryCheckpoints()
+	var fn Factory = func() lambda.Handler {
+		p := consumer.NewProcessor(func(ctx context.Context, r consumer.Record) error {
+			if string(r.Data) == "poison" {
+				return errors.New("cannot process")
+			}
+			mu.Lock()
+			handled[string(r.Data)]++
+			mu.Unlock()
+			return nil
+		}, consumer.WithLogger(quiet), consumer.WithCheckpointStore(store))
+		return lambda.NewHandler(func(ctx context.Context, ev events.KinesisEvent) (events.KinesisEventResponse, error) {
+			log.add(ev)
+			return p.Handle(ctx, ev)
+		})
+	}
 	dlq := filepath.Join(t.TempDir(), "on-failure.jsonl")
-	r := start(t, c, fn, Config{Stream: stream, FunctionName: "lastlocation", BatchSize: 10,
+	r := start(t, c, fn, Config{Stream: stream, FunctionName: "lastlocation", BatchSize: 10, InstancePerInvocation: true,
 		ReportBatchItemFailures: true, BisectBatchOnFunctionError: true, MaximumRetryAttempts: 2, OnFailure: dlq})
 	s := r.waitDone(t, 6)
 	want := [][]string{
-		seqs,                 // fails at r3 (sub 1): r0..r2 checkpointed
-		seqs[3:],             // r3 again first: no progress -> bisect
-		seqs[3:4],            // the aggregate alone: attempt 1
-		seqs[3:4], seqs[3:4], // retries 1 and 2, then discarded
-		seqs[4:], // the shard moves on
+		seqs,      // fails at r3 (sub 1): r0..r2 checkpointed; attempt 1 for r3..r5
+		seqs[3:],  // r3 resumes at sub 1 and fails first: a function error -> bisect (free)
+		seqs[3:4], // the aggregate alone: attempt 2
+		seqs[3:4], // attempt 3 > MaximumRetryAttempts: discarded
+		seqs[4:],  // the shard moves on
 	}
 	if d := cmp.Diff(want, log.get()); d != "" {
 		t.Fatalf("invocations (-want +got):\n%s", d)
 	}
-	if s.Bisections != 1 || s.Retries != 3 || s.OnFailureRecords != 1 || s.OnFailureBatches != 1 || s.Invocations != 6 {
+	if s.Bisections != 1 || s.Retries != 2 || s.OnFailureRecords != 1 || s.OnFailureBatches != 1 || s.Invocations != 5 || s.Instances != 5 {
 		t.Fatalf("stats %+v", s)
 	}
 	wantHandled := map[string]int{"r0": 1, "r1.0": 1, "r1.1": 1, "r1.2": 1, "r2": 1, "r3.0": 1, "r4": 1, "r5": 1}
@@ -461,9 +499,9 @@ func TestPoisonRecordBisectRetriesOnFailureDestinationAndMovesOn(t *testing.T) {
 		t.Fatalf("%d records, %v", len(frs), err)
 	}
 	fr := frs[0]
-	if fr.RequestContext.Condition != "RetryAttemptsExhausted" || fr.RequestContext.ApproximateInvokeCount != 3 ||
+	if fr.RequestContext.Condition != "RetryAttemptsExhausted" || fr.RequestContext.ApproximateInvokeCount != 4 ||
 		fr.RequestContext.FunctionArn != "arn:aws:lambda:us-east-1:000000000000:function:lastlocation" ||
-		fr.ResponseContext.StatusCode != 200 || fr.ResponseContext.FunctionError != "" || fr.Version != "1.0" {
+		fr.ResponseContext.StatusCode != 200 || fr.ResponseContext.FunctionError != "Unhandled" || fr.Version != "1.0" {
 		t.Fatalf("invocation record %+v", fr)
 	}
 	bi := fr.KinesisBatchInfo
@@ -505,8 +543,9 @@ func TestFunctionErrorsBisectDownToThePoisonRecord(t *testing.T) {
 		t.Fatalf("invocations (-want +got):\n%s", d)
 	}
 	frs, _ := ReadOnFailure(dlq)
+	// approximateInvokeCount counts the invocations that held the record: 10, 5, 2, 1, 1.
 	if s.Bisections != 3 || len(frs) != 1 || frs[0].KinesisBatchInfo.StartSequenceNumber != seqs[6] ||
-		frs[0].ResponseContext.FunctionError != "Unhandled" || frs[0].RequestContext.ApproximateInvokeCount != 2 {
+		frs[0].ResponseContext.FunctionError != "Unhandled" || frs[0].RequestContext.ApproximateInvokeCount != 5 {
 		t.Fatalf("stats %+v, on-failure %+v", s, frs)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
@@ -40,31 +41,74 @@ const (
 
 func consumerCases() []Case {
 	rule := fmt.Sprintf("the one Kinesis record holding the bad user record goes to the on-failure destination (one JSONL line, that record only, "+
-		"after at most %d invocations of it alone); every other user record is processed: lost=0 (records after the bad one in its aggregate "+
+		"after at most %d counted invocations; bisections are free); every other user record is processed: lost=0 (records after the bad one in its aggregate "+
 		"count as on-failure), reordered=0 per user in handler order; the shards are read to their end", consumerRetries+1)
+	run := func(kind string) func(context.Context, *T) error {
+		return func(ctx context.Context, t *T) error { return consumerRun(ctx, t, consumerSpec{kind: kind}) }
+	}
 	return []Case{
 		{Name: "consumer-poison", Group: "consumer", Quick: true,
 			Summary: "a user record the handler rejects (returns an error), inside an aggregate, ESM with bisect, 2 retries, on-failure JSONL",
 			Rule:    rule + "; duplicated=0 (the checkpoint store skips processed sub-records)",
-			Run:     func(ctx context.Context, t *T) error { return consumerFault(ctx, t, faultPoison) }},
+			Run:     run(faultPoison)},
 		{Name: "consumer-panic", Group: "consumer",
 			Summary: "a user record that makes the handler panic",
 			Rule:    rule + "; duplicated=0; the panic is recovered",
-			Run:     func(ctx context.Context, t *T) error { return consumerFault(ctx, t, faultPanic) }},
+			Run:     run(faultPanic)},
 		{Name: "consumer-timeout", Group: "consumer",
 			Summary: "a user record whose handler hangs past the function timeout (1 s), ignoring its context",
 			Rule:    rule + "; duplicates allowed and counted (a timed-out invocation is retried whole: at-least-once)",
-			Run:     func(ctx context.Context, t *T) error { return consumerFault(ctx, t, faultTimeout) }},
+			Run:     run(faultTimeout)},
 		{Name: "consumer-malformed-aggregate", Group: "consumer",
 			Summary: "a KPL aggregate whose 5th user record has a partition key index out of range",
 			Rule:    rule + "; duplicated=0; the records before the fault are processed",
-			Run:     func(ctx context.Context, t *T) error { return consumerFault(ctx, t, faultMalformed) }},
+			Run:     run(faultMalformed)},
 	}
 }
 
-// consumerFault writes location messages as KPL aggregates (10 user records each) to a 2-shard
-// stream, one of them bad, and runs the ESM emulator with a handler built on shared/consumer.
+// badAt is a bad user record: Kinesis record rec of shard 0, sub-record sub.
+type badAt struct{ rec, sub int }
+
+// consumerSpec is one consumer fault-suite run. The zero value but kind is the classic case: one
+// bad user record (shard 0, Kinesis record 20, sub-record 4) under the literal ESM rules.
+type consumerSpec struct {
+	kind string  // faultPoison, faultPanic, faultTimeout, faultMalformed; "" for no bad record
+	bads []badAt // default {20, 4} when kind is set
+	// slow is the handler's time per user record (a slow store).
+	slow time.Duration
+	// esm adjusts the mapping's configuration.
+	esm func(*esm.Config)
+	// discards are the ranges of Kinesis records of shard 0 (first and last index) the on-failure
+	// destination must hold, one invocation record each; default each bad record alone.
+	discards [][2]int
+	// duplicates, when set, says why duplicate deliveries are allowed (they are counted).
+	duplicates string
+	// check adds the case's own checks.
+	check func(t *T, s esm.Stats, a Accounting)
+}
+
+// consumerFault runs the classic case of a fault kind.
 func consumerFault(ctx context.Context, t *T, kind string) error {
+	return consumerRun(ctx, t, consumerSpec{kind: kind})
+}
+
+// consumerRun writes location messages as KPL aggregates (10 user records each) to a 2-shard
+// stream, some of them bad, and runs the ESM emulator with a handler built on shared/consumer: a
+// fresh processor per function instance, the checkpoint store outside them (as a durable one is).
+func consumerRun(ctx context.Context, t *T, spec consumerSpec) error {
+	kind := spec.kind
+	if kind != "" && spec.bads == nil {
+		spec.bads = []badAt{{20, 4}}
+	}
+	if spec.discards == nil {
+		for _, b := range spec.bads {
+			spec.discards = append(spec.discards, [2]int{b.rec, b.rec})
+		}
+	}
+	badRecs := map[int]int{} // Kinesis record of shard 0 -> its bad sub-record
+	for _, b := range spec.bads {
+		badRecs[b.rec] = b.sub
+	}
 	emu, err := t.env.Kinesalite(ctx)
 	if err != nil {
 		return err
@@ -111,12 +155,12 @@ func consumerFault(ctx context.Context, t *T, kind string) error {
 		}
 		published++
 	}
-	// The bad user record: shard 0, Kinesis record 20, sub-record 4.
-	const badRec, badSub = 20, 4
-	bad := &recsByShard[0][badRec][badSub]
-	bad.bad = true
-	if kind != faultMalformed {
-		bad.data = append(bad.data[:len(bad.data)-1:len(bad.data)-1], `,"chaos":"`+kind+`"}`...)
+	for _, b := range spec.bads {
+		bad := &recsByShard[0][b.rec][b.sub]
+		bad.bad = true
+		if kind != faultMalformed {
+			bad.data = append(bad.data[:len(bad.data)-1:len(bad.data)-1], `,"chaos":"`+kind+`"}`...)
+		}
 	}
 
 	// Write each shard's records in order, one PutRecords per shard.
@@ -126,8 +170,8 @@ func consumerFault(ctx context.Context, t *T, kind string) error {
 		var entries []types.PutRecordsRequestEntry
 		for i, group := range recsByShard[s] {
 			var data []byte
-			if kind == faultMalformed && s == 0 && i == badRec {
-				data = malformedAggregate(group, badSub)
+			if sub, ok := badRecs[i]; ok && kind == faultMalformed && s == 0 {
+				data = malformedAggregate(group, sub)
 			} else {
 				agg := kpl.NewAggregator(kpl.AggregatorConfig{OuterPartitionKey: "b0", OuterExplicitHashKey: sh.StartKey})
 				for _, u := range group {
@@ -150,8 +194,10 @@ func consumerFault(ctx context.Context, t *T, kind string) error {
 			seqs[s] = append(seqs[s], aws.ToString(r.SequenceNumber))
 		}
 	}
-	t.Event("wrote %d user records in %d aggregates on 2 shards; the bad one (%s) is %s/%s sub-record %d",
-		published, 2*perShard, kind, smap.Shards()[0].ID, seqs[0][badRec], badSub)
+	for _, b := range spec.bads {
+		t.Event("wrote %d user records in %d aggregates on 2 shards; a bad one (%s) is %s/%s (record %d) sub-record %d",
+			published, 2*perShard, kind, smap.Shards()[0].ID, seqs[0][b.rec], b.rec, b.sub)
+	}
 
 	// The handler: records what it processed, in call order.
 	var mu sync.Mutex
@@ -173,6 +219,9 @@ func consumerFault(ctx context.Context, t *T, kind string) error {
 			time.Sleep(consumerTimeout + consumerTimeout/2)
 			return errors.New("hung past the function timeout")
 		}
+		if spec.slow > 0 {
+			time.Sleep(spec.slow)
+		}
 		m, err := location.Parse(r.Data)
 		if err != nil {
 			return err
@@ -188,12 +237,23 @@ func consumerFault(ctx context.Context, t *T, kind string) error {
 	}
 	defer logf.Close()
 	log := slog.New(slog.NewJSONHandler(logf, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	proc := consumer.NewProcessor(h, consumer.WithCheckpointStore(consumer.NewMemoryCheckpoints()), consumer.WithLogger(log))
+	store := consumer.NewMemoryCheckpoints() // outside the instances: it stands for a durable store
+	newFn := func() lambda.Handler {
+		return lambda.NewHandler(consumer.NewProcessor(h, consumer.WithCheckpointStore(store), consumer.WithLogger(log)).Handle)
+	}
 	onFailure := filepath.Join(t.Dir, "on-failure.jsonl")
-	m := esm.New(kc, proc.Handle, esm.Config{Stream: stream, FunctionName: "chaos-" + kind, BatchSize: 10,
+	const batchSize = 10
+	cfg := esm.Config{Stream: stream, FunctionName: "chaos-consumer", BatchSize: batchSize,
 		ReportBatchItemFailures: true, BisectBatchOnFunctionError: true, MaximumRetryAttempts: consumerRetries,
-		OnFailure: onFailure, FunctionTimeout: consumerTimeout, PollInterval: 50 * time.Millisecond,
-		ShardRefreshInterval: 200 * time.Millisecond, RetryBackoff: 50 * time.Millisecond, Logger: log})
+		OnFailure: onFailure, FunctionTimeout: consumerTimeout, FastTiming: true, PollInterval: 50 * time.Millisecond,
+		ShardRefreshInterval: 200 * time.Millisecond, RetryBackoff: 50 * time.Millisecond, Logger: log}
+	if kind != "" {
+		cfg.FunctionName = "chaos-" + kind
+	}
+	if spec.esm != nil {
+		spec.esm(&cfg)
+	}
+	m := esm.New(kc, newFn, cfg)
 	mctx, stop := context.WithCancel(ctx)
 	defer stop()
 	mdone := make(chan error, 1)
@@ -209,10 +269,13 @@ func consumerFault(ctx context.Context, t *T, kind string) error {
 	if werr != nil {
 		t.Check("the shards are read to their end", false, "after 2 min: %d of %d Kinesis records handled", s.RecordsDone, total)
 	}
-	t.Event("ESM: %d invocations, %d function errors, %d partial failures, %d retries, %d bisections, %d records to on-failure",
-		s.Invocations, s.FunctionErrors, s.PartialFailures, s.Retries, s.Bisections, s.OnFailureRecords)
+	t.Event("ESM: %d invocations, %d function errors, %d partial failures, %d retries, %d bisections, %d records to on-failure, "+
+		"%d instances (%d reset), %d throttles, %d duplicate deliveries",
+		s.Invocations, s.FunctionErrors, s.PartialFailures, s.Retries, s.Bisections, s.OnFailureRecords, s.Instances, s.InstanceResets,
+		s.Throttles, s.Duplicates)
 	t.Metric("esm", map[string]int64{"invocations": s.Invocations, "function_errors": s.FunctionErrors, "partial_failures": s.PartialFailures,
-		"retries": s.Retries, "bisections": s.Bisections, "on_failure_records": s.OnFailureRecords, "records_done": s.RecordsDone})
+		"retries": s.Retries, "bisections": s.Bisections, "on_failure_records": s.OnFailureRecords, "records_done": s.RecordsDone,
+		"instances": s.Instances, "instance_resets": s.InstanceResets, "throttles": s.Throttles, "duplicates": s.Duplicates})
 
 	// On-failure destination: which Kinesis records were discarded.
 	frs, err := esm.ReadOnFailure(onFailure)
@@ -232,26 +295,35 @@ func consumerFault(ctx context.Context, t *T, kind string) error {
 			}
 		}
 	}
-	okFR := len(frs) == 1 && frs[0].KinesisBatchInfo.ShardID == smap.Shards()[0].ID &&
-		frs[0].KinesisBatchInfo.StartSequenceNumber == seqs[0][badRec] && frs[0].KinesisBatchInfo.EndSequenceNumber == seqs[0][badRec] &&
-		frs[0].KinesisBatchInfo.BatchSize == 1
-	detail := fmt.Sprintf("%d invocation records", len(frs))
-	if len(frs) > 0 {
-		detail += fmt.Sprintf("; first: %s %s..%s size %d, condition %s, invocations %d", frs[0].KinesisBatchInfo.ShardID,
-			frs[0].KinesisBatchInfo.StartSequenceNumber, frs[0].KinesisBatchInfo.EndSequenceNumber, frs[0].KinesisBatchInfo.BatchSize,
-			frs[0].RequestContext.Condition, frs[0].RequestContext.ApproximateInvokeCount)
+	// Exactly the expected ranges, in the order written, each with its size.
+	okFR := len(frs) == len(spec.discards)
+	detail := fmt.Sprintf("%d invocation records, want %d", len(frs), len(spec.discards))
+	for i, fr := range frs {
+		bi := fr.KinesisBatchInfo
+		detail += fmt.Sprintf("; %s %s..%s size %d, condition %s, invocations %d", bi.ShardID, bi.StartSequenceNumber, bi.EndSequenceNumber,
+			bi.BatchSize, fr.RequestContext.Condition, fr.RequestContext.ApproximateInvokeCount)
+		if i < len(spec.discards) {
+			w := spec.discards[i]
+			okFR = okFR && bi.ShardID == smap.Shards()[0].ID && bi.StartSequenceNumber == seqs[0][w[0]] &&
+				bi.EndSequenceNumber == seqs[0][w[1]] && bi.BatchSize == w[1]-w[0]+1
+		}
 	}
-	t.Check("on-failure destination holds exactly the bad Kinesis record", okFR, "%s", detail)
-	if len(frs) == 1 {
-		n := frs[0].RequestContext.ApproximateInvokeCount
-		t.Check("bounded retries", n <= consumerRetries+1 && s.Retries <= 12,
-			"the bad record alone invoked %d times (limit %d); %d retries in all", n, consumerRetries+1, s.Retries)
+	t.Check("on-failure destination holds exactly the expected Kinesis records", okFR, "%s", detail)
+	// Counted invocations are bounded by MaximumRetryAttempts+1; bisections are free and add at
+	// most one invocation per halving of the batch.
+	limit := consumerRetries + 1 + bisections(batchSize)
+	for _, fr := range frs {
+		n := fr.RequestContext.ApproximateInvokeCount
+		t.Check("bounded retries", n <= limit && s.Retries <= int64(len(spec.bads)*(consumerRetries+1)),
+			"discarded records invoked %d times (limit %d: %d counted + %d bisections); %d retries in all",
+			n, limit, consumerRetries+1, bisections(batchSize), s.Retries)
 	}
 	for id, sh := range s.Shards {
 		t.Check("shard "+id+" unblocked", sh.RecordsDone == perShard, "%d of %d Kinesis records handled", sh.RecordsDone, perShard)
 	}
 
-	// Accounting, per user in handler call order.
+	// Accounting, per user in handler call order (duplicates first: a redelivered batch is not a
+	// reorder).
 	a := Accounting{DeadLettered: map[string]int{}}
 	count := map[MsgKey]int{}
 	maxSeq := map[string]uint64{}
@@ -271,7 +343,7 @@ func consumerFault(ctx context.Context, t *T, kind string) error {
 			inDiscarded := discarded[smap.Shards()[s].ID+"/"+seqs[s][i]]
 			for j, u := range group {
 				a.Published++
-				if u.bad {
+				if u.bad && s == 0 {
 					a.PublishedBad++
 					if inDiscarded {
 						a.DeadLettered["on_failure (bad record)"]++
@@ -286,7 +358,7 @@ func consumerFault(ctx context.Context, t *T, kind string) error {
 					a.Delivered++
 				case inDiscarded:
 					a.DeadLettered["on_failure (same aggregate)"]++
-					if !(s == 0 && i == badRec && j > badSub) {
+					if sub, ok := badRecs[i]; !(s == 0 && ok && j > sub) {
 						a.sample("discarded_unexpectedly", u.key.String())
 					}
 				default:
@@ -299,12 +371,15 @@ func consumerFault(ctx context.Context, t *T, kind string) error {
 	t.res.Accounting = a
 	t.Check("lost = 0", a.Lost == 0 && a.BadNotDL == 0, "%d lost, bad record not in on-failure: %v%s", a.Lost, a.BadNotDL > 0, samples(a, "lost"))
 	t.Check("reordered = 0", a.Reordered == 0, "%d%s", a.Reordered, samples(a, "reordered"))
-	t.Check("only the bad record's aggregate discarded", len(a.Samples["discarded_unexpectedly"]) == 0, "%d user records on-failure%s",
+	t.Check("only the bad records' aggregates discarded", len(a.Samples["discarded_unexpectedly"]) == 0, "%d user records on-failure%s",
 		a.DeadLetterTotal(), samples(a, "discarded_unexpectedly"))
-	if kind == faultTimeout {
+	switch {
+	case kind == faultTimeout:
 		t.Note("duplicated %d (allowed: a timed-out invocation is a function error, its batch is retried whole, so records processed before the hanging one may be processed again)", a.Duplicated)
-		t.Check("the invocation timed out", s.FunctionErrors > 0, "%d function errors", s.FunctionErrors)
-	} else {
+		t.Check("the invocation timed out", s.FunctionErrors > 0 && s.InstanceResets > 0, "%d function errors, %d instances reset", s.FunctionErrors, s.InstanceResets)
+	case spec.duplicates != "":
+		t.Note("duplicated %d (allowed: %s)", a.Duplicated, spec.duplicates)
+	default:
 		t.Check("duplicated = 0", a.Duplicated == 0, "%d", a.Duplicated)
 	}
 	if kind == faultPanic {
@@ -312,15 +387,29 @@ func consumerFault(ctx context.Context, t *T, kind string) error {
 			"%d panics; logged as recovered: %d", panics, len(grepFile(filepath.Join(t.Dir, "esm.log"), "handler panicked")))
 	}
 	if kind == faultMalformed {
-		before := 0
-		for _, u := range recsByShard[0][badRec][:badSub] {
-			if count[u.key] > 0 {
-				before++
+		for _, b := range spec.bads {
+			before := 0
+			for _, u := range recsByShard[0][b.rec][:b.sub] {
+				if count[u.key] > 0 {
+					before++
+				}
 			}
+			t.Check("records before the fault processed", before == b.sub, "%d of %d", before, b.sub)
 		}
-		t.Check("records before the fault processed", before == badSub, "%d of %d", before, badSub)
+	}
+	if spec.check != nil {
+		spec.check(t, s, a)
 	}
 	return nil
+}
+
+// bisections is how many times a batch of n records can be halved before one record is alone.
+func bisections(n int) int {
+	k := 0
+	for ; n > 1; k++ {
+		n -= n / 2 // the larger half
+	}
+	return k
 }
 
 // consumerRec is a user record of the consumer cases.

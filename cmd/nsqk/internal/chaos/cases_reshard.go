@@ -130,7 +130,7 @@ func reshard(ctx context.Context, t *T, plan reshardPlan) error {
 	defer logf.Close()
 	rec := &recorder{seen: map[string]int{}, slow: map[string]bool{}}
 	proc := consumer.NewProcessor(rec.handle, consumer.WithLogger(slog.New(slog.NewJSONHandler(logf, nil))))
-	m := esm.New(r.KC, proc.Handle, esm.Config{Stream: r.Stream, FunctionName: "chaos-recorder", BatchSize: 100,
+	m := esm.New(r.KC, esm.Shared(proc.Handle), esm.Config{Stream: r.Stream, FunctionName: "chaos-recorder", BatchSize: 100,
 		Logger: slog.New(slog.NewJSONHandler(logf, &slog.HandlerOptions{Level: slog.LevelInfo}))})
 	mctx, stopESM := context.WithCancel(ctx)
 	defer stopESM()

@@ -1,0 +1,180 @@
+package esm
+
+import (
+	"bytes"
+	"encoding/json"
+	"log/slog"
+	"os"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+
+	"github.com/nsqk/nsqk/shared/consumer"
+)
+
+// Conditions of an invocation record (requestContext.condition).
+const (
+	// ConditionRetriesExhausted is the condition of the AWS example record ("Retain discarded
+	// batch records for a Kinesis Data Streams event source in Lambda", example invocation
+	// record).
+	ConditionRetriesExhausted = "RetryAttemptsExhausted"
+	// ConditionRecordAge is the condition for records older than MaximumRecordAge. The AWS docs
+	// show no record with it; "RecordAgeExceeded" is what LocalStack's stream poller writes
+	// (localstack, services/lambda_/event_source_mapping/pollers/stream_poller.py). Readers
+	// should treat any other condition as a discard too.
+	ConditionRecordAge = "RecordAgeExceeded"
+)
+
+// FailureRecord is the invocation record Lambda sends to an SQS or SNS on-failure destination for
+// a Kinesis event source, field for field as in the AWS example ("Retain discarded batch records
+// for a Kinesis Data Streams event source in Lambda"): it locates the discarded records in the
+// stream (shard, first and last sequence number); it does not carry their data. The OnFailure
+// file holds one per line.
+type FailureRecord struct {
+	RequestContext   RequestContext  `json:"requestContext"`
+	ResponseContext  ResponseContext `json:"responseContext"`
+	Version          string          `json:"version"`
+	Timestamp        string          `json:"timestamp"`
+	KinesisBatchInfo BatchInfo       `json:"KinesisBatchInfo"`
+}
+
+// RequestContext of a FailureRecord.
+type RequestContext struct {
+	RequestID              string `json:"requestId"`
+	FunctionArn            string `json:"functionArn"`
+	Condition              string `json:"condition"`
+	ApproximateInvokeCount int    `json:"approximateInvokeCount"`
+}
+
+// ResponseContext of a FailureRecord: the last invocation's.
+type ResponseContext struct {
+	StatusCode      int    `json:"statusCode"`
+	ExecutedVersion string `json:"executedVersion"`
+	FunctionError   string `json:"functionError,omitempty"`
+}
+
+// BatchInfo locates the discarded records in the stream: every record of ShardID from
+// StartSequenceNumber to EndSequenceNumber, both included. BatchSize is how many records that
+// range holds in the batch; with ConsolidateDiscards the range may include records between two
+// discarded pieces that were processed successfully.
+type BatchInfo struct {
+	ShardID                         string `json:"shardId"`
+	StartSequenceNumber             string `json:"startSequenceNumber"`
+	EndSequenceNumber               string `json:"endSequenceNumber"`
+	ApproximateArrivalOfFirstRecord string `json:"approximateArrivalOfFirstRecord"`
+	ApproximateArrivalOfLastRecord  string `json:"approximateArrivalOfLastRecord"`
+	BatchSize                       int    `json:"batchSize"`
+	StreamArn                       string `json:"streamArn"`
+}
+
+const isoMillis = "2006-01-02T15:04:05.000Z"
+
+// discards collects the discarded pieces of one batch when ConsolidateDiscards is on.
+type discards struct {
+	first, last item
+	n           int // pieces
+	condition   string
+	invokes     int
+	inv         invocation
+}
+
+// discard hands items to the on-failure destination and marks them handled. With
+// ConsolidateDiscards the invocation record is written when the batch is done (flushDiscards):
+// the AWS example record spans a batch of 500 records, so one record may stand for several
+// discarded pieces.
+func (m *Mapping) discard(sr *shardRun, d *discards, items []item, condition string, invokes int, last invocation, log *slog.Logger) {
+	log.Warn("discarding records to the on-failure destination", "condition", condition,
+		"start_sequence_number", aws.ToString(items[0].rec.SequenceNumber), "end_sequence_number", aws.ToString(items[len(items)-1].rec.SequenceNumber),
+		"records", len(items), "invocations", invokes, "destination", m.cfg.OnFailure)
+	m.update(func(s *Stats) { s.OnFailureRecords += int64(len(items)) })
+	if m.cfg.ConsolidateDiscards {
+		if d.n == 0 || items[0].idx < d.first.idx {
+			d.first = items[0]
+		}
+		if d.n == 0 || items[len(items)-1].idx > d.last.idx {
+			d.last = items[len(items)-1]
+		}
+		if d.n == 0 || condition == ConditionRetriesExhausted {
+			d.condition = condition
+		}
+		d.n++
+		d.invokes = max(d.invokes, invokes)
+		if last.invoked {
+			d.inv = last
+		}
+	} else {
+		m.writeFailure(sr, items[0], items[len(items)-1], len(items), condition, invokes, last, log)
+	}
+	m.markDone(sr, items)
+}
+
+// flushDiscards writes the consolidated invocation record of a batch, if any.
+func (m *Mapping) flushDiscards(sr *shardRun, batch []item, d *discards, log *slog.Logger) {
+	if d.n == 0 {
+		return
+	}
+	size := 0
+	for _, it := range batch {
+		if it.idx >= d.first.idx && it.idx <= d.last.idx {
+			size++
+		}
+	}
+	m.writeFailure(sr, d.first, d.last, size, d.condition, d.invokes, d.inv, log)
+	*d = discards{}
+}
+
+func (m *Mapping) writeFailure(sr *shardRun, first, lastItem item, size int, condition string, invokes int, last invocation, log *slog.Logger) {
+	fr := FailureRecord{
+		RequestContext: RequestContext{
+			RequestID:              consumer.NewUUID(),
+			FunctionArn:            consumer.FunctionARN(m.cfg.FunctionName),
+			Condition:              condition,
+			ApproximateInvokeCount: invokes,
+		},
+		ResponseContext: ResponseContext{ExecutedVersion: "$LATEST"},
+		Version:         "1.0",
+		Timestamp:       m.cfg.Now().UTC().Format(isoMillis),
+		KinesisBatchInfo: BatchInfo{
+			ShardID:                         sr.id,
+			StartSequenceNumber:             aws.ToString(first.rec.SequenceNumber),
+			EndSequenceNumber:               aws.ToString(lastItem.rec.SequenceNumber),
+			ApproximateArrivalOfFirstRecord: arrival(first.rec).UTC().Format(isoMillis),
+			ApproximateArrivalOfLastRecord:  arrival(lastItem.rec).UTC().Format(isoMillis),
+			BatchSize:                       size,
+			StreamArn:                       m.StreamARN(),
+		},
+	}
+	if last.invoked {
+		fr.ResponseContext.StatusCode = 200
+		if last.errorType != "" {
+			fr.ResponseContext.FunctionError = "Unhandled"
+		}
+	}
+	if m.failFile != nil {
+		line, _ := json.Marshal(fr)
+		m.failMu.Lock()
+		_, err := m.failFile.Write(append(line, '\n'))
+		m.failMu.Unlock()
+		if err != nil {
+			log.Error("on-failure destination write failed", "error", err.Error())
+		}
+	}
+	m.update(func(s *Stats) { s.OnFailureBatches++ })
+}
+
+// ReadOnFailure reads the invocation records of an OnFailure file.
+func ReadOnFailure(path string) ([]FailureRecord, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []FailureRecord
+	dec := json.NewDecoder(bytes.NewReader(b))
+	for dec.More() {
+		var fr FailureRecord
+		if err := dec.Decode(&fr); err != nil {
+			return out, err
+		}
+		out = append(out, fr)
+	}
+	return out, nil
+}

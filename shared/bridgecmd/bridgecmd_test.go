@@ -12,7 +12,7 @@ import (
 
 	"github.com/nsqio/go-nsq"
 
-	"github.com/nsqk/nsqk/shared/emf"
+	"github.com/nsqk/nsqk/shared/local/emfread"
 	"github.com/nsqk/nsqk/shared/local/kinesislocal"
 	"github.com/nsqk/nsqk/shared/local/nsqlocal"
 	"github.com/nsqk/nsqk/shared/location"
@@ -99,7 +99,7 @@ func TestMainFromEnvironmentDrainsAndExitsCleanly(t *testing.T) {
 	}
 	var acked float64
 	for _, line := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
-		d, err := emf.Decode([]byte(line))
+		d, err := emfread.Decode([]byte(line))
 		if err != nil {
 			t.Fatalf("stdout line is not EMF: %v\n%s", err, line)
 		}

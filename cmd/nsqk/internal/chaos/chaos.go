@@ -1,4 +1,4 @@
-// Package chaos is nsqk's fault suite (issue #7): it drives the real bridge — in process
+// Package chaos is nsqk's fault suite: it drives the real bridge — in process
 // (bridge.New/Run) or as a child process (`nsqk bridge`) — against an embedded nsqd and a Kinesis
 // emulator behind a fault-injecting front, injects faults (throttling, 500s, timeouts, resets,
 // outages, KMS errors, a deleted stream, reshards, nsqd restarts, SIGTERM, SIGKILL, slow writes,

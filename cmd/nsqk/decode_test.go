@@ -7,38 +7,17 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/nsqk/nsqk/shared/kpl"
+	"github.com/nsqk/nsqk/shared/kpl/kpltest"
 )
 
-// The package's own copy of the shared vectors (see shared/kpl/testdata/PROVENANCE.md).
-// vectorsPath is the repository's own copy of the KPL test vectors (shared/kpl/testdata).
-var vectorsPath = filepath.Join("..", "..", "shared", "kpl", "testdata", "vectors.json")
-
-type vectorRecord struct {
-	PartitionKey    *string `json:"partition_key"`
-	ExplicitHashKey *string `json:"explicit_hash_key"`
-	DataBase64      string  `json:"data_base64"`
-}
-
-type vector struct {
-	Name             string `json:"name"`
-	AggregatedBase64 string `json:"aggregated_base64"`
-	Expect           struct {
-		Aggregated bool           `json:"aggregated"`
-		Valid      bool           `json:"valid"`
-		Records    []vectorRecord `json:"records"`
-	} `json:"expect"`
-}
-
 type outLine struct {
-	Aggregated bool           `json:"aggregated"`
-	Records    []vectorRecord `json:"records"`
-	Error      *string        `json:"error"`
+	Aggregated bool             `json:"aggregated"`
+	Records    []kpltest.Record `json:"records"`
+	Error      *string          `json:"error"`
 }
 
 // parseOutput checks that every output line is exactly the documented object (keys, order, no
@@ -108,17 +87,7 @@ func decodeString(t *testing.T, in string) []outLine {
 }
 
 func TestDecodeVectors(t *testing.T) {
-	raw, err := os.ReadFile(vectorsPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var vs []vector
-	if err := json.Unmarshal(raw, &vs); err != nil {
-		t.Fatal(err)
-	}
-	if len(vs) != 31 {
-		t.Fatalf("%d vectors, want 31", len(vs))
-	}
+	vs := kpltest.Load(t)
 	var in strings.Builder
 	for _, v := range vs {
 		in.WriteString(v.AggregatedBase64 + "\n")

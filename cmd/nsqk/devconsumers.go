@@ -12,8 +12,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 
-	"github.com/nsqk/nsqk/shared/emf"
 	"github.com/nsqk/nsqk/shared/lastlocation"
+	"github.com/nsqk/nsqk/shared/local/emfread"
 	"github.com/nsqk/nsqk/shared/local/esm"
 	"github.com/nsqk/nsqk/shared/monitor"
 )
@@ -25,7 +25,7 @@ type devConsumers struct {
 	ll      *lastlocation.Function
 	store   *lastlocation.MemoryStore
 	mm, ml  *esm.Mapping
-	sm, sl  *emf.Summary
+	sm, sl  *emfread.Summary
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	errs    chan error
@@ -33,7 +33,7 @@ type devConsumers struct {
 }
 
 func startConsumers(ctx context.Context, kc *kinesis.Client, stream, dir string) (*devConsumers, error) {
-	d := &devConsumers{sm: &emf.Summary{}, sl: &emf.Summary{}, store: lastlocation.NewMemoryStore(), errs: make(chan error, 2)}
+	d := &devConsumers{sm: &emfread.Summary{}, sl: &emfread.Summary{}, store: lastlocation.NewMemoryStore(), errs: make(chan error, 2)}
 	logf, err := os.Create(filepath.Join(dir, "consumers.log"))
 	if err != nil {
 		return nil, err
@@ -48,9 +48,9 @@ func startConsumers(ctx context.Context, kc *kinesis.Client, stream, dir string)
 	}
 	d.closers = []io.Closer{logf, mf, lf}
 	log := slog.New(slog.NewJSONHandler(logf, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	d.mon = monitor.New(monitor.Config{FunctionName: "nsqk-monitor", Metrics: &emf.LineWriter{Summary: d.sm, Next: mf}, Logger: log})
+	d.mon = monitor.New(monitor.Config{FunctionName: "nsqk-monitor", Metrics: &emfread.LineWriter{Summary: d.sm, Next: mf}, Logger: log})
 	d.ll = lastlocation.New(lastlocation.Config{FunctionName: "nsqk-lastlocation", Store: d.store,
-		Metrics: &emf.LineWriter{Summary: d.sl, Next: lf}, Logger: log})
+		Metrics: &emfread.LineWriter{Summary: d.sl, Next: lf}, Logger: log})
 	// AWS's timing (no batching window, as the stack deploys by default; shards polled once per
 	// second): the latency shown is one AWS can deliver.
 	base := esm.Config{Stream: stream, BatchSize: 100,

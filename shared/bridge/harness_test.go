@@ -3,12 +3,8 @@ package bridge
 import (
 	"context"
 	"encoding/json"
-	"flag"
-	"fmt"
 	"log/slog"
-	"os"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,31 +15,16 @@ import (
 	"github.com/nsqk/nsqk/shared/kpl"
 	"github.com/nsqk/nsqk/shared/local/kinesisfault"
 	"github.com/nsqk/nsqk/shared/local/kinesislocal"
+	"github.com/nsqk/nsqk/shared/local/localtest"
 	"github.com/nsqk/nsqk/shared/local/nsqlocal"
 	"github.com/nsqk/nsqk/shared/shardmap"
 )
 
-// One kinesalite for the package; each test uses its own stream.
-var (
-	emulator  *kinesislocal.Emulator
-	streamSeq atomic.Int64
-)
+func TestMain(m *testing.M) { localtest.Main(m) }
 
-func TestMain(m *testing.M) {
-	code := func() int {
-		flag.Parse()
-		if !testing.Short() {
-			e, err := kinesislocal.Start(context.Background(), kinesislocal.Options{})
-			if err != nil {
-				fmt.Fprintln(os.Stderr, "kinesalite:", err)
-				return 1
-			}
-			defer e.Close()
-			emulator = e
-		}
-		return m.Run()
-	}()
-	os.Exit(code)
+// kinesalite is the package's one kinesalite; each test uses its own stream.
+func kinesalite(t testing.TB) *kinesislocal.Emulator {
+	return localtest.SharedKinesis(t, kinesislocal.Options{})
 }
 
 type harness struct {
@@ -57,24 +38,11 @@ type harness struct {
 
 func newHarness(t *testing.T, shards int32) *harness {
 	t.Helper()
-	if emulator == nil {
-		t.Skip("needs kinesalite (not with -short)")
-	}
+	kc := kinesalite(t).Client()
 	// Disk only: nsqd then delivers in publish order however deep the channel (with its memory
 	// queue full it interleaves memory and disk), so the tests can check order by seq.
-	n, err := nsqlocal.Start(nsqlocal.Options{MsgTimeout: 10 * time.Second, DiskOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(n.Stop)
-	h := &harness{t: t, nsqd: n, kc: emulator.Client(), topic: "locations", reg: prometheus.NewRegistry(),
-		stream: fmt.Sprintf("bridge-test-%d", streamSeq.Add(1))}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := kinesislocal.CreateStream(ctx, h.kc, h.stream, shards); err != nil {
-		t.Fatal(err)
-	}
-	return h
+	n := localtest.NSQD(t, nsqlocal.Options{MsgTimeout: 10 * time.Second, DiskOnly: true})
+	return &harness{t: t, nsqd: n, kc: kc, topic: "locations", reg: prometheus.NewRegistry(), stream: localtest.Stream(t, kc, shards)}
 }
 
 func (h *harness) options() Options {
@@ -244,7 +212,7 @@ func (c *collector) all() []Envelope {
 // client at it; the front closes with the test.
 func (h *harness) faultFront() *kinesisfault.Front {
 	h.t.Helper()
-	front, err := kinesisfault.Start(emulator.Endpoint)
+	front, err := kinesisfault.Start(kinesalite(h.t).Endpoint)
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -11,27 +11,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/nsqk/nsqk/shared/local/kinesisfault"
+	"github.com/nsqk/nsqk/shared/local/localtest"
 	"github.com/nsqk/nsqk/shared/local/nsqlocal"
 )
 
 // Through nsqlookupd: discovery, consumption, and dead-lettering to the nsqd the message came from.
 func TestLookupdDiscovery(t *testing.T) {
-	if emulator == nil {
-		t.Skip("needs kinesalite")
-	}
-	lk, err := nsqlocal.StartLookupd(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lk.Stop()
+	lk := localtest.Lookupd(t)
 	h := newHarness(t, 1)
 	// Replace the harness nsqd with one registered with lookupd.
 	h.nsqd.Stop()
-	n, err := nsqlocal.Start(nsqlocal.Options{LookupdTCPAddresses: []string{lk.TCPAddr}, DiskOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Stop()
+	n := localtest.NSQD(t, nsqlocal.Options{LookupdTCPAddresses: []string{lk.TCPAddr}, DiskOnly: true})
 	h.nsqd = n
 	o := h.options()
 	o.NSQDTCPAddresses, o.NSQDHTTPAddresses = nil, nil
@@ -160,11 +150,7 @@ func TestRedeliveryOfHeldMessagesTakesTheirPlace(t *testing.T) {
 	h := newHarness(t, 1)
 	front := h.faultFront()
 	h.nsqd.Stop()
-	n, err := nsqlocal.Start(nsqlocal.Options{MaxMsgTimeout: 2 * time.Second, DiskOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Stop()
+	n := localtest.NSQD(t, nsqlocal.Options{MaxMsgTimeout: 2 * time.Second, DiskOnly: true})
 	h.nsqd = n
 	o := h.options()
 	o.MsgTimeout = time.Second

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/nsqk/nsqk/shared/local/kinesislocal"
+	"github.com/nsqk/nsqk/shared/local/localtest"
 	"github.com/nsqk/nsqk/shared/local/nsqlocal"
 	"github.com/nsqk/nsqk/shared/location"
 	"github.com/nsqk/nsqk/shared/shardmap"
@@ -22,21 +23,10 @@ import (
 // bridge follows each new shard map, and every key's records are in order reading parents before
 // children.
 func TestReshardSplitAndMergeMidRun(t *testing.T) {
-	if emulator == nil {
-		t.Skip("needs the emulators (not with -short)")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	km, err := kinesislocal.Start(ctx, kinesislocal.Options{Kind: kinesislocal.KinesisMock})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer km.Close()
-	n, err := nsqlocal.Start(nsqlocal.Options{DiskOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Stop()
+	km := localtest.Kinesis(t, kinesislocal.Options{Kind: kinesislocal.KinesisMock})
+	n := localtest.NSQD(t, nsqlocal.Options{DiskOnly: true})
 	h := &harness{t: t, nsqd: n, kc: km.Client(), stream: "reshard", topic: "locations", reg: prometheus.NewRegistry()}
 	if err := kinesislocal.CreateStream(ctx, h.kc, h.stream, 2); err != nil {
 		t.Fatal(err)

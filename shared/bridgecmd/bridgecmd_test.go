@@ -12,8 +12,9 @@ import (
 
 	"github.com/nsqio/go-nsq"
 
-	"github.com/nsqk/nsqk/shared/emf"
+	"github.com/nsqk/nsqk/shared/local/emfread"
 	"github.com/nsqk/nsqk/shared/local/kinesislocal"
+	"github.com/nsqk/nsqk/shared/local/localtest"
 	"github.com/nsqk/nsqk/shared/local/nsqlocal"
 	"github.com/nsqk/nsqk/shared/location"
 )
@@ -38,23 +39,12 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 // stream, serves /metrics and /readyz, writes EMF to stdout, and exits 0 on cancellation (SIGTERM)
 // with every message FINished.
 func TestMainFromEnvironmentDrainsAndExitsCleanly(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts kinesalite")
-	}
 	ctx := context.Background()
-	em, err := kinesislocal.Start(ctx, kinesislocal.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer em.Close()
+	em := localtest.Kinesis(t, kinesislocal.Options{})
 	if err := kinesislocal.CreateStream(ctx, em.Client(), "env-stream", 2); err != nil {
 		t.Fatal(err)
 	}
-	n, err := nsqlocal.Start(nsqlocal.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Stop()
+	n := localtest.NSQD(t, nsqlocal.Options{})
 	gen := location.NewGenerator(10, 1)
 	p, _ := nsq.NewProducer(n.TCPAddr, nsq.NewConfig())
 	p.SetLogger(nil, nsq.LogLevelError)
@@ -99,7 +89,7 @@ func TestMainFromEnvironmentDrainsAndExitsCleanly(t *testing.T) {
 	}
 	var acked float64
 	for _, line := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
-		d, err := emf.Decode([]byte(line))
+		d, err := emfread.Decode([]byte(line))
 		if err != nil {
 			t.Fatalf("stdout line is not EMF: %v\n%s", err, line)
 		}

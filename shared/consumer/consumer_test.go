@@ -24,6 +24,7 @@ import (
 
 	"github.com/nsqk/nsqk/shared/emf"
 	"github.com/nsqk/nsqk/shared/kpl"
+	"github.com/nsqk/nsqk/shared/local/emfread"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -428,7 +429,7 @@ func TestMetricsAreWrittenAsEMFAfterEveryBatch(t *testing.T) {
 	if len(lines) != 1 {
 		t.Fatalf("want one EMF document per batch, got %d", len(lines))
 	}
-	d, err := emf.Decode([]byte(lines[0]))
+	d, err := emfread.Decode([]byte(lines[0]))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package emf
+package emf_test
 
 import (
 	"bytes"
@@ -9,25 +9,28 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nsqk/nsqk/shared/emf"
+	"github.com/nsqk/nsqk/shared/local/emfread"
 )
 
-func newTestRegistry(buf *bytes.Buffer) *Registry {
-	return New(Config{
+func newTestRegistry(buf *bytes.Buffer) *emf.Registry {
+	return emf.New(emf.Config{
 		Namespace:  "NSQK/Consumer",
-		Dimensions: []Dimension{{"Function", "nsqk-monitor"}},
+		Dimensions: []emf.Dimension{{"Function", "nsqk-monitor"}},
 		Output:     buf,
 		Now:        func() time.Time { return time.UnixMilli(1764100000123) },
 	})
 }
 
-func decodeAll(t *testing.T, buf *bytes.Buffer) []Document {
+func decodeAll(t *testing.T, buf *bytes.Buffer) []emfread.Document {
 	t.Helper()
-	var docs []Document
+	var docs []emfread.Document
 	for _, line := range strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n") {
 		if line == "" {
 			continue
 		}
-		d, err := Decode([]byte(line))
+		d, err := emfread.Decode([]byte(line))
 		if err != nil {
 			t.Fatalf("%v: %s", err, line)
 		}
@@ -39,7 +42,7 @@ func decodeAll(t *testing.T, buf *bytes.Buffer) []Document {
 
 // validStats is the statistic-set rule of aws-embedded-metrics-java (Statistics.isValid):
 // CloudWatch drops impossible Min/Max/Count/Sum combinations.
-func validStats(v Value) bool {
+func validStats(v emfread.Value) bool {
 	return !(v.Max < v.Min || v.Count <= 0 || (v.Count == 1 && math.Abs(v.Max-v.Min) > 1e-5) ||
 		v.Min+v.Max*(v.Count-1) < v.Sum*(1-1e-12) || v.Max+v.Min*(v.Count-1) > v.Sum*(1+1e-12)+1e-9)
 }
@@ -47,10 +50,10 @@ func validStats(v Value) bool {
 func TestFlushWritesOneDocumentWithEveryKindAndResets(t *testing.T) {
 	var buf bytes.Buffer
 	r := newTestRegistry(&buf)
-	recs := r.Counter("Records", Count)
-	r.Counter("Failures", Count)
-	lag := r.Gauge("Lag", Milliseconds)
-	lat := r.Histogram("E2ELatency", Milliseconds)
+	recs := r.Counter("Records", emf.Count)
+	r.Counter("Failures", emf.Count)
+	lag := r.Gauge("Lag", emf.Milliseconds)
+	lat := r.Histogram("E2ELatency", emf.Milliseconds)
 	recs.Add(5)
 	recs.Inc()
 	lag.Set(1234.5)
@@ -69,13 +72,13 @@ func TestFlushWritesOneDocumentWithEveryKindAndResets(t *testing.T) {
 	if d.Namespace != "NSQK/Consumer" || d.Dimensions["Function"] != "nsqk-monitor" || d.Timestamp.UnixMilli() != 1764100000123 {
 		t.Fatalf("metadata: %+v", d)
 	}
-	if v := d.Metrics["Records"]; v.Number == nil || *v.Number != 6 || v.Unit != Count {
+	if v := d.Metrics["Records"]; v.Number == nil || *v.Number != 6 || v.Unit != emf.Count {
 		t.Fatalf("Records = %+v", v)
 	}
 	if v := d.Metrics["Failures"]; v.Number == nil || *v.Number != 0 {
 		t.Fatalf("Failures = %+v (a zero counter is reported)", v)
 	}
-	if v := d.Metrics["Lag"]; v.Number == nil || *v.Number != 1234.5 || v.Unit != Milliseconds {
+	if v := d.Metrics["Lag"]; v.Number == nil || *v.Number != 1234.5 || v.Unit != emf.Milliseconds {
 		t.Fatalf("Lag = %+v", v)
 	}
 	h := d.Metrics["E2ELatency"]
@@ -109,8 +112,8 @@ func TestFlushWritesOneDocumentWithEveryKindAndResets(t *testing.T) {
 }
 
 func TestRegisteringTwiceReturnsTheSameMetricAndKindMismatchPanics(t *testing.T) {
-	r := New(Config{Namespace: "x"})
-	if r.Counter("a", Count) != r.Counter("a", Count) {
+	r := emf.New(emf.Config{Namespace: "x"})
+	if r.Counter("a", emf.Count) != r.Counter("a", emf.Count) {
 		t.Fatal("second Counter call made a new counter")
 	}
 	defer func() {
@@ -118,14 +121,14 @@ func TestRegisteringTwiceReturnsTheSameMetricAndKindMismatchPanics(t *testing.T)
 			t.Fatal("Histogram over a counter name did not panic")
 		}
 	}()
-	r.Histogram("a", Count)
+	r.Histogram("a", emf.Count)
 }
 
 func TestHistogramWithMoreThan100BinsIsSplitAcrossDocuments(t *testing.T) {
 	var buf bytes.Buffer
 	r := newTestRegistry(&buf)
-	h := r.Histogram("E2ELatency", Milliseconds)
-	c := r.Counter("Records", Count)
+	h := r.Histogram("E2ELatency", emf.Milliseconds)
+	c := r.Counter("Records", emf.Count)
 	c.Add(7)
 	var want, largest float64
 	n := 0
@@ -152,7 +155,7 @@ func TestHistogramWithMoreThan100BinsIsSplitAcrossDocuments(t *testing.T) {
 	var minV, maxV = math.Inf(1), math.Inf(-1)
 	records := 0
 	for _, d := range docs {
-		if len(d.Metrics) > MaxMetricsPerDocument {
+		if len(d.Metrics) > emf.MaxMetricsPerDocument {
 			t.Fatalf("%d metrics in one document", len(d.Metrics))
 		}
 		if v, ok := d.Metrics["Records"]; ok {
@@ -165,7 +168,7 @@ func TestHistogramWithMoreThan100BinsIsSplitAcrossDocuments(t *testing.T) {
 		if !ok {
 			continue
 		}
-		if len(v.Values) > MaxValuesPerMetric {
+		if len(v.Values) > emf.MaxValuesPerMetric {
 			t.Fatalf("%d values in one histogram part", len(v.Values))
 		}
 		if !validStats(v) {
@@ -194,7 +197,7 @@ func TestMoreThan100MetricsAreSpreadOverDocuments(t *testing.T) {
 	var buf bytes.Buffer
 	r := newTestRegistry(&buf)
 	for i := range 250 {
-		r.Counter("m"+strconv.Itoa(i), Count).Add(int64(i))
+		r.Counter("m"+strconv.Itoa(i), emf.Count).Add(int64(i))
 	}
 	if err := r.Flush(); err != nil {
 		t.Fatal(err)
@@ -205,7 +208,7 @@ func TestMoreThan100MetricsAreSpreadOverDocuments(t *testing.T) {
 	}
 	seen := map[string]float64{}
 	for _, d := range docs {
-		if len(d.Metrics) > MaxMetricsPerDocument {
+		if len(d.Metrics) > emf.MaxMetricsPerDocument {
 			t.Fatalf("%d metrics in a document", len(d.Metrics))
 		}
 		for k, v := range d.Metrics {
@@ -222,11 +225,11 @@ func TestMoreThan100MetricsAreSpreadOverDocuments(t *testing.T) {
 func TestConcurrentRecordingAndFlushingLosesNothing(t *testing.T) {
 	var mu sync.Mutex
 	var out bytes.Buffer
-	sum := &Summary{}
-	w := &LineWriter{Summary: sum, Next: lockedWriter{&mu, &out}}
-	r := New(Config{Namespace: "NSQK/Bridge", Dimensions: []Dimension{{"Stream", "s"}}, Output: w})
-	c := r.Counter("Records", Count)
-	h := r.Histogram("Latency", Milliseconds)
+	sum := &emfread.Summary{}
+	w := &emfread.LineWriter{Summary: sum, Next: lockedWriter{&mu, &out}}
+	r := emf.New(emf.Config{Namespace: "NSQK/Bridge", Dimensions: []emf.Dimension{{"Stream", "s"}}, Output: w})
+	c := r.Counter("Records", emf.Count)
+	h := r.Histogram("Latency", emf.Milliseconds)
 	const workers, per = 4, 2000
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
@@ -285,8 +288,8 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 func TestNothingToReportWritesNothing(t *testing.T) {
 	var buf bytes.Buffer
 	r := newTestRegistry(&buf)
-	r.Histogram("E2ELatency", Milliseconds)
-	r.Gauge("Lag", Milliseconds)
+	r.Histogram("E2ELatency", emf.Milliseconds)
+	r.Gauge("Lag", emf.Milliseconds)
 	if err := r.Flush(); err != nil {
 		t.Fatal(err)
 	}
@@ -295,22 +298,8 @@ func TestNothingToReportWritesNothing(t *testing.T) {
 	}
 }
 
-func TestDecodeRejectsBrokenDocuments(t *testing.T) {
-	for _, bad := range []string{
-		`not json`,
-		`{"a":1}`,
-		`{"_aws":{"Timestamp":1,"CloudWatchMetrics":[{"Namespace":"n","Dimensions":[["F"]],"Metrics":[{"Name":"x"}]}]},"x":1}`,
-		`{"_aws":{"Timestamp":1,"CloudWatchMetrics":[{"Namespace":"n","Dimensions":[[]],"Metrics":[{"Name":"x"}]}]}}`,
-		`{"_aws":{"Timestamp":1,"CloudWatchMetrics":[{"Namespace":"n","Dimensions":[[]],"Metrics":[{"Name":"x"}]}]},"x":{"Values":[1,2],"Counts":[1],"Min":1,"Max":2,"Count":2,"Sum":3}}`,
-	} {
-		if _, err := Decode([]byte(bad)); err == nil {
-			t.Errorf("Decode(%s) succeeded", bad)
-		}
-	}
-}
-
 func BenchmarkHistogramObserve(b *testing.B) {
-	h := New(Config{Namespace: "x"}).Histogram("h", Milliseconds)
+	h := emf.New(emf.Config{Namespace: "x"}).Histogram("h", emf.Milliseconds)
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		h.Observe(float64(i%5000) + 0.5)
@@ -320,7 +309,7 @@ func BenchmarkHistogramObserve(b *testing.B) {
 func TestHistogramIsExactUpTo100DistinctValuesThenBinned(t *testing.T) {
 	var buf bytes.Buffer
 	r := newTestRegistry(&buf)
-	h := r.Histogram("BatchSize", Count)
+	h := r.Histogram("BatchSize", emf.Count)
 	for _, v := range []float64{3, 2, 3, 100} {
 		h.Observe(v)
 	}

@@ -49,6 +49,18 @@ func benchPayloadBytes() []byte {
 	return p
 }
 
+// benchAdd adds one record; when the aggregate is full, empty (Reset or Flush) makes room first.
+func benchAdd(b *testing.B, a *Aggregator, key string, payload []byte, empty func()) {
+	err := a.Add(key, "", payload)
+	if errors.Is(err, ErrFull) {
+		empty()
+		err = a.Add(key, "", payload)
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+}
+
 // BenchmarkAggregatorAdd is the cost of Add alone: on ErrFull the aggregator is Reset (what Flush
 // does after writing), so the copy and MD5 of Flush are left out; see BenchmarkAggregate.
 func BenchmarkAggregatorAdd(b *testing.B) {
@@ -57,21 +69,8 @@ func BenchmarkAggregatorAdd(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(benchPayload)
 	b.ResetTimer()
-	j := 0
-	for range b.N {
-		k := keys[j]
-		if j++; j == len(keys) {
-			j = 0
-		}
-		if err := a.Add(k, "", payload); err != nil {
-			if !errors.Is(err, ErrFull) {
-				b.Fatal(err)
-			}
-			a.Reset()
-			if err := a.Add(k, "", payload); err != nil {
-				b.Fatal(err)
-			}
-		}
+	for i := range b.N {
+		benchAdd(b, a, keys[i%len(keys)], payload, a.Reset)
 	}
 }
 
@@ -85,23 +84,12 @@ func BenchmarkAggregate(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(benchPayload)
 	b.ResetTimer()
-	j := 0
-	for range b.N {
-		k := keys[j]
-		if j++; j == len(keys) {
-			j = 0
-		}
-		if err := a.Add(k, "", payload); err != nil {
-			if !errors.Is(err, ErrFull) {
-				b.Fatal(err)
-			}
+	for i := range b.N {
+		benchAdd(b, a, keys[i%len(keys)], payload, func() {
 			sinkRecord = a.Flush(buf)
 			buf = sinkRecord.Data
 			out += len(buf)
-			if err := a.Add(k, "", payload); err != nil {
-				b.Fatal(err)
-			}
-		}
+		})
 	}
 	b.ReportMetric(float64(out)/float64(b.N), "out-B/record")
 }

@@ -16,6 +16,8 @@ import (
 	awsrec "github.com/awslabs/kinesis-aggregation/go/v2/records"
 	"github.com/golang/protobuf/proto"
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/nsqk/nsqk/shared/kpl/kpltest"
 )
 
 // FuzzDeaggregate checks, on any input: no panic; the pass-through contract; agreement with
@@ -140,8 +142,8 @@ const corpusDir = "testdata/fuzz/FuzzDeaggregate"
 func corpusSeeds(t *testing.T) map[string][]byte {
 	seeds := map[string][]byte{}
 	unsafe := regexp.MustCompile(`[^a-zA-Z0-9._-]+`)
-	for _, v := range loadVectors(t) {
-		seeds["vector-"+unsafe.ReplaceAllString(v.Name, "_")] = v.data(t)
+	for _, v := range kpltest.Load(t) {
+		seeds["vector-"+unsafe.ReplaceAllString(v.Name, "_")] = v.Data(t)
 	}
 	for i, cfg := range []struct {
 		n, maxData int

@@ -3,56 +3,14 @@ package kpl
 import (
 	"bytes"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
-	"os"
 	"testing"
+
+	"github.com/nsqk/nsqk/shared/kpl/kpltest"
 )
 
-type vectorRecord struct {
-	PartitionKey    *string `json:"partition_key"`
-	ExplicitHashKey *string `json:"explicit_hash_key"`
-	DataBase64      string  `json:"data_base64"`
-}
-
-type vector struct {
-	Name              string  `json:"name"`
-	AggregatedBase64  string  `json:"aggregated_base64"`
-	OuterPartitionKey *string `json:"outer_partition_key"`
-	Expect            struct {
-		Aggregated bool           `json:"aggregated"`
-		Valid      bool           `json:"valid"`
-		Records    []vectorRecord `json:"records"`
-	} `json:"expect"`
-}
-
-func loadVectors(t testing.TB) []vector {
-	t.Helper()
-	raw, err := os.ReadFile("testdata/vectors.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var vs []vector
-	if err := json.Unmarshal(raw, &vs); err != nil {
-		t.Fatal(err)
-	}
-	if len(vs) != 31 {
-		t.Fatalf("testdata/vectors.json: %d vectors, want 31", len(vs))
-	}
-	return vs
-}
-
-func (v vector) data(t testing.TB) []byte {
-	t.Helper()
-	b, err := base64.StdEncoding.DecodeString(v.AggregatedBase64)
-	if err != nil {
-		t.Fatalf("%s: %v", v.Name, err)
-	}
-	return b
-}
-
 // checkAgainstExpect compares de-aggregated records with a vector's expect.records.
-func checkAgainstExpect(t *testing.T, v vector, input []byte, got []UserRecord) {
+func checkAgainstExpect(t *testing.T, v kpltest.Vector, input []byte, got []UserRecord) {
 	t.Helper()
 	want := v.Expect.Records
 	if len(got) != len(want) {
@@ -104,9 +62,9 @@ func show(s *string) string {
 func TestVectors(t *testing.T) {
 	var d Deaggregator // reused across vectors, as a consumer does
 	var dst []UserRecord
-	for _, v := range loadVectors(t) {
+	for _, v := range kpltest.Load(t) {
 		t.Run(v.Name, func(t *testing.T) {
-			data := v.data(t)
+			data := v.Data(t)
 			// A non-empty dst prefix must be kept as is.
 			prefix := UserRecord{SubSequence: -1, Data: []byte("prefix")}
 			dst = append(dst[:0], prefix)
@@ -146,11 +104,11 @@ func TestVectors(t *testing.T) {
 
 // TestVectorIndexError pins the fields of the IndexError for the one such vector.
 func TestVectorIndexError(t *testing.T) {
-	for _, v := range loadVectors(t) {
+	for _, v := range kpltest.Load(t) {
 		if v.Name != "edge/pk-index-out-of-range" {
 			continue
 		}
-		_, _, err := Deaggregate(v.data(t))
+		_, _, err := Deaggregate(v.Data(t))
 		want := &IndexError{Record: 0, Field: "partition_key_index", Index: 5, TableLen: 1}
 		var ie *IndexError
 		if !errors.As(err, &ie) || *ie != *want {

@@ -20,7 +20,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 
-	"github.com/nsqk/nsqk/shared/emf"
+	"github.com/nsqk/nsqk/shared/local/emfread"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -61,7 +61,7 @@ func TestLastLocationNeverGoesBackInTime(t *testing.T) {
 	if s := f.Stats(); s != (Stats{Applied: 3, Stale: 1, Duplicates: 1}) {
 		t.Fatalf("stats %+v", s)
 	}
-	d, err := emf.Decode(bytes.TrimSpace(out.Bytes()))
+	d, err := emfread.Decode(bytes.TrimSpace(out.Bytes()))
 	if err != nil {
 		t.Fatal(err)
 	}

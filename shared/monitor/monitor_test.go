@@ -12,8 +12,8 @@ import (
 
 	"github.com/aws/aws-lambda-go/events"
 
-	"github.com/nsqk/nsqk/shared/emf"
 	"github.com/nsqk/nsqk/shared/kpl"
+	"github.com/nsqk/nsqk/shared/local/emfread"
 )
 
 func msg(user string, seq uint64) []byte {
@@ -59,7 +59,7 @@ func TestOrderCheckAndMetrics(t *testing.T) {
 	if !strings.Contains(logs.String(), `"msg":"order violation: seq went back"`) || !strings.Contains(logs.String(), `"previous_seq":4`) {
 		t.Fatalf("violation not logged with its context: %s", logs.String())
 	}
-	d, err := emf.Decode(bytes.TrimSpace(out.Bytes()))
+	d, err := emfread.Decode(bytes.TrimSpace(out.Bytes()))
 	if err != nil {
 		t.Fatal(err)
 	}

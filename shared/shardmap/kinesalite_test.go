@@ -9,25 +9,16 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 
 	"github.com/nsqk/nsqk/shared/local/kinesislocal"
+	"github.com/nsqk/nsqk/shared/local/localtest"
 	"github.com/nsqk/nsqk/shared/shardmap"
 )
 
 // The emulator computes the owning shard itself: our prediction must match it for every key.
 func TestPredictionMatchesKinesalite(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts kinesalite")
-	}
 	ctx := context.Background()
-	e, err := kinesislocal.Start(ctx, kinesislocal.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
-	c := e.Client()
-	if err := kinesislocal.CreateStream(ctx, c, "s", 5); err != nil {
-		t.Fatal(err)
-	}
-	m, err := shardmap.Load(ctx, c, "s")
+	c := localtest.Kinesis(t, kinesislocal.Options{}).Client()
+	stream := localtest.Stream(t, c, 5)
+	m, err := shardmap.Load(ctx, c, stream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +27,7 @@ func TestPredictionMatchesKinesalite(t *testing.T) {
 	}
 	for i := 0; i < 50; i++ {
 		key := fmt.Sprintf("u%09d", i*7919)
-		out, err := c.PutRecord(ctx, &kinesis.PutRecordInput{StreamName: aws.String("s"), PartitionKey: aws.String(key), Data: []byte("x")})
+		out, err := c.PutRecord(ctx, &kinesis.PutRecordInput{StreamName: aws.String(stream), PartitionKey: aws.String(key), Data: []byte("x")})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -45,7 +36,7 @@ func TestPredictionMatchesKinesalite(t *testing.T) {
 		}
 		// An explicit hash key at a shard's StartKey routes there regardless of the partition key.
 		target := m.Shards()[i%m.Len()]
-		out, err = c.PutRecord(ctx, &kinesis.PutRecordInput{StreamName: aws.String("s"), PartitionKey: aws.String(key), ExplicitHashKey: aws.String(target.StartKey), Data: []byte("x")})
+		out, err = c.PutRecord(ctx, &kinesis.PutRecordInput{StreamName: aws.String(stream), PartitionKey: aws.String(key), ExplicitHashKey: aws.String(target.StartKey), Data: []byte("x")})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -6,9 +6,9 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/nsqk/nsqk/shared/emf"
 	"github.com/nsqk/nsqk/shared/kpl"
 	"github.com/nsqk/nsqk/shared/lastlocation"
+	"github.com/nsqk/nsqk/shared/local/emfread"
 	"github.com/nsqk/nsqk/shared/local/kinesislocal"
 	"github.com/nsqk/nsqk/shared/location"
 	"github.com/nsqk/nsqk/shared/monitor"
@@ -41,9 +41,9 @@ func TestTwoMappingsOnOneStream(t *testing.T) {
 	}
 	put(t, c, stream, recs...)
 
-	summary := &emf.Summary{}
+	summary := &emfread.Summary{}
 	var out sync.Mutex
-	metrics := &emf.LineWriter{Summary: summary, Next: lockedDiscard{&out}}
+	metrics := &emfread.LineWriter{Summary: summary, Next: lockedDiscard{&out}}
 	mon := monitor.New(monitor.Config{FunctionName: "nsqk-monitor", Metrics: metrics, Logger: quiet})
 	store := lastlocation.NewMemoryStore()
 	ll := lastlocation.New(lastlocation.Config{FunctionName: "nsqk-lastlocation", Store: store, Metrics: metrics, Logger: quiet})

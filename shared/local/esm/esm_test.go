@@ -26,6 +26,7 @@ import (
 	"github.com/nsqk/nsqk/shared/consumer"
 	"github.com/nsqk/nsqk/shared/kpl"
 	"github.com/nsqk/nsqk/shared/local/kinesislocal"
+	"github.com/nsqk/nsqk/shared/local/localtest"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -126,46 +127,13 @@ func TestConfigValidation(t *testing.T) {
 
 // ---- against kinesalite / kinesis-mock ----
 
-var (
-	emuMu     sync.Mutex
-	emus      = map[kinesislocal.Kind]*kinesislocal.Emulator{}
-	emuErrs   = map[kinesislocal.Kind]error{}
-	streamSeq int
-)
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	for _, e := range emus {
-		e.Close()
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { localtest.Main(m) }
 
 // client returns a client of a shared emulator and a fresh stream with n shards on it.
 func client(t *testing.T, kind kinesislocal.Kind, shards int32) (*kinesis.Client, string) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("starts a Kinesis emulator")
-	}
-	emuMu.Lock()
-	defer emuMu.Unlock()
-	e, err := emus[kind], emuErrs[kind]
-	if e == nil && err == nil {
-		e, err = kinesislocal.Start(context.Background(), kinesislocal.Options{Kind: kind, Stderr: os.Stderr})
-		emus[kind], emuErrs[kind] = e, err
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := e.Client()
-	streamSeq++
-	stream := fmt.Sprintf("%s-%d", strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name())), streamSeq)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := kinesislocal.CreateStream(ctx, c, stream, shards); err != nil {
-		t.Fatal(err)
-	}
-	return c, stream
+	c := localtest.SharedKinesis(t, kinesislocal.Options{Kind: kind, Stderr: os.Stderr}).Client()
+	return c, localtest.Stream(t, c, shards)
 }
 
 // put writes records one by one (so that their order in the shard is the call order) and

@@ -1,6 +1,8 @@
 // Package localtest starts the local stand-ins (embedded nsqd and nsqlookupd, the Kinesis
 // emulators) for tests: each start helper skips the test under -short, fails it when the stand-in
-// cannot start, and stops the stand-in in t.Cleanup.
+// cannot start, and stops the stand-in in t.Cleanup. A Kinesis emulator takes seconds to start,
+// so a package whose tests each use a stream of their own may share one (SharedKinesis, with
+// Main in its TestMain).
 //
 // Local environment: tests and `nsqk dev` use this; product code never does.
 package localtest
@@ -8,6 +10,8 @@ package localtest
 import (
 	"context"
 	"fmt"
+	"os"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -27,6 +31,55 @@ func Kinesis(t testing.TB, o kinesislocal.Options) *kinesislocal.Emulator {
 	}
 	t.Cleanup(func() { e.Close() })
 	return e
+}
+
+// shared holds the emulators SharedKinesis started, one per kind, until Main stops them.
+var shared struct {
+	mu     sync.Mutex
+	inMain bool
+	emus   map[kinesislocal.Kind]*kinesislocal.Emulator
+	errs   map[kinesislocal.Kind]error
+}
+
+// SharedKinesis returns the emulator of o.Kind shared by the tests of this package, starting it
+// with o on first use; Main stops it after the last test. Each test uses a stream of its own
+// (Stream). A failed start fails every test that asks for it.
+func SharedKinesis(t testing.TB, o kinesislocal.Options) *kinesislocal.Emulator {
+	t.Helper()
+	kind := kindOr(o.Kind)
+	SkipShort(t, string(kind))
+	shared.mu.Lock()
+	defer shared.mu.Unlock()
+	if !shared.inMain {
+		t.Fatal("localtest.SharedKinesis: call localtest.Main from the package's TestMain (it stops the emulator)")
+	}
+	e, err := shared.emus[kind], shared.errs[kind]
+	if e == nil && err == nil {
+		e, err = kinesislocal.Start(context.Background(), o)
+		shared.emus[kind], shared.errs[kind] = e, err
+	}
+	if err != nil {
+		t.Fatalf("start %s: %v", kind, err)
+	}
+	return e
+}
+
+// Main runs the package's tests, stops the emulators SharedKinesis started and exits:
+//
+//	func TestMain(m *testing.M) { localtest.Main(m) }
+func Main(m *testing.M) {
+	shared.mu.Lock()
+	shared.inMain = true
+	shared.emus = map[kinesislocal.Kind]*kinesislocal.Emulator{}
+	shared.errs = map[kinesislocal.Kind]error{}
+	shared.mu.Unlock()
+	code := m.Run()
+	shared.mu.Lock()
+	for _, e := range shared.emus {
+		e.Close()
+	}
+	shared.mu.Unlock()
+	os.Exit(code)
 }
 
 // NSQD starts an embedded nsqd for one test.

@@ -89,11 +89,8 @@ func badInput(ctx context.Context, t *T) error {
 	const recordLimit = 64 << 10
 	o := r.BridgeOptions()
 	o.MaxRecordSize = recordLimit
-	b, err := r.StartBridge(o)
+	b, err := r.StartReady(ctx, o)
 	if err != nil {
-		return err
-	}
-	if err := WaitFor(ctx, 30*time.Second, "bridge ready", b.B.Ready); err != nil {
 		return err
 	}
 	pub, err := r.NewPublisher(100, 31)
@@ -136,18 +133,11 @@ func badInput(ctx context.Context, t *T) error {
 	} else {
 		t.Check("empty-body message FINished after dead-lettering", fin.finished(), "FIN %v, REQ %v", fin.finished(), fin.requeued())
 	}
-	if err := r.WaitDrained(ctx, time.Minute); err != nil {
-		return err
-	}
-	mf := b.Metrics()
-	err = b.Stop(time.Minute)
-	t.Check("graceful stop returns nil", err == nil, "Run returned %v", err)
-	obs, _, err := r.Observe(ctx)
+	end, err := r.EndInProc(ctx, b, time.Minute)
 	if err != nil {
 		return err
 	}
-	a := r.Account(obs)
-	noteBridge(t, mf)
+	a := end.A
 	var failedClasses []string
 	for name, ct := range a.BadByClass {
 		if ct.DeadLettered != ct.Published || ct.InStream > 0 {
@@ -228,11 +218,8 @@ func badInputOversize(ctx context.Context, t *T) error {
 	if err != nil {
 		return err
 	}
-	b, err := r.StartBridge(r.BridgeOptions())
+	b, err := r.StartReady(ctx, r.BridgeOptions())
 	if err != nil {
-		return err
-	}
-	if err := WaitFor(ctx, 30*time.Second, "bridge ready", b.B.Ready); err != nil {
 		return err
 	}
 	pub, err := r.NewPublisher(20, 37)
@@ -278,8 +265,7 @@ func badInputOversize(ctx context.Context, t *T) error {
 	if lines := grepFile(r.t.Dir+"/bridge.log", "dead-letter publish failed"); len(lines) > 0 {
 		t.Note("bridge log (%d such lines): %s", len(lines), first(lines))
 	}
-	err = b.Stop(time.Minute)
-	t.Check("graceful stop returns nil", err == nil, "Run returned %v", err)
+	r.StopInProc(b)
 	back, err := r.DrainChannel(ctx, 30*time.Second)
 	if err != nil {
 		return err

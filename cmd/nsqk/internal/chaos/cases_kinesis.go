@@ -56,21 +56,12 @@ func runWindow(ctx context.Context, t *T, w window) (*windowRun, error) {
 	if w.options != nil {
 		w.options(&o)
 	}
-	b, err := r.StartBridge(o)
+	b, err := r.StartReady(ctx, o)
 	if err != nil {
 		return nil, err
 	}
-	if err := WaitFor(ctx, 30*time.Second, "bridge ready", b.B.Ready); err != nil {
-		return nil, err
-	}
-	pub, err := r.NewPublisher(w.users, seedOf(t.Dir))
+	pub, done, err := r.PublishUntil(ctx, w.users, seedOf(t.Dir), w.rate, w.before+w.fault+w.after, w.before)
 	if err != nil {
-		return nil, err
-	}
-	total := w.before + w.fault + w.after
-	t.Event("publishing %d msg/s from %d users for %s", w.rate, w.users, total)
-	done := pub.Go(ctx, w.rate, total)
-	if err := hold(ctx, w.before); err != nil {
 		return nil, err
 	}
 	if err := w.apply(r); err != nil {
@@ -88,22 +79,12 @@ func runWindow(ctx context.Context, t *T, w window) (*windowRun, error) {
 		return nil, err
 	}
 	t.Event("published %d; waiting for NSQ to drain", pub.Sent())
-	if err := r.WaitDrained(ctx, 3*time.Minute); err != nil {
-		return nil, err
-	}
-	t.Event("drained")
-	mf := b.Metrics()
-	err = b.Stop(time.Minute)
-	t.Check("graceful stop returns nil", err == nil, "Run returned %v", err)
-	obs, n, err := r.Observe(ctx)
+	end, err := r.EndInProc(ctx, b, 3*time.Minute)
 	if err != nil {
 		return nil, err
 	}
-	a := r.Account(obs)
-	t.Metric("kinesis_records", n)
-	noteBridge(t, mf)
 	noteFront(t, r.Front.Stats())
-	return &windowRun{r: r, b: b, a: a, mf: mf}, nil
+	return &windowRun{r: r, b: b, a: end.A, mf: end.MF}, nil
 }
 
 // noteBridge copies the bridge's own counters into the notes and metrics (context only: the
@@ -168,128 +149,82 @@ func setFaults(f kinesisfault.Faults) func(r *Rig) error {
 var noFaults = setFaults(kinesisfault.Faults{})
 
 func kinesisCases() []Case {
+	failedEntries := func(w *windowRun, code string) float64 {
+		return w.mf.Value("nsqk_bridge_putrecords_failed_entries_total", "code", code)
+	}
 	return []Case{
-		{
+		windowCase(Case{
 			Name: "kinesis-throttle", Group: "kinesis", Quick: true,
 			Summary: "ProvisionedThroughputExceeded on 30% of PutRecords entries for 30 s (quick: 4 s) while publishing",
 			Rule:    ruleExactlyOnce + "; the fault was injected",
-			Run: func(ctx context.Context, t *T) error {
-				w, err := runWindow(ctx, t, window{shards: 3, users: 200, rate: t.N(300, 200),
-					before: t.Dur(2*time.Second, time.Second), fault: t.Dur(30*time.Second, 4*time.Second), after: t.Dur(3*time.Second, time.Second),
-					apply: setFaults(kinesisfault.Faults{EntryFailRate: 0.3}), clear: noFaults})
-				if err != nil {
-					return err
-				}
-				t.Check("fault injected", w.r.Front.Stats().EntriesFailed > 0, "%d entries failed", w.r.Front.Stats().EntriesFailed)
-				t.Judge(w.a, Expect{})
-				return nil
-			},
-		},
-		{
+		}, func(t *T) window {
+			w := frontWindow(t, kinesisfault.Faults{EntryFailRate: 0.3}, 30*time.Second, 4*time.Second)
+			w.shards = 3
+			return w
+		}, injected("entries failed", func(s kinesisfault.Stats) int64 { return s.EntriesFailed }), Expect{}),
+		windowCase(Case{
 			Name: "kinesis-500", Group: "kinesis",
 			Summary: "30% of PutRecords requests answered 500 InternalFailure (not written) for 15 s (quick: 4 s)",
 			Rule:    ruleExactlyOnce + "; the fault was injected",
-			Run: func(ctx context.Context, t *T) error {
-				w, err := runWindow(ctx, t, window{shards: 2, users: 200, rate: t.N(300, 200),
-					before: t.Dur(2*time.Second, time.Second), fault: t.Dur(15*time.Second, 4*time.Second), after: t.Dur(3*time.Second, time.Second),
-					apply: setFaults(kinesisfault.Faults{RequestErrorRate: 0.3}), clear: noFaults})
-				if err != nil {
-					return err
-				}
-				t.Check("fault injected", w.r.Front.Stats().RequestErrors > 0, "%d request errors", w.r.Front.Stats().RequestErrors)
-				t.Judge(w.a, Expect{})
-				return nil
-			},
-		},
-		{
+		}, func(t *T) window {
+			return frontWindow(t, kinesisfault.Faults{RequestErrorRate: 0.3}, 15*time.Second, 4*time.Second)
+		}, injected("request errors", func(s kinesisfault.Stats) int64 { return s.RequestErrors }), Expect{}),
+		windowCase(Case{
 			Name: "kinesis-timeout", Group: "kinesis",
 			Summary: "every PutRecords held 2 s, past the bridge's --put-timeout 1s, for 10 s (quick: 4 s); timed-out requests are never forwarded",
 			Rule:    ruleExactlyOnce + "; requests timed out",
-			Run: func(ctx context.Context, t *T) error {
-				w, err := runWindow(ctx, t, window{shards: 2, users: 200, rate: t.N(300, 200),
-					before: t.Dur(2*time.Second, time.Second), fault: t.Dur(10*time.Second, 4*time.Second), after: t.Dur(3*time.Second, time.Second),
-					apply: setFaults(kinesisfault.Faults{Delay: 2 * time.Second}), clear: noFaults,
-					options: func(o *bridge.Options) { o.PutTimeout = time.Second }})
-				if err != nil {
-					return err
-				}
-				timeouts := w.mf.Value("nsqk_bridge_putrecords_failed_entries_total", "code", "Timeout")
-				t.Check("requests timed out", w.r.Front.Stats().Delayed > 0 && timeouts > 0,
-					"%d requests delayed by the front; the bridge counted %.0f entries failed with Timeout", w.r.Front.Stats().Delayed, timeouts)
-				t.Judge(w.a, Expect{})
-				return nil
-			},
-		},
-		{
+		}, func(t *T) window {
+			w := frontWindow(t, kinesisfault.Faults{Delay: 2 * time.Second}, 10*time.Second, 4*time.Second)
+			w.options = func(o *bridge.Options) { o.PutTimeout = time.Second }
+			return w
+		}, func(t *T, w *windowRun) {
+			timeouts := failedEntries(w, "Timeout")
+			t.Check("requests timed out", w.r.Front.Stats().Delayed > 0 && timeouts > 0,
+				"%d requests delayed by the front; the bridge counted %.0f entries failed with Timeout", w.r.Front.Stats().Delayed, timeouts)
+		}, Expect{}),
+		windowCase(Case{
 			Name: "kinesis-reset-before", Group: "kinesis",
 			Summary: "30% of PutRecords connections reset before the write, for 10 s (quick: 4 s)",
 			Rule:    ruleExactlyOnce + "; the fault was injected",
-			Run: func(ctx context.Context, t *T) error {
-				w, err := runWindow(ctx, t, window{shards: 2, users: 200, rate: t.N(300, 200),
-					before: t.Dur(2*time.Second, time.Second), fault: t.Dur(10*time.Second, 4*time.Second), after: t.Dur(3*time.Second, time.Second),
-					apply: setFaults(kinesisfault.Faults{ResetBeforeRate: 0.3}), clear: noFaults})
-				if err != nil {
-					return err
-				}
-				t.Check("fault injected", w.r.Front.Stats().ResetsBefore > 0, "%d resets", w.r.Front.Stats().ResetsBefore)
-				t.Judge(w.a, Expect{})
-				return nil
-			},
-		},
-		{
+		}, func(t *T) window {
+			return frontWindow(t, kinesisfault.Faults{ResetBeforeRate: 0.3}, 10*time.Second, 4*time.Second)
+		}, injected("resets", func(s kinesisfault.Stats) int64 { return s.ResetsBefore }), Expect{}),
+		windowCase(Case{
 			Name: "kinesis-reset-after", Group: "kinesis", Quick: true,
 			Summary: "20% of PutRecords connections reset after Kinesis wrote the records (the answer is lost), for 10 s (quick: 4 s)",
 			Rule:    ruleResend + "; the fault was injected",
-			Run: func(ctx context.Context, t *T) error {
-				w, err := runWindow(ctx, t, window{shards: 2, users: 200, rate: t.N(300, 200),
-					before: t.Dur(2*time.Second, time.Second), fault: t.Dur(10*time.Second, 4*time.Second), after: t.Dur(3*time.Second, time.Second),
-					apply: setFaults(kinesisfault.Faults{ResetAfterRate: 0.2}), clear: noFaults})
-				if err != nil {
-					return err
-				}
-				t.Check("fault injected", w.r.Front.Stats().ResetsAfter > 0, "%d resets after the write", w.r.Front.Stats().ResetsAfter)
-				t.Judge(w.a, Expect{MaxDup: -1, DupWhy: "the bridge cannot know a reset request was written, so it retries it", SameRecordDupsOnly: true})
-				return nil
-			},
-		},
-		{
+		}, func(t *T) window {
+			return frontWindow(t, kinesisfault.Faults{ResetAfterRate: 0.2}, 10*time.Second, 4*time.Second)
+		}, injected("resets after the write", func(s kinesisfault.Stats) int64 { return s.ResetsAfter }),
+			Expect{MaxDup: -1, DupWhy: "the bridge cannot know a reset request was written, so it retries it", SameRecordDupsOnly: true}),
+		windowCase(Case{
 			Name: "kinesis-down", Group: "kinesis",
 			Summary: "the Kinesis endpoint down (connection refused) for 60 s (quick: 5 s) while publishing, then back",
 			Rule:    ruleResend + " (requests cut by the outage may have been written)",
-			Run: func(ctx context.Context, t *T) error {
-				w, err := runWindow(ctx, t, window{shards: 2, users: 200, rate: t.N(100, 200),
-					before: t.Dur(3*time.Second, time.Second), fault: t.Dur(60*time.Second, 5*time.Second), after: t.Dur(5*time.Second, 2*time.Second),
-					apply: func(r *Rig) error { r.Front.Down(); return nil }, clear: func(r *Rig) error { return r.Front.Up() }})
-				if err != nil {
-					return err
-				}
-				failed := 0.0
-				for _, n := range w.mf.ByLabel("nsqk_bridge_putrecords_failed_entries_total", "code") {
-					failed += n
-				}
-				t.Check("the outage was felt", failed > 0, "the bridge counted %.0f failed entries", failed)
-				t.Judge(w.a, Expect{MaxDup: -1, DupWhy: "requests in flight when the endpoint went down may have been written", SameRecordDupsOnly: true})
-				return nil
-			},
-		},
-		{
+		}, func(t *T) window {
+			w := frontWindow(t, kinesisfault.Faults{}, 60*time.Second, 5*time.Second)
+			w.rate = t.N(100, 200)
+			w.before, w.after = t.Dur(3*time.Second, time.Second), t.Dur(5*time.Second, 2*time.Second)
+			w.apply, w.clear = func(r *Rig) error { r.Front.Down(); return nil }, func(r *Rig) error { return r.Front.Up() }
+			return w
+		}, func(t *T, w *windowRun) {
+			failed := 0.0
+			for _, n := range w.mf.ByLabel("nsqk_bridge_putrecords_failed_entries_total", "code") {
+				failed += n
+			}
+			t.Check("the outage was felt", failed > 0, "the bridge counted %.0f failed entries", failed)
+		}, Expect{MaxDup: -1, DupWhy: "requests in flight when the endpoint went down may have been written", SameRecordDupsOnly: true}),
+		windowCase(Case{
 			Name: "kinesis-kms-throttle", Group: "kinesis",
 			Summary: "KMSThrottlingException on 30% of PutRecords entries for 15 s (quick: 4 s)",
 			Rule:    ruleExactlyOnce + "; the fault was injected",
-			Run: func(ctx context.Context, t *T) error {
-				w, err := runWindow(ctx, t, window{shards: 2, users: 200, rate: t.N(300, 200),
-					before: t.Dur(2*time.Second, time.Second), fault: t.Dur(15*time.Second, 4*time.Second), after: t.Dur(3*time.Second, time.Second),
-					apply: setFaults(kinesisfault.Faults{EntryFailRate: 0.3, EntryErrorCode: "KMSThrottlingException"}), clear: noFaults})
-				if err != nil {
-					return err
-				}
-				kms := w.mf.Value("nsqk_bridge_putrecords_failed_entries_total", "code", "KMSThrottlingException")
-				t.Check("fault injected", w.r.Front.Stats().EntriesFailed > 0 && kms > 0,
-					"%d entries failed at the front; the bridge counted %.0f KMSThrottlingException", w.r.Front.Stats().EntriesFailed, kms)
-				t.Judge(w.a, Expect{})
-				return nil
-			},
-		},
+		}, func(t *T) window {
+			return frontWindow(t, kinesisfault.Faults{EntryFailRate: 0.3, EntryErrorCode: "KMSThrottlingException"}, 15*time.Second, 4*time.Second)
+		}, func(t *T, w *windowRun) {
+			kms := failedEntries(w, "KMSThrottlingException")
+			t.Check("fault injected", w.r.Front.Stats().EntriesFailed > 0 && kms > 0,
+				"%d entries failed at the front; the bridge counted %.0f KMSThrottlingException", w.r.Front.Stats().EntriesFailed, kms)
+		}, Expect{}),
 		{
 			Name: "kinesis-stream-deleted", Group: "kinesis", Quick: true,
 			Summary: "the stream is deleted under a running bridge program (child process) while publishing",

@@ -2,7 +2,6 @@ package chaos
 
 import (
 	"context"
-	"syscall"
 	"time"
 )
 
@@ -37,14 +36,9 @@ func memoryOutage(ctx context.Context, t *T) error {
 	}
 	rss := sample(time.Second, c.RSS)
 	t.Cleanup(func() { rss.finish() })
-	pub, err := r.NewPublisher(1000, 47)
-	if err != nil {
-		return err
-	}
-	rate := t.N(500, 300)
 	before, outage, after := t.Dur(5*time.Second, 2*time.Second), t.Dur(60*time.Second, 8*time.Second), t.Dur(5*time.Second, 2*time.Second)
-	done := pub.Go(ctx, rate, before+outage+after)
-	if err := hold(ctx, before); err != nil {
+	pub, done, err := r.PublishUntil(ctx, 1000, 47, t.N(500, 300), before+outage+after, before)
+	if err != nil {
 		return err
 	}
 	r.Front.Down()
@@ -70,14 +64,11 @@ func memoryOutage(ctx context.Context, t *T) error {
 	caughtUp := time.Since(upTime)
 	t.Event("caught up %.1fs after the publishers stopped", caughtUp.Seconds())
 	t.Metric("catch_up_seconds", roundS(caughtUp))
-	mf, _ := c.Scrape(ctx)
-	c.Signal(syscall.SIGTERM)
-	code, err := c.Wait(time.Minute)
+	mf, err := r.SIGTERM(ctx, c)
 	series := rss.finish()
 	if err != nil {
 		return err
 	}
-	t.Check("SIGTERM exits 0", code == 0, "exit code %d", code)
 
 	rs := &RSSSeries{IntervalS: 1, KiB: series, Phases: map[string][2]int{"before": {0, downAt}, "outage": {downAt, upAt}, "after": {upAt, len(series)}}}
 	rs.MinKiB, rs.MaxKiB = minMax(series)
@@ -94,16 +85,15 @@ func memoryOutage(ctx context.Context, t *T) error {
 			"RSS at the outage start %d MiB, peak %d MiB (+%d MiB, limit +%d); first half max %d MiB, second half max %d MiB (limit +%d); overall %d..%d MiB",
 			start>>10, peak>>10, (peak-start)>>10, rssGrowthLimitKiB>>10, firstHalf>>10, secondHalf>>10, rssTrendLimitKiB>>10, rs.MinKiB>>10, rs.MaxKiB>>10)
 	}
-	obs, _, err := r.Observe(ctx)
+	end, err := r.Settle(ctx, mf)
 	if err != nil {
 		return err
 	}
-	a := r.Account(obs)
+	a := end.A
 	if mf != nil {
-		noteBridge(t, mf)
 		t.Note("bridge held %.0f messages at the end (max-in-flight 2500)", mf.Value("nsqk_bridge_in_flight_messages"))
 	}
-	noteLate(t, obs.DeadLetters)
+	noteLate(t, end.Obs.DeadLetters)
 	t.Judge(a, Expect{MaxDup: -1, DupWhy: "requests in flight when the endpoint went down may have been written", SameRecordDupsOnly: true})
 	t.Check("every published message delivered", a.Delivered == a.Good, "%d of %d in the stream", a.Delivered, a.Good)
 	t.checkNoRace(c)

@@ -75,21 +75,13 @@ func nsqdRestart(ctx context.Context, t *T, lookupd bool) error {
 	if err != nil {
 		return err
 	}
-	o := r.BridgeOptions()
-	b, err := r.StartBridge(o)
-	if err != nil {
-		return err
-	}
-	if err := WaitFor(ctx, 30*time.Second, "bridge ready", b.B.Ready); err != nil {
-		return err
-	}
-	pub, err := r.NewPublisher(200, 11)
+	b, err := r.StartReady(ctx, r.BridgeOptions())
 	if err != nil {
 		return err
 	}
 	total := t.Dur(20*time.Second, 8*time.Second)
-	done := pub.Go(ctx, 300, total)
-	if err := hold(ctx, total/3); err != nil {
+	pub, done, err := r.PublishUntil(ctx, 200, 11, 300, total, total/3)
+	if err != nil {
 		return err
 	}
 	pub.Pause()
@@ -133,20 +125,12 @@ func nsqdRestart(ctx context.Context, t *T, lookupd bool) error {
 	if err := <-done; err != nil {
 		return err
 	}
-	if err := r.WaitDrained(ctx, 3*time.Minute); err != nil {
-		return err
-	}
-	mf := b.Metrics()
-	err = b.Stop(time.Minute)
-	t.Check("graceful stop returns nil", err == nil, "Run returned %v", err)
-	obs, _, err := r.Observe(ctx)
+	end, err := r.EndInProc(ctx, b, 3*time.Minute)
 	if err != nil {
 		return err
 	}
-	a := r.Account(obs)
-	noteBridge(t, mf)
-	noteLate(t, obs.DeadLetters)
-	t.Judge(a, Expect{MaxDup: max(inFlight, 0), DupWhy: "in flight at the stop", GoodDL: []bridge.Reason{bridge.ReasonLate}})
+	noteLate(t, end.Obs.DeadLetters)
+	t.Judge(end.A, Expect{MaxDup: max(inFlight, 0), DupWhy: "in flight at the stop", GoodDL: []bridge.Reason{bridge.ReasonLate}})
 	if inFlight == 0 {
 		t.Check("messages were in flight at the stop", false, "0 in flight: the scenario did not exercise a restart under load")
 	}
@@ -181,24 +165,16 @@ func bridgeSIGTERM(ctx context.Context, t *T) error {
 	if err != nil {
 		return err
 	}
-	pub, err := r.NewPublisher(200, 13)
-	if err != nil {
-		return err
-	}
 	total := t.Dur(12*time.Second, 5*time.Second)
-	done := pub.Go(ctx, 300, total)
-	if err := hold(ctx, total/2); err != nil {
+	_, done, err := r.PublishUntil(ctx, 200, 13, 300, total, total/2)
+	if err != nil {
 		return err
 	}
 	st, _ := r.NSQ.Channel(r.Topic, r.Channel)
 	t.Event("SIGTERM to bridge-1 (%d messages in flight)", st.InFlightCount)
-	c1.Signal(syscall.SIGTERM)
-	code1, err := c1.Wait(time.Minute)
-	if err != nil {
+	if _, err := r.SIGTERM(ctx, c1); err != nil {
 		return err
 	}
-	t.Event("bridge-1 exited with %d", code1)
-	t.Check("bridge-1 exits 0 on SIGTERM", code1 == 0, "exit code %d; log tail: %s", code1, tailIf(code1 != 0, c1))
 	c2, err := r.StartChild(ctx, "bridge-2", "--msg-timeout", "5s")
 	if err != nil {
 		return err
@@ -206,29 +182,15 @@ func bridgeSIGTERM(ctx context.Context, t *T) error {
 	if err := <-done; err != nil {
 		return err
 	}
-	if err := r.WaitDrained(ctx, 2*time.Minute); err != nil {
-		return err
-	}
-	mf, _ := c2.Scrape(ctx)
-	c2.Signal(syscall.SIGTERM)
-	code2, err := c2.Wait(time.Minute)
+	end, err := r.EndChild(ctx, c2, 2*time.Minute)
 	if err != nil {
 		return err
 	}
-	t.Check("bridge-2 exits 0 on SIGTERM", code2 == 0, "exit code %d; log tail: %s", code2, tailIf(code2 != 0, c2))
 	st, _ = r.NSQ.Channel(r.Topic, r.Channel)
 	t.Check("nsqd redelivered nothing", st.TimeoutCount == 0 && st.RequeueCount == 0,
 		"nsqd: %d timed out, %d requeued", st.TimeoutCount, st.RequeueCount)
-	obs, _, err := r.Observe(ctx)
-	if err != nil {
-		return err
-	}
-	a := r.Account(obs)
-	if mf != nil {
-		noteBridge(t, mf)
-	}
-	t.Judge(a, Expect{})
-	t.Check("nothing dead-lettered", a.DeadLetterTotal() == 0, "%v", a.DeadLettered)
+	t.Judge(end.A, Expect{})
+	t.Check("nothing dead-lettered", end.A.DeadLetterTotal() == 0, "%v", end.A.DeadLettered)
 	t.checkNoRace(c1, c2)
 	return nil
 }
@@ -252,13 +214,9 @@ func bridgeSIGKILL(ctx context.Context, t *T, late string) error {
 	if err != nil {
 		return err
 	}
-	pub, err := r.NewPublisher(100, 17)
-	if err != nil {
-		return err
-	}
 	total := t.Dur(20*time.Second, 8*time.Second)
-	done := pub.Go(ctx, 300, total)
-	if err := hold(ctx, total*35/100); err != nil {
+	_, done, err := r.PublishUntil(ctx, 100, 17, 300, total, total*35/100)
+	if err != nil {
 		return err
 	}
 	before, _ := r.NSQ.Channel(r.Topic, r.Channel)
@@ -276,29 +234,16 @@ func bridgeSIGKILL(ctx context.Context, t *T, late string) error {
 	if err := <-done; err != nil {
 		return err
 	}
-	if err := r.WaitDrained(ctx, 2*time.Minute); err != nil {
-		return err
-	}
-	mf, _ := c2.Scrape(ctx)
-	c2.Signal(syscall.SIGTERM)
-	code2, err := c2.Wait(time.Minute)
+	end, err := r.EndChild(ctx, c2, 2*time.Minute)
 	if err != nil {
 		return err
 	}
-	t.Check("bridge-2 exits 0 on SIGTERM", code2 == 0, "exit code %d; log tail: %s", code2, tailIf(code2 != 0, c2))
 	st, _ := r.NSQ.Channel(r.Topic, r.Channel)
 	redelivered := int(st.TimeoutCount + st.RequeueCount)
 	t.Event("nsqd redelivered %d messages (%d timed out, %d requeued)", redelivered, st.TimeoutCount, st.RequeueCount)
 	t.Metric("nsqd_redelivered", redelivered)
-	obs, _, err := r.Observe(ctx)
-	if err != nil {
-		return err
-	}
-	a := r.Account(obs)
-	if mf != nil {
-		noteBridge(t, mf)
-	}
-	nLate, firstDelivery := noteLate(t, obs.DeadLetters)
+	a := end.A
+	nLate, firstDelivery := noteLate(t, end.Obs.DeadLetters)
 	why := "messages nsqd redelivered after the kill"
 	if late == "dead-letter" {
 		t.Judge(a, Expect{MaxDup: max(redelivered, 0), DupWhy: why, GoodDL: []bridge.Reason{bridge.ReasonLate}})
@@ -306,7 +251,7 @@ func bridgeSIGKILL(ctx context.Context, t *T, late string) error {
 	} else {
 		t.Judge(a, Expect{MaxDup: max(redelivered, 0), DupWhy: why, MaxReorder: max(redelivered, 0), ReorderWhy: "--late-redelivery=write"})
 		t.Note("%d per-key reorders with --late-redelivery=write (the bridge counted %.0f late redeliveries)", a.Reordered,
-			mf.Value("nsqk_bridge_late_redeliveries_total"))
+			end.MF.Value("nsqk_bridge_late_redeliveries_total"))
 	}
 	if redelivered == 0 {
 		t.Check("messages were redelivered", false, "nsqd redelivered nothing: the kill did not hit messages in flight")
@@ -444,20 +389,13 @@ func maxAttempts(ctx context.Context, t *T) error {
 	if err := fresh.Publish(t.N(2000, 1000)); err != nil {
 		return err
 	}
-	if err := r.WaitDrained(ctx, time.Minute); err != nil {
-		return err
-	}
-	mf := b.Metrics()
-	err = b.Stop(time.Minute)
-	t.Check("graceful stop returns nil", err == nil, "Run returned %v", err)
-	obs, _, err := r.Observe(ctx)
+	end, err := r.EndInProc(ctx, b, time.Minute)
 	if err != nil {
 		return err
 	}
-	a := r.Account(obs)
-	noteBridge(t, mf)
+	a := end.A
 	wrongAttempts := 0
-	for _, e := range obs.DeadLetters {
+	for _, e := range end.Obs.DeadLetters {
 		if e.Reason == bridge.ReasonMaxAttempts && e.Attempts <= 3 {
 			wrongAttempts++
 		}
@@ -507,18 +445,11 @@ func backlog(ctx context.Context, t *T, diskOnly bool) error {
 	if err != nil {
 		return err
 	}
-	if err := r.WaitDrained(ctx, 3*time.Minute); err != nil {
-		return err
-	}
-	mf := b.Metrics()
-	err = b.Stop(time.Minute)
-	t.Check("graceful stop returns nil", err == nil, "Run returned %v", err)
-	obs, _, err := r.Observe(ctx)
+	end, err := r.EndInProc(ctx, b, 3*time.Minute)
 	if err != nil {
 		return err
 	}
-	a := r.Account(obs)
-	noteBridge(t, mf)
+	a, mf := end.A, end.MF
 	e := Expect{}
 	if !diskOnly {
 		e.MaxReorder, e.ReorderWhy = spilled, "nsqd spilled these to disk and interleaves them with its memory queue"

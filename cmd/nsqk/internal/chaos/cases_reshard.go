@@ -172,9 +172,7 @@ func reshard(ctx context.Context, t *T, plan reshardPlan) error {
 	if err := r.WaitDrained(ctx, 3*time.Minute); err != nil {
 		return err
 	}
-	mf := b.Metrics()
-	err = b.Stop(time.Minute)
-	t.Check("graceful stop returns nil", err == nil, "Run returned %v", err)
+	mf := r.StopInProc(b)
 	noteBridge(t, mf)
 
 	stream, nrec, err := r.ReadStream(ctx)

@@ -13,6 +13,7 @@ import (
 	"github.com/nsqk/nsqk/cmd/nsqk/internal/promq"
 	"github.com/nsqk/nsqk/shared/bridge"
 	"github.com/nsqk/nsqk/shared/local/kinesislocal"
+	"github.com/nsqk/nsqk/shared/local/localtest"
 	"github.com/nsqk/nsqk/shared/local/nsqlocal"
 )
 
@@ -21,11 +22,7 @@ import (
 // poll, if set, is called every 10 ms while the bridge runs.
 func runBridge(t *testing.T, s *Server, msgs []genMsg, tune func(*bridge.Options), poll func()) promq.Families {
 	t.Helper()
-	n, err := nsqlocal.Start(nsqlocal.Options{MemQueueSize: int64(len(msgs)) + 100})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Stop()
+	n := localtest.NSQD(t, nsqlocal.Options{MemQueueSize: int64(len(msgs)) + 100})
 	const topic = "locations"
 	tp := n.GetTopic(topic)
 	tp.GetChannel("nsqk")

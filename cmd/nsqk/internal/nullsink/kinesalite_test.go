@@ -1,7 +1,6 @@
 package nullsink
 
 import (
-	"context"
 	"fmt"
 	"testing"
 
@@ -9,24 +8,14 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 
 	"github.com/nsqk/nsqk/shared/local/kinesislocal"
+	"github.com/nsqk/nsqk/shared/local/localtest"
 	"github.com/nsqk/nsqk/shared/shardmap"
 )
 
 // TestRoutingMatchesKinesalite sends the same entries to kinesalite and to the sink: the shard
 // ranges ListShards reports and the shard every entry lands on must be the same.
 func TestRoutingMatchesKinesalite(t *testing.T) {
-	if testing.Short() {
-		t.Skip("needs kinesalite (not with -short)")
-	}
-	if _, err := kinesislocal.ToolsDir(); err != nil {
-		t.Skip(err)
-	}
-	em, err := kinesislocal.Start(context.Background(), kinesislocal.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer em.Close()
-	kl := em.Client()
+	kl := localtest.Kinesis(t, kinesislocal.Options{}).Client()
 	for _, n := range []int{1, 3, 4, 16} {
 		stream := fmt.Sprintf("routing-%d", n)
 		if err := kinesislocal.CreateStream(ctx(t), kl, stream, int32(n)); err != nil {

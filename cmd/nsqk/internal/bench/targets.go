@@ -1,0 +1,30 @@
+package bench
+
+// Targets the figures are judged against (a missed one is a MISS, not a FAIL).
+const (
+	targetDrainRatio   = 0.85 // bridge drain rate / physical limit
+	targetCPUMicros    = 5.0  // bridge CPU per message
+	targetRSSMB        = 200.0
+	targetBytesRatio   = 1.05 // payload bytes out / bytes in
+	targetLatencySlack = 25.0 // ms over max-buffered-time for p99 at the target rate
+	targetLatencyRate  = 20000
+	// Shard scaling: each step must multiply the rate by this much, unless the rate is already
+	// this close to the unthrottled bridge rate (the NSQ-side limit of the bridge).
+	targetShardGrowth  = 1.5
+	targetShardCeiling = 0.85
+)
+
+// Verdicts.
+const (
+	verdictPass = "PASS"
+	verdictMiss = "MISS" // a performance target missed
+	verdictFail = "FAIL" // a correctness check failed
+)
+
+// passIf is PASS when ok, else the verdict otherwise (MISS for a target, FAIL for a check).
+func passIf(ok bool, otherwise string) string {
+	if ok {
+		return verdictPass
+	}
+	return otherwise
+}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 
+	"github.com/nsqk/nsqk/shared/consumer"
 	"github.com/nsqk/nsqk/shared/emf"
 	"github.com/nsqk/nsqk/shared/lastlocation"
 	"github.com/nsqk/nsqk/shared/local/esm"
@@ -48,9 +49,10 @@ func startConsumers(ctx context.Context, kc *kinesis.Client, stream, dir string)
 	}
 	d.closers = []io.Closer{logf, mf, lf}
 	log := slog.New(slog.NewJSONHandler(logf, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	d.mon = monitor.New(monitor.Config{FunctionName: "nsqk-monitor", Metrics: &emf.LineWriter{Summary: d.sm, Next: mf}, Logger: log})
-	d.ll = lastlocation.New(lastlocation.Config{FunctionName: "nsqk-lastlocation", Store: d.store,
-		Metrics: &emf.LineWriter{Summary: d.sl, Next: lf}, Logger: log})
+	d.mon = monitor.New(monitor.Config{FunctionSetup: consumer.FunctionSetup{Name: "nsqk-monitor",
+		Metrics: &emf.LineWriter{Summary: d.sm, Next: mf}, Logger: log}})
+	d.ll = lastlocation.New(lastlocation.Config{FunctionSetup: consumer.FunctionSetup{Name: "nsqk-lastlocation",
+		Metrics: &emf.LineWriter{Summary: d.sl, Next: lf}, Logger: log}, Store: d.store})
 	base := esm.Config{Stream: stream, BatchSize: 100, MaxBatchingWindow: 200 * time.Millisecond,
 		ReportBatchItemFailures: true, BisectBatchOnFunctionError: true, MaximumRetryAttempts: 3,
 		MaximumRecordAge: time.Hour, FunctionTimeout: 30 * time.Second, Logger: log}

@@ -70,7 +70,9 @@ type Record struct {
 	EventSourceARN string
 }
 
-// Handler processes one user record. A non-nil error stops the batch at this record.
+// Handler processes one user record. A non-nil error stops the batch at this record, unless it
+// is marked Permanent and the processor has a dead-letter queue: then the record goes there and
+// the batch goes on.
 type Handler func(ctx context.Context, r Record) error
 
 // TimestampFunc extracts a record's origin time (for the E2ELatency metric).
@@ -81,6 +83,7 @@ type TimestampFunc func(r Record) (time.Time, bool)
 type Processor struct {
 	handler Handler
 	store   CheckpointStore
+	dlq     DeadLetterQueue
 	margin  time.Duration
 	log     *slog.Logger
 	now     func() time.Time
@@ -91,6 +94,7 @@ type Processor struct {
 type metrics struct {
 	reg                     *emf.Registry
 	records, failures       *emf.Counter
+	deadLettered            *emf.Counter
 	batchSize, e2e, lagHist *emf.Histogram
 }
 
@@ -100,6 +104,10 @@ type Option func(*Processor)
 // WithCheckpointStore sets the store used to skip the sub-records of a redelivered aggregate
 // that were already processed. Default none: they are processed again (at least once).
 func WithCheckpointStore(s CheckpointStore) Option { return func(p *Processor) { p.store = s } }
+
+// WithDeadLetterQueue sets where user records whose handler error is Permanent go. Default none:
+// a permanent error stops the batch like a transient one.
+func WithDeadLetterQueue(q DeadLetterQueue) Option { return func(p *Processor) { p.dlq = q } }
 
 // WithDeadlineMargin sets how long before the invocation deadline the processor stops taking new
 // records (default 500 ms). The handler's context expires at deadline - margin too.
@@ -116,6 +124,8 @@ func WithClock(now func() time.Time) Option { return func(p *Processor) { p.now 
 //
 //   - Records (Count): user records processed successfully;
 //   - Failures (Count): batches stopped by a failure (one per failing record);
+//   - DeadLetteredRecords (Count): user records failed permanently and sent to the dead-letter
+//     queue (each also logged at warning level with its reason);
 //   - BatchSize (Count): Kinesis records per invocation, one value per batch;
 //   - E2ELatency (Milliseconds): processing time minus the record's origin time from ts, one
 //     value per processed user record (records ts cannot read are not measured);
@@ -127,12 +137,13 @@ func WithMetrics(reg *emf.Registry, ts TimestampFunc) Option {
 	return func(p *Processor) {
 		p.tsf = ts
 		p.m = &metrics{
-			reg:       reg,
-			records:   reg.Counter("Records", emf.Count),
-			failures:  reg.Counter("Failures", emf.Count),
-			batchSize: reg.Histogram("BatchSize", emf.Count),
-			e2e:       reg.Histogram("E2ELatency", emf.Milliseconds),
-			lagHist:   reg.Histogram("Lag", emf.Milliseconds),
+			reg:          reg,
+			records:      reg.Counter("Records", emf.Count),
+			failures:     reg.Counter("Failures", emf.Count),
+			deadLettered: reg.Counter("DeadLetteredRecords", emf.Count),
+			batchSize:    reg.Histogram("BatchSize", emf.Count),
+			e2e:          reg.Histogram("E2ELatency", emf.Milliseconds),
+			lagHist:      reg.Histogram("Lag", emf.Milliseconds),
 		}
 	}
 }
@@ -231,7 +242,10 @@ func (p *Processor) Handle(ctx context.Context, ev events.KinesisEvent) (resp ev
 				r.PartitionKey = string(u.PartitionKey)
 			}
 			if err := p.call(hctx, r); err != nil {
-				return p.fail(ctx, resp, kr, shard, j, i == 0 && resume > 0, err), nil
+				if err = p.deadLetter(hctx, r, err); err != nil {
+					return p.fail(ctx, resp, kr, shard, j, i == 0 && resume > 0, err), nil
+				}
+				continue
 			}
 			if p.m != nil {
 				p.m.records.Inc()
@@ -285,6 +299,30 @@ func (p *Processor) call(ctx context.Context, r Record) (err error) {
 		}
 	}()
 	return p.handler(ctx, r)
+}
+
+// deadLetter sends r to the dead-letter queue when err is permanent, and returns nil once the
+// queue has it; otherwise it returns the error that stops the batch at r. A failed send is such
+// an error: the record is retried, never dropped.
+func (p *Processor) deadLetter(ctx context.Context, r Record, err error) error {
+	if !IsPermanent(err) {
+		return err
+	}
+	if p.dlq == nil {
+		return fmt.Errorf("%w (no dead-letter queue configured: stopping here)", err)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if serr := p.dlq.Send(sctx, NewDeadLetter(r, err, p.now())); serr != nil {
+		return fmt.Errorf("sending the record to the dead-letter queue failed: %v; the record failed with: %w", serr, err)
+	}
+	p.log.WarnContext(ctx, "user record sent to the dead-letter queue: its handler failed permanently",
+		"shard", r.ShardID, "sequence_number", r.SequenceNumber, "sub_sequence", r.SubSequence,
+		"partition_key", r.PartitionKey, "reason", err.Error())
+	if p.m != nil {
+		p.m.deadLettered.Inc()
+	}
+	return nil
 }
 
 // fail reports Kinesis record kr as the batch item failure; done user records of it were

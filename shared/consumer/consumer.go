@@ -193,10 +193,10 @@ func (p *Processor) Handle(ctx context.Context, ev events.KinesisEvent) (resp ev
 	}
 
 	// Only the first record of a delivery can be a partly processed aggregate: the ESM resumes
-	// at the record this processor reported.
+	// at the record this processor reported. A plain record cannot be partly processed: no read.
 	first := &ev.Records[0]
 	resume := 0
-	if p.store != nil {
+	if d := first.Kinesis.Data; p.store != nil && len(d) > len(kpl.Magic) && string(d[:len(kpl.Magic)]) == kpl.Magic {
 		done, err := p.store.Load(ctx, ShardID(first.EventID), first.Kinesis.SequenceNumber)
 		if err != nil {
 			p.log.WarnContext(ctx, "checkpoint load failed; processing the aggregate from its start",

@@ -48,7 +48,7 @@ func BenchmarkHappyPath(b *testing.B) {
 		{"memory", func(*testing.B) CheckpointStore { return NewMemoryCheckpoints() }},
 		{"dynamodb", func(b *testing.B) CheckpointStore {
 			c := localtest.Dynamo(b).Client()
-			return NewDynamoCheckpoints(c, localtest.Table(b, c, "id"), 24*time.Hour)
+			return NewDynamoCheckpoints(c, localtest.Table(b, c, "id"), "bench", 24*time.Hour)
 		}},
 	}
 	for _, sh := range shapes {

@@ -17,10 +17,11 @@ import (
 // index in its aggregate, which never changes on redelivery. The processor saves
 // (shard, sequence number) → done, meaning sub-sequences 0..done-1 are processed, and Save with
 // done = 0 forgets the entry once the aggregate has been fully processed. A durable
-// implementation should:
+// implementation (DynamoCheckpoints) should:
 //
 //   - key items by shard id + "/" + sequence number (one item per partly processed aggregate,
-//     so that concurrent batches of one shard — ParallelizationFactor > 1 — never collide);
+//     so that concurrent batches of one shard — ParallelizationFactor > 1 — never collide),
+//     prefixed with the function's name when functions share the store;
 //   - write done only upward (DynamoDB: UpdateItem with ConditionExpression
 //     "attribute_not_exists(done) OR done < :done"; a failed condition is not an error);
 //   - expire entries (a TTL of the stream's retention period): an aggregate older than that can

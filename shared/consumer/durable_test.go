@@ -27,7 +27,7 @@ import (
 func dynaliteCheckpoints(t *testing.T, retention time.Duration) (*DynamoCheckpoints, *dynamodb.Client) {
 	t.Helper()
 	c := localtest.Dynamo(t).Client()
-	return NewDynamoCheckpoints(c, localtest.Table(t, c, "id"), retention), c
+	return NewDynamoCheckpoints(c, localtest.Table(t, c, "id"), "orders", retention), c
 }
 
 func TestDynamoCheckpointsOnDynalite(t *testing.T) {
@@ -55,9 +55,14 @@ func TestDynamoCheckpointsOnDynalite(t *testing.T) {
 			t.Fatalf("after saving %d: done %d, want %d (done only moves upward)", step.save, d, step.want)
 		}
 	}
-	// The item as the table holds it: key shard/sequence number, done, ttl.
+	// Another function on the same stream and table keeps its own progress.
+	other := NewDynamoCheckpoints(c, s.Table(), "monitor", 48*time.Hour)
+	if d, err := other.Load(ctx, shard, seq); err != nil || d != 0 {
+		t.Fatalf("another function reads %d %v", d, err)
+	}
+	// The item as the table holds it: key function/shard/sequence number, done, ttl.
 	out, err := c.GetItem(ctx, &dynamodb.GetItemInput{TableName: aws.String(s.Table()),
-		Key: map[string]types.AttributeValue{"id": &types.AttributeValueMemberS{Value: shard + "/" + seq}}, ConsistentRead: aws.Bool(true)})
+		Key: map[string]types.AttributeValue{"id": &types.AttributeValueMemberS{Value: "orders/" + shard + "/" + seq}}, ConsistentRead: aws.Bool(true)})
 	if err != nil || out.Item == nil {
 		t.Fatalf("item: %v %v", out, err)
 	}
@@ -69,7 +74,7 @@ func TestDynamoCheckpointsOnDynalite(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, err = c.GetItem(ctx, &dynamodb.GetItemInput{TableName: aws.String(s.Table()),
-		Key: map[string]types.AttributeValue{"id": &types.AttributeValueMemberS{Value: shard + "/" + seq}}, ConsistentRead: aws.Bool(true)})
+		Key: map[string]types.AttributeValue{"id": &types.AttributeValueMemberS{Value: "orders/" + shard + "/" + seq}}, ConsistentRead: aws.Bool(true)})
 	if err != nil || out.Item != nil {
 		t.Fatalf("finished aggregate still stored: %v %v", out.Item, err)
 	}

@@ -35,10 +35,12 @@ type DynamoCheckpointAPI interface {
 }
 
 // DynamoCheckpoints is a CheckpointStore in a DynamoDB table with partition key id (S), shared
-// by every instance of a function (cold starts, ParallelizationFactor > 1, concurrent shards):
+// by every instance of a function (cold starts, ParallelizationFactor > 1, concurrent shards) and
+// by every function reading the stream:
 //
-//   - one item per partly processed aggregate, id = shard id + "/" + sequence number, attribute
-//     done (N) = the number of leading user records processed;
+//   - one item per partly processed aggregate, id = function + "/" + shard id + "/" + sequence
+//     number (two functions on one stream see the same shard and sequence numbers but make
+//     progress of their own), attribute done (N) = the number of leading user records processed;
 //   - done only moves upward: a conditional UpdateItem ("attribute_not_exists(done) OR
 //     done < :done"), whose failed condition is not an error (a later save already got further);
 //   - the item is deleted once the aggregate is finished;
@@ -51,24 +53,26 @@ type DynamoCheckpointAPI interface {
 type DynamoCheckpoints struct {
 	c     DynamoCheckpointAPI
 	table string
+	fn    string
 	ttl   time.Duration
 	now   func() time.Time
 }
 
-// NewDynamoCheckpoints returns a store on table. retention is the stream's retention period
-// (<= 0: MaxStreamRetention); items live retention + 24 h.
-func NewDynamoCheckpoints(c DynamoCheckpointAPI, table string, retention time.Duration) *DynamoCheckpoints {
+// NewDynamoCheckpoints returns the store of function (its name: AWS_LAMBDA_FUNCTION_NAME) on
+// table. retention is the stream's retention period (<= 0: MaxStreamRetention); items live
+// retention + 24 h.
+func NewDynamoCheckpoints(c DynamoCheckpointAPI, table, function string, retention time.Duration) *DynamoCheckpoints {
 	if retention <= 0 {
 		retention = MaxStreamRetention
 	}
-	return &DynamoCheckpoints{c: c, table: table, ttl: retention + 24*time.Hour, now: time.Now}
+	return &DynamoCheckpoints{c: c, table: table, fn: function, ttl: retention + 24*time.Hour, now: time.Now}
 }
 
 // Table returns the table's name.
 func (s *DynamoCheckpoints) Table() string { return s.table }
 
 func (s *DynamoCheckpoints) key(shardID, seq string) map[string]types.AttributeValue {
-	return map[string]types.AttributeValue{"id": &types.AttributeValueMemberS{Value: shardID + "/" + seq}}
+	return map[string]types.AttributeValue{"id": &types.AttributeValueMemberS{Value: s.fn + "/" + shardID + "/" + seq}}
 }
 
 // Load implements CheckpointStore.

@@ -81,7 +81,7 @@ func TestRetriesOnFreshInstancesProcessEachSubRecordOnce(t *testing.T) {
 		duplicates int
 	}{
 		{"dynamodb", func() consumer.CheckpointStore {
-			return consumer.NewDynamoCheckpoints(dynalocal.NewClient(d.Endpoint), table, 24*time.Hour)
+			return consumer.NewDynamoCheckpoints(dynalocal.NewClient(d.Endpoint), table, "orders", 24*time.Hour)
 		}, 0},
 		// The sub-records before the three faults: 4 + 7 + 5.
 		{"memory per instance", func() consumer.CheckpointStore { return consumer.NewMemoryCheckpoints() }, 16},

@@ -114,7 +114,7 @@ func SetupFromEnv(name string, awsCfg aws.Config) (FunctionSetup, []any, error) 
 			}
 			retention = time.Duration(h) * time.Hour
 		}
-		cp := NewDynamoCheckpoints(dynamodb.NewFromConfig(awsCfg), table, retention)
+		cp := NewDynamoCheckpoints(dynamodb.NewFromConfig(awsCfg), table, s.Name, retention)
 		s.Checkpoints = cp
 		attrs = append(attrs, "checkpoints", "dynamodb", "checkpoint_table", table, "checkpoint_ttl", cp.ttl.String())
 	} else {

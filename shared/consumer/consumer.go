@@ -16,7 +16,18 @@
 // With aggregation the item identifier is the sequence number of the aggregate, so a failure at
 // sub-record k makes Lambda redeliver sub-records 0..k-1 as well. A CheckpointStore lets the
 // processor skip them: on a failure it saves (shard, sequence number) → k, and on the next
-// delivery of that aggregate it starts at sub-record k.
+// delivery of that aggregate it starts at sub-record k. DynamoCheckpoints keeps that in a table
+// every instance of the function reads (a retry may land on a cold start or another instance);
+// MemoryCheckpoints only helps a retry on the same warm instance.
+//
+// # Poison records
+//
+// A handler error marked Permanent (an unparseable payload, a record the function can never
+// process) does not stop the batch: the processor sends that one user record, with its origin
+// and the reason, to the function's DeadLetterQueue (SQS in Lambda) and goes on with the next.
+// Any other error is transient and stops the batch as above. A record whose dead-lettering
+// fails, or a permanent error without a dead-letter queue, stops the batch too: a record is never
+// dropped.
 //
 // # Never stuck, never silent
 //

@@ -20,6 +20,7 @@ func Cases() []Case {
 	all = append(all, backlogCases()...)
 	all = append(all, inputCases()...)
 	all = append(all, consumerCases()...)
+	all = append(all, durableCases()...)
 	all = append(all, memoryCases()...)
 	return all
 }

@@ -84,7 +84,7 @@ func BenchmarkHappyPath(b *testing.B) {
 				n := float64(b.N * users)
 				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/n, "ns/user-record")
 				// CPU of this process only (not dynalite's): steadier than wall time on a busy machine.
-				b.ReportMetric(float64((cpuTime() - cpu0).Nanoseconds())/n, "cpu-ns/user-record")
+				b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/n, "cpu-ns/user-record")
 			})
 		}
 	}

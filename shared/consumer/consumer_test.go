@@ -394,7 +394,7 @@ func TestJSONMillisField(t *testing.T) {
 	f := JSONMillisField("ts")
 	for data, want := range map[string]int64{
 		`{"user_id":"u000000001","seq":3,"ts":1764100000123,"lat":1}`: 1764100000123,
-		`{"ts": 42}`: 42,
+		`{"ts": 42}`:    42,
 		" \n{\"ts\":7}": 7,
 		`{"meta":{"ts":5},"note":"\"ts\":6","ts":42}`: 42,
 	} {

@@ -218,3 +218,21 @@ func TestFunctionOnDynalite(t *testing.T) {
 		t.Fatalf("stats %+v", s)
 	}
 }
+
+func TestStoreFromEnv(t *testing.T) {
+	t.Setenv(TableEnv, "")
+	if s, err := StoreFromEnv(consumer.Env{Local: true}); err != nil {
+		t.Fatal(err)
+	} else if _, ok := s.(*MemoryStore); !ok {
+		t.Fatalf("-invoke without a table: %T", s)
+	}
+	if _, err := StoreFromEnv(consumer.Env{}); err == nil || !strings.Contains(err.Error(), TableEnv) {
+		t.Fatalf("in Lambda without a table: %v", err)
+	}
+	t.Setenv(TableEnv, "locations")
+	if s, err := StoreFromEnv(consumer.Env{Setup: consumer.FunctionSetup{Logger: quiet}}); err != nil {
+		t.Fatal(err)
+	} else if d, ok := s.(*DynamoStore); !ok || d.table != "locations" {
+		t.Fatalf("with a table: %#v", s)
+	}
+}

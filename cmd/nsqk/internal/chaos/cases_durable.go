@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
@@ -34,6 +35,7 @@ const (
 	durablePoisonDL     = "poison-dead-letter"
 	durablePoisonDLDown = "poison-dead-letter-down"
 	durableFresh        = "fresh-instances"
+	durableParallel     = "parallel-instances"
 )
 
 func durableCases() []Case {
@@ -53,6 +55,11 @@ func durableCases() []Case {
 			Summary: "a transient error and a panic, each once, in the middle of two aggregates; " + common,
 			Rule:    "every user record processed exactly once (duplicated=0, lost=0) and in order per user; nothing to the on-failure destination",
 			Run:     func(ctx context.Context, t *T) error { return durableFault(ctx, t, durableFresh) }},
+		{Name: "consumer-parallel-instances", Group: "consumer",
+			Summary: "the same faults with ParallelizationFactor 2: aggregates of two key buckets (outer partition keys b0 and b1, as the bridge's " +
+				"--key-buckets 2 writes them) in two concurrent lanes of one shard; " + common,
+			Rule: "every user record processed exactly once (duplicated=0, lost=0) and in order per user; nothing to the on-failure destination",
+			Run:  func(ctx context.Context, t *T) error { return durableFault(ctx, t, durableParallel) }},
 	}
 }
 
@@ -102,14 +109,27 @@ func durableFault(ctx context.Context, t *T, kind string) error {
 	}
 	t.Event("dynalite on %s, local SQS on %s; dead letters to %s", dyn.Endpoint, sq.Endpoint, sendTo)
 
-	// 40 aggregates of 10; faults at (record, sub-record).
+	// 40 aggregates of 10; faults at (record, sub-record). With two key buckets, a user's
+	// messages all go to the aggregates of its bucket (outer partition key b0 or b1), which the
+	// mapping assigns to its lane.
 	const records, perAgg = 40, 10
 	gen := location.NewGenerator(20, 43)
-	recs := make([][]consumerRec, records)
-	for i := range recs {
-		for range perAgg {
-			b, user, seq := gen.Next(nil)
-			recs[i] = append(recs[i], consumerRec{key: MsgKey{user, seq}, data: b})
+	recs := make([][]consumerRec, 0, records)
+	var outer []string
+	buckets := 1
+	if kind == durableParallel {
+		buckets = 2
+	}
+	pending := make([][]consumerRec, buckets)
+	for len(recs) < records {
+		b, user, seq := gen.Next(nil)
+		var idx int
+		fmt.Sscanf(user, "u%d", &idx)
+		k := idx % buckets
+		pending[k] = append(pending[k], consumerRec{key: MsgKey{user, seq}, data: b})
+		if len(pending[k]) == perAgg {
+			recs, outer = append(recs, pending[k]), append(outer, fmt.Sprintf("b%d", k))
+			pending[k] = nil
 		}
 	}
 	faults := map[MsgKey]string{}
@@ -122,21 +142,21 @@ func durableFault(ctx context.Context, t *T, kind string) error {
 		faults[u.key] = fault
 	}
 	const badRec, badSub = 15, 4
-	if kind == durableFresh {
+	if kind == durableFresh || kind == durableParallel {
 		mark(10, 3, "error")
 		mark(25, 6, "panic")
 	} else {
 		mark(badRec, badSub, "permanent")
 	}
 	var entries []types.PutRecordsRequestEntry
-	for _, group := range recs {
-		agg := kpl.NewAggregator(kpl.AggregatorConfig{})
+	for i, group := range recs {
+		agg := kpl.NewAggregator(kpl.AggregatorConfig{OuterPartitionKey: outer[i]})
 		for _, u := range group {
 			if err := agg.Add(u.key.User, "", u.data); err != nil {
 				return err
 			}
 		}
-		entries = append(entries, types.PutRecordsRequestEntry{Data: agg.Flush(nil).Data, PartitionKey: aws.String("a")})
+		entries = append(entries, types.PutRecordsRequestEntry{Data: agg.Flush(nil).Data, PartitionKey: aws.String(outer[i])})
 	}
 	out, err := kc.PutRecords(ctx, &kinesis.PutRecordsInput{StreamName: aws.String(stream), Records: entries})
 	if err != nil {
@@ -184,15 +204,26 @@ func durableFault(ctx context.Context, t *T, kind string) error {
 	}
 	defer logf.Close()
 	log := slog.New(slog.NewJSONHandler(logf, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	var instances atomic.Int64
-	fn := freshInstance(func() *consumer.Processor {
+	var instances, inFlight, maxInFlight atomic.Int64
+	newInstance := func() *consumer.Processor {
 		instances.Add(1)
 		return consumer.NewProcessor(h, consumer.WithLogger(log),
 			consumer.WithCheckpointStore(consumer.NewDynamoCheckpoints(dyn.Client(), table, "chaos-"+kind, time.Hour)),
 			consumer.WithDeadLetterQueue(consumer.NewSQSDeadLetters(sq.Client(func(o *sqs.Options) { o.RetryMaxAttempts = 1 }), sendTo)))
-	})
+	}
+	var fn any = freshInstance(newInstance)
+	if kind == durableParallel {
+		// A function (not a shared lambda.Handler): the mapping runs its lanes concurrently.
+		fn = func(ctx context.Context, ev events.KinesisEvent) (events.KinesisEventResponse, error) {
+			n := inFlight.Add(1)
+			defer inFlight.Add(-1)
+			for m := maxInFlight.Load(); n > m && !maxInFlight.CompareAndSwap(m, n); m = maxInFlight.Load() {
+			}
+			return newInstance().Handle(ctx, ev)
+		}
+	}
 	onFailure := filepath.Join(t.Dir, "on-failure.jsonl")
-	m := esm.New(kc, fn, esm.Config{Stream: stream, FunctionName: "chaos-" + kind, BatchSize: 10,
+	m := esm.New(kc, fn, esm.Config{Stream: stream, FunctionName: "chaos-" + kind, BatchSize: 10, ParallelizationFactor: buckets,
 		ReportBatchItemFailures: true, BisectBatchOnFunctionError: true, MaximumRetryAttempts: consumerRetries,
 		OnFailure: onFailure, FunctionTimeout: 5 * time.Second, PollInterval: 50 * time.Millisecond,
 		ShardRefreshInterval: 200 * time.Millisecond, RetryBackoff: 50 * time.Millisecond, Logger: log})
@@ -315,8 +346,11 @@ func durableFault(ctx context.Context, t *T, kind string) error {
 		t.Check("nothing in the dead-letter queue", len(dls) == 0, "%d messages", len(dls))
 		ok := len(frs) == 1 && frs[0].KinesisBatchInfo.StartSequenceNumber == seqs[badRec] && frs[0].KinesisBatchInfo.EndSequenceNumber == seqs[badRec]
 		t.Check("on-failure destination holds exactly the bad Kinesis record", ok, "%d invocation records", len(frs))
-	case durableFresh:
+	case durableFresh, durableParallel:
 		t.Check("nothing to the on-failure destination", len(frs) == 0, "%d invocation records", len(frs))
+		if kind == durableParallel {
+			t.Note("at most %d invocations in flight at once", maxInFlight.Load())
+		}
 		t.Check("both faults fired", len(faults) == 0, "not reached: %v", faults)
 		t.Check("retries ran on fresh instances", instances.Load() == s.Invocations && s.PartialFailures >= 2,
 			"%d instances for %d invocations, %d partial failures", instances.Load(), s.Invocations, s.PartialFailures)

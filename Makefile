@@ -39,7 +39,8 @@ test-short: ## unit tests only, no emulators
 build: ## build the CLI and the bridge for this machine into bin/
 	$(GO) build -trimpath -o $(BIN)/ ./cmd/nsqk ./functions/bridge
 
-LAMBDAS      := monitor lastlocation
+# Every consumer function: each functions/<name>/main.go except the bridge (a Fargate program).
+LAMBDAS      := $(filter-out bridge,$(patsubst functions/%/main.go,%,$(wildcard functions/*/main.go)))
 
 lambda: ## build every Lambda function (provided.al2023, arm64) into dist/<name>/bootstrap
 	@for fn in $(LAMBDAS); do \

@@ -19,6 +19,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/nsqk/nsqk/shared/consumer"
 	"github.com/nsqk/nsqk/shared/kpl"
 	"github.com/nsqk/nsqk/shared/lastlocation"
 	"github.com/nsqk/nsqk/shared/local/esm"
@@ -171,7 +172,7 @@ func samples() []sample {
 	b.plain()
 	b.add("u000000009", []byte("this is not a location message"))
 	b.aggregate(2)
-	out = append(out, sample{"bad-payload.json", b, -1, 1})
+	out = append(out, sample{"bad-payload.json", b, 1, 1})
 
 	// One user's seq going back within the shard (5, then 4): the monitor counts an order
 	// violation; lastlocation keeps seq 5 (the conditional write rejects 4).
@@ -223,9 +224,10 @@ func TestSamplesThroughTheFunctions(t *testing.T) {
 		if err := json.Unmarshal(payload, &ev); err != nil || len(ev.Records) != len(s.b.recs) {
 			t.Fatalf("%s: %v", s.file, err)
 		}
-		mon := monitor.New(monitor.Config{Metrics: io.Discard, Logger: quiet})
+		setup := consumer.FunctionSetup{Metrics: io.Discard, Logger: quiet}
+		mon := monitor.New(monitor.Config{FunctionSetup: setup})
 		store := lastlocation.NewMemoryStore()
-		ll := lastlocation.New(lastlocation.Config{Store: store, Metrics: io.Discard, Logger: quiet})
+		ll := lastlocation.New(lastlocation.Config{FunctionSetup: setup, Store: store})
 		for _, fn := range []struct {
 			name   string
 			h      lambda.Handler

@@ -138,6 +138,7 @@ func runDev(ctx context.Context, o devOptions, out io.Writer) (res devResult, _ 
 	}
 	defer cons.stop()
 	say("consumers through the local event source mapping (batch 100, window 200ms, ReportBatchItemFailures, bisect, 3 retries): monitor, lastlocation (EMF: %s/*-metrics.jsonl, on-failure: %s/*-on-failure.jsonl)", o.dir, o.dir)
+	say("  %s", cons.standIns())
 
 	dead := &deadLetters{}
 	dlc, err := dead.consume(n.TCPAddr, topic+"_dead")
@@ -222,7 +223,7 @@ wait:
 		f.Value("nsqk_bridge_aggregates_total"), f.Value("nsqk_bridge_messages_acked_total")/math.Max(1, f.Value("nsqk_bridge_aggregates_total")),
 		f.Value("nsqk_bridge_putrecords_calls_total"), outB/math.Max(1, in))
 	fmt.Fprintf(out, "  latency    NSQ publish -> Kinesis ack: p50 %s, p99 %s, p99.9 %s\n", ms(lat.Quantile(0.5)), ms(lat.Quantile(0.99)), ms(lat.Quantile(0.999)))
-	cons.summary(out)
+	cons.summary(ctx, out)
 	if e := dead.sample(); e != "" {
 		fmt.Fprintf(out, "  dead letter example: %s\n", e)
 	}

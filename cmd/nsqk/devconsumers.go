@@ -10,47 +10,100 @@ import (
 	"sync"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
+	"github.com/nsqk/nsqk/shared/consumer"
 	"github.com/nsqk/nsqk/shared/lastlocation"
+	"github.com/nsqk/nsqk/shared/local/dynalocal"
 	"github.com/nsqk/nsqk/shared/local/emfread"
 	"github.com/nsqk/nsqk/shared/local/esm"
+	"github.com/nsqk/nsqk/shared/local/sqslocal"
 	"github.com/nsqk/nsqk/shared/monitor"
 )
 
+// Names of the local resources, as the stack would name its own.
+const (
+	devLocationsTable  = "nsqk-dev-locations"
+	devCheckpointTable = "nsqk-dev-checkpoints"
+)
+
 // devConsumers runs both Lambda functions, each behind its own emulated event source mapping,
-// as `make dev` shows them: their EMF lines go to files and into per-function summaries.
+// as `make dev` shows them: lastlocation's table and the checkpoints in dynalite, each
+// function's dead-letter queue in a local SQS; their EMF lines go to files and into
+// per-function summaries.
 type devConsumers struct {
 	mon     *monitor.Monitor
 	ll      *lastlocation.Function
-	store   *lastlocation.MemoryStore
 	mm, ml  *esm.Mapping
 	sm, sl  *emfread.Summary
+	dyn     *dynalocal.Dynalite
+	dc      *dynamodb.Client
+	sqs     *sqslocal.Server
+	sc      *sqs.Client
+	dlqs    map[string]string // function -> dead-letter queue URL
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	errs    chan error
 	closers []io.Closer
 }
 
-func startConsumers(ctx context.Context, kc *kinesis.Client, stream, dir string) (*devConsumers, error) {
-	d := &devConsumers{sm: &emfread.Summary{}, sl: &emfread.Summary{}, store: lastlocation.NewMemoryStore(), errs: make(chan error, 2)}
-	logf, err := os.Create(filepath.Join(dir, "consumers.log"))
-	if err != nil {
-		return nil, err
+func startConsumers(ctx context.Context, kc *kinesis.Client, stream, dir string) (_ *devConsumers, err error) {
+	d := &devConsumers{sm: &emfread.Summary{}, sl: &emfread.Summary{}, errs: make(chan error, 2), dlqs: map[string]string{}}
+	defer func() {
+		if err != nil {
+			d.closeAll()
+		}
+	}()
+	for _, name := range []string{"consumers.log", "monitor-metrics.jsonl", "lastlocation-metrics.jsonl"} {
+		f, err := os.Create(filepath.Join(dir, name))
+		if err != nil {
+			return nil, err
+		}
+		d.closers = append(d.closers, f)
 	}
-	mf, err := os.Create(filepath.Join(dir, "monitor-metrics.jsonl"))
-	if err != nil {
-		return nil, err
-	}
-	lf, err := os.Create(filepath.Join(dir, "lastlocation-metrics.jsonl"))
-	if err != nil {
-		return nil, err
-	}
-	d.closers = []io.Closer{logf, mf, lf}
+	logf, mf, lf := d.closers[0].(*os.File), d.closers[1].(*os.File), d.closers[2].(*os.File)
 	log := slog.New(slog.NewJSONHandler(logf, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	d.mon = monitor.New(monitor.Config{FunctionName: "nsqk-monitor", Metrics: &emfread.LineWriter{Summary: d.sm, Next: mf}, Logger: log})
-	d.ll = lastlocation.New(lastlocation.Config{FunctionName: "nsqk-lastlocation", Store: d.store,
-		Metrics: &emfread.LineWriter{Summary: d.sl, Next: lf}, Logger: log})
+
+	if d.dyn, err = dynalocal.Start(ctx, dynalocal.Options{}); err != nil {
+		return nil, err
+	}
+	d.closers = append(d.closers, d.dyn)
+	d.dc = d.dyn.Client()
+	for table, key := range map[string]string{devLocationsTable: "user_id", devCheckpointTable: "id"} {
+		if err := dynalocal.CreateTable(ctx, d.dc, table, key); err != nil {
+			return nil, err
+		}
+	}
+	if d.sqs, err = sqslocal.Start(ctx, sqslocal.Options{}); err != nil {
+		return nil, err
+	}
+	d.closers = append(d.closers, d.sqs)
+	d.sc = d.sqs.Client()
+	setup := func(name string, metrics io.Writer) (consumer.FunctionSetup, error) {
+		url, err := sqslocal.CreateQueue(ctx, d.sc, name+"-dead-letter")
+		if err != nil {
+			return consumer.FunctionSetup{}, err
+		}
+		d.dlqs[name] = url
+		return consumer.FunctionSetup{Name: name, Metrics: metrics, Logger: log,
+			Checkpoints: consumer.NewDynamoCheckpoints(d.dc, devCheckpointTable, name, 24*time.Hour),
+			DeadLetters: consumer.NewSQSDeadLetters(d.sc, url)}, nil
+	}
+	ms, err := setup("nsqk-monitor", &emfread.LineWriter{Summary: d.sm, Next: mf})
+	if err != nil {
+		return nil, err
+	}
+	ls, err := setup("nsqk-lastlocation", &emfread.LineWriter{Summary: d.sl, Next: lf})
+	if err != nil {
+		return nil, err
+	}
+	d.mon = monitor.New(monitor.Config{FunctionSetup: ms})
+	d.ll = lastlocation.New(lastlocation.Config{FunctionSetup: ls, Store: lastlocation.NewDynamoStore(d.dc, devLocationsTable)})
 	// AWS's timing (no batching window, as the stack deploys by default; shards polled once per
 	// second): the latency shown is one AWS can deliver.
 	base := esm.Config{Stream: stream, BatchSize: 100,
@@ -76,11 +129,17 @@ func startConsumers(ctx context.Context, kc *kinesis.Client, stream, dir string)
 	return d, nil
 }
 
+// standIns says where the consumers' AWS resources are.
+func (d *devConsumers) standIns() string {
+	return fmt.Sprintf("DynamoDB: dynalite on %s (tables %s for lastlocation, %s for the checkpoints); SQS: moto_server on %s (dead-letter queues %s-dead-letter, %s-dead-letter)",
+		d.dyn.Endpoint, devLocationsTable, devCheckpointTable, d.sqs.Endpoint, "nsqk-monitor", "nsqk-lastlocation")
+}
+
 func (d *devConsumers) status() string {
 	ms, ls := d.mon.Stats(), d.ll.Stats()
 	e2e, _ := d.sm.Get("E2ELatency")
-	return fmt.Sprintf("monitor: %d records, %d order violations, %d duplicates, e2e p50 %s p99 %s | lastlocation: %d applied, %d stale, %d users",
-		ms.Records, ms.OrderViolations, ms.Duplicates, msf(e2e.Percentile(50)), msf(e2e.Percentile(99)), ls.Applied, ls.Stale, d.store.Len())
+	return fmt.Sprintf("monitor: %d records, %d order violations, %d duplicates, e2e p50 %s p99 %s | lastlocation: %d applied, %d stale",
+		ms.Records, ms.OrderViolations, ms.Duplicates, msf(e2e.Percentile(50)), msf(e2e.Percentile(99)), ls.Applied, ls.Stale)
 }
 
 // wait returns once both mappings have handled n Kinesis records.
@@ -101,22 +160,61 @@ func (d *devConsumers) wait(ctx context.Context, n int64, tick <-chan time.Time,
 	return nil
 }
 
-func (d *devConsumers) summary(out io.Writer) {
+// users counts the items of lastlocation's table.
+func (d *devConsumers) users(ctx context.Context) (int64, error) {
+	var n int64
+	p := dynamodb.NewScanPaginator(d.dc, &dynamodb.ScanInput{TableName: aws.String(devLocationsTable), Select: types.SelectCount})
+	for p.HasMorePages() {
+		out, err := p.NextPage(ctx)
+		if err != nil {
+			return n, err
+		}
+		n += int64(out.Count)
+	}
+	return n, nil
+}
+
+// deadLettered counts the messages in a function's dead-letter queue.
+func (d *devConsumers) deadLettered(ctx context.Context, function string) (int64, error) {
+	out, err := d.sc.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{QueueUrl: aws.String(d.dlqs[function]),
+		AttributeNames: []sqstypes.QueueAttributeName{sqstypes.QueueAttributeNameApproximateNumberOfMessages}})
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	_, err = fmt.Sscan(out.Attributes[string(sqstypes.QueueAttributeNameApproximateNumberOfMessages)], &n)
+	return n, err
+}
+
+func (d *devConsumers) summary(ctx context.Context, out io.Writer) {
 	ms, ls := d.mon.Stats(), d.ll.Stats()
 	mm, ml := d.mm.Stats(), d.ml.Stats()
 	e2e, _ := d.sm.Get("E2ELatency")
-	fmt.Fprintf(out, "  monitor    %d user records from %d Kinesis records in %d invocations; order violations %d, duplicates %d, gaps %d; on-failure %d\n",
-		ms.Records, mm.RecordsDone, mm.Invocations, ms.OrderViolations, ms.Duplicates, ms.Gaps, mm.OnFailureRecords)
+	count := func(n int64, err error) string {
+		if err != nil {
+			return "? (" + err.Error() + ")"
+		}
+		return fmt.Sprint(n)
+	}
+	users := count(d.users(ctx))
+	fmt.Fprintf(out, "  monitor    %d user records from %d Kinesis records in %d invocations; order violations %d, duplicates %d, gaps %d; dead-lettered %s; on-failure %d\n",
+		ms.Records, mm.RecordsDone, mm.Invocations, ms.OrderViolations, ms.Duplicates, ms.Gaps, count(d.deadLettered(ctx, "nsqk-monitor")), mm.OnFailureRecords)
 	fmt.Fprintf(out, "             end-to-end (message ts -> processed) p50 %s, p99 %s, max %s\n", msf(e2e.Percentile(50)), msf(e2e.Percentile(99)), msf(e2e.Max))
-	fmt.Fprintf(out, "  lastloc.   %d locations applied, %d stale ignored, %d users stored; %d invocations, on-failure %d\n",
-		ls.Applied, ls.Stale, d.store.Len(), ml.Invocations, ml.OnFailureRecords)
+	fmt.Fprintf(out, "  lastloc.   %d locations applied, %d stale ignored, %s users stored in DynamoDB (dynalite, table %s); %d invocations; dead-lettered %s; on-failure %d\n",
+		ls.Applied, ls.Stale, users, devLocationsTable, ml.Invocations, count(d.deadLettered(ctx, "nsqk-lastlocation")), ml.OnFailureRecords)
+	fmt.Fprintf(out, "  consumers  checkpoints in DynamoDB (dynalite, table %s); dead-letter queues in SQS (moto_server)\n", devCheckpointTable)
 }
 
 func (d *devConsumers) stop() {
 	d.cancel()
 	d.wg.Wait()
-	for _, c := range d.closers {
-		c.Close()
+	d.closeAll()
+}
+
+// closeAll stops the stand-ins and closes the files, newest first.
+func (d *devConsumers) closeAll() {
+	for i := len(d.closers) - 1; i >= 0; i-- {
+		d.closers[i].Close()
 	}
 }
 

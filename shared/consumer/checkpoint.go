@@ -1,11 +1,11 @@
 package consumer
 
 import (
-	"bytes"
 	"context"
-	"strconv"
 	"sync"
 	"time"
+
+	"github.com/tidwall/gjson"
 )
 
 // CheckpointStore remembers how far the processor got inside an aggregated Kinesis record whose
@@ -17,10 +17,11 @@ import (
 // index in its aggregate, which never changes on redelivery. The processor saves
 // (shard, sequence number) → done, meaning sub-sequences 0..done-1 are processed, and Save with
 // done = 0 forgets the entry once the aggregate has been fully processed. A durable
-// implementation should:
+// implementation (DynamoCheckpoints) should:
 //
 //   - key items by shard id + "/" + sequence number (one item per partly processed aggregate,
-//     so that concurrent batches of one shard — ParallelizationFactor > 1 — never collide);
+//     so that concurrent batches of one shard — ParallelizationFactor > 1 — never collide),
+//     prefixed with the function's name when functions share the store;
 //   - write done only upward (DynamoDB: UpdateItem with ConditionExpression
 //     "attribute_not_exists(done) OR done < :done"; a failed condition is not an error);
 //   - expire entries (a TTL of the stream's retention period): an aggregate older than that can
@@ -94,24 +95,16 @@ func CompareSequenceNumbers(a, b string) int {
 }
 
 // JSONMillisField returns a TimestampFunc reading a top-level JSON number field holding Unix
-// milliseconds (for example "ts" of the location messages) without decoding the whole message:
-// it finds `"field":` and parses the digits after it. Records without it are not measured.
+// milliseconds (for example "ts" of the location messages) with gjson, which walks the message
+// without decoding it: a field of the same name in a nested object or inside a string does not
+// count. Records without the field, or where it is not a number, are not measured.
 func JSONMillisField(field string) TimestampFunc {
-	key := []byte(`"` + field + `":`)
+	path := gjson.Escape(field)
 	return func(r Record) (time.Time, bool) {
-		i := bytes.Index(r.Data, key)
-		if i < 0 {
+		v := gjson.GetBytes(r.Data, path)
+		if v.Type != gjson.Number {
 			return time.Time{}, false
 		}
-		rest := bytes.TrimLeft(r.Data[i+len(key):], " \t\r\n")
-		n := 0
-		for n < len(rest) && (rest[n] >= '0' && rest[n] <= '9' || n == 0 && rest[n] == '-') {
-			n++
-		}
-		ms, err := strconv.ParseInt(string(rest[:n]), 10, 64)
-		if err != nil {
-			return time.Time{}, false
-		}
-		return time.UnixMilli(ms), true
+		return time.UnixMilli(v.Int()), true
 	}
 }

@@ -16,7 +16,18 @@
 // With aggregation the item identifier is the sequence number of the aggregate, so a failure at
 // sub-record k makes Lambda redeliver sub-records 0..k-1 as well. A CheckpointStore lets the
 // processor skip them: on a failure it saves (shard, sequence number) → k, and on the next
-// delivery of that aggregate it starts at sub-record k.
+// delivery of that aggregate it starts at sub-record k. DynamoCheckpoints keeps that in a table
+// every instance of the function reads (a retry may land on a cold start or another instance);
+// MemoryCheckpoints only helps a retry on the same warm instance.
+//
+// # Poison records
+//
+// A handler error marked Permanent (an unparseable payload, a record the function can never
+// process) does not stop the batch: the processor sends that one user record, with its origin
+// and the reason, to the function's DeadLetterQueue (SQS in Lambda) and goes on with the next.
+// Any other error is transient and stops the batch as above. A record whose dead-lettering
+// fails, or a permanent error without a dead-letter queue, stops the batch too: a record is never
+// dropped.
 //
 // # Never stuck, never silent
 //
@@ -78,7 +89,9 @@ type Record struct {
 	EventSourceARN string
 }
 
-// Handler processes one user record. A non-nil error stops the batch at this record.
+// Handler processes one user record. A non-nil error stops the batch at this record, unless it
+// is marked Permanent and the processor has a dead-letter queue: then the record goes there and
+// the batch goes on.
 type Handler func(ctx context.Context, r Record) error
 
 // TimestampFunc extracts a record's origin time (for the E2ELatency metric).
@@ -89,6 +102,7 @@ type TimestampFunc func(r Record) (time.Time, bool)
 type Processor struct {
 	handler Handler
 	store   CheckpointStore
+	dlq     DeadLetterQueue
 	margin  time.Duration
 	log     *slog.Logger
 	now     func() time.Time
@@ -99,6 +113,7 @@ type Processor struct {
 type metrics struct {
 	reg                     *emf.Registry
 	records, failures       *emf.Counter
+	deadLettered            *emf.Counter
 	batchSize, e2e, lagHist *emf.Histogram
 }
 
@@ -108,6 +123,10 @@ type Option func(*Processor)
 // WithCheckpointStore sets the store used to skip the sub-records of a redelivered aggregate
 // that were already processed. Default none: they are processed again (at least once).
 func WithCheckpointStore(s CheckpointStore) Option { return func(p *Processor) { p.store = s } }
+
+// WithDeadLetterQueue sets where user records whose handler error is Permanent go. Default none:
+// a permanent error stops the batch like a transient one.
+func WithDeadLetterQueue(q DeadLetterQueue) Option { return func(p *Processor) { p.dlq = q } }
 
 // WithDeadlineMargin sets how long before the invocation deadline the processor stops taking new
 // records (default 500 ms). The handler's context expires at deadline - margin too.
@@ -124,6 +143,8 @@ func WithClock(now func() time.Time) Option { return func(p *Processor) { p.now 
 //
 //   - Records (Count): user records processed successfully;
 //   - Failures (Count): batches stopped by a failure (one per failing record);
+//   - DeadLetteredRecords (Count): user records failed permanently and sent to the dead-letter
+//     queue (each also logged at warning level with its reason);
 //   - BatchSize (Count): Kinesis records per invocation, one value per batch;
 //   - E2ELatency (Milliseconds): processing time minus the record's origin time from ts, one
 //     value per processed user record (records ts cannot read are not measured);
@@ -135,12 +156,13 @@ func WithMetrics(reg *emf.Registry, ts TimestampFunc) Option {
 	return func(p *Processor) {
 		p.tsf = ts
 		p.m = &metrics{
-			reg:       reg,
-			records:   reg.Counter("Records", emf.Count),
-			failures:  reg.Counter("Failures", emf.Count),
-			batchSize: reg.Histogram("BatchSize", emf.Count),
-			e2e:       reg.Histogram("E2ELatency", emf.Milliseconds),
-			lagHist:   reg.Histogram("Lag", emf.Milliseconds),
+			reg:          reg,
+			records:      reg.Counter("Records", emf.Count),
+			failures:     reg.Counter("Failures", emf.Count),
+			deadLettered: reg.Counter("DeadLetteredRecords", emf.Count),
+			batchSize:    reg.Histogram("BatchSize", emf.Count),
+			e2e:          reg.Histogram("E2ELatency", emf.Milliseconds),
+			lagHist:      reg.Histogram("Lag", emf.Milliseconds),
 		}
 	}
 }
@@ -194,10 +216,10 @@ func (p *Processor) Handle(ctx context.Context, ev events.KinesisEvent) (resp ev
 	}
 
 	// Only the first record of a delivery can be a partly processed aggregate: the ESM resumes
-	// at the record this processor reported.
+	// at the record this processor reported. A plain record cannot be partly processed: no read.
 	first := &ev.Records[0]
 	resume := 0
-	if p.store != nil {
+	if d := first.Kinesis.Data; p.store != nil && len(d) > len(kpl.Magic) && string(d[:len(kpl.Magic)]) == kpl.Magic {
 		done, err := p.store.Load(ctx, ShardID(first.EventID), first.Kinesis.SequenceNumber)
 		if err != nil {
 			p.log.WarnContext(ctx, "checkpoint load failed; processing the aggregate from its start",
@@ -251,7 +273,13 @@ func (p *Processor) Handle(ctx context.Context, ev events.KinesisEvent) (resp ev
 				r.PartitionKey = string(u.PartitionKey)
 			}
 			if err := p.call(hctx, r); err != nil {
-				return stop(i, kr, shard, j, err)
+				// A permanent error sends the record to the dead-letter queue and counts as progress:
+				// the batch goes on. Anything else (or a dead-letter queue that refuses) stops here.
+				if err = p.deadLetter(hctx, r, err); err != nil {
+					return stop(i, kr, shard, j, err)
+				}
+				processed++
+				continue
 			}
 			processed++
 			if p.m != nil {
@@ -306,6 +334,30 @@ func (p *Processor) call(ctx context.Context, r Record) (err error) {
 		}
 	}()
 	return p.handler(ctx, r)
+}
+
+// deadLetter sends r to the dead-letter queue when err is permanent, and returns nil once the
+// queue has it; otherwise it returns the error that stops the batch at r. A failed send is such
+// an error: the record is retried, never dropped.
+func (p *Processor) deadLetter(ctx context.Context, r Record, err error) error {
+	if !IsPermanent(err) {
+		return err
+	}
+	if p.dlq == nil {
+		return fmt.Errorf("%w (no dead-letter queue configured: stopping here)", err)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if serr := p.dlq.Send(sctx, NewDeadLetter(r, err, p.now())); serr != nil {
+		return fmt.Errorf("sending the record to the dead-letter queue failed: %v; the record failed with: %w", serr, err)
+	}
+	p.log.WarnContext(ctx, "user record sent to the dead-letter queue: its handler failed permanently",
+		"shard", r.ShardID, "sequence_number", r.SequenceNumber, "sub_sequence", r.SubSequence,
+		"partition_key", r.PartitionKey, "reason", err.Error())
+	if p.m != nil {
+		p.m.deadLettered.Inc()
+	}
+	return nil
 }
 
 // fail reports Kinesis record kr as the batch item failure; done user records of it were

@@ -454,14 +454,16 @@ func TestJSONMillisField(t *testing.T) {
 	f := JSONMillisField("ts")
 	for data, want := range map[string]int64{
 		`{"user_id":"u000000001","seq":3,"ts":1764100000123,"lat":1}`: 1764100000123,
-		`{"ts": 42}`: 42,
+		`{"ts": 42}`:    42,
+		" \n{\"ts\":7}": 7,
+		`{"meta":{"ts":5},"note":"\"ts\":6","ts":42}`: 42,
 	} {
 		got, ok := f(Record{Data: []byte(data)})
 		if !ok || got.UnixMilli() != want {
 			t.Errorf("%s: %v %v", data, got, ok)
 		}
 	}
-	for _, data := range []string{`{"seq":1}`, `{"ts":"x"}`, ``} {
+	for _, data := range []string{`{"seq":1}`, `{"ts":"x"}`, ``, `{"meta":{"ts":5}}`, `{"note":"\"ts\":6"}`, `["ts",1]`} {
 		if _, ok := f(Record{Data: []byte(data)}); ok {
 			t.Errorf("%q: got a timestamp", data)
 		}

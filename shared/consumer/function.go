@@ -13,12 +13,14 @@ import (
 const Namespace = "NSQK/Consumer"
 
 // FunctionSetup is what every consumer function configures the same way: its metric dimension,
-// where metrics and logs go, its checkpoint store, deadline margin and clock.
+// where metrics and logs go, its checkpoint store, dead-letter queue, deadline margin and clock.
+// A function's own Config embeds it; Main fills it from the environment.
 type FunctionSetup struct {
 	Name           string           // the Function metric dimension (in Lambda: AWS_LAMBDA_FUNCTION_NAME)
 	Metrics        io.Writer        // EMF documents; default os.Stdout
 	Logger         *slog.Logger     // default JSON on stderr
 	Checkpoints    CheckpointStore  // default in memory
+	DeadLetters    DeadLetterQueue  // where Permanent failures go; default none (they stop the batch)
 	DeadlineMargin time.Duration    // default the processor's
 	Now            func() time.Time // default time.Now
 }
@@ -42,6 +44,9 @@ func (s FunctionSetup) Build(h Handler) (*Processor, *emf.Registry, *slog.Logger
 		Now:        s.Now,
 	})
 	opts := []Option{WithLogger(s.Logger), WithCheckpointStore(s.Checkpoints), WithMetrics(reg, JSONMillisField("ts"))}
+	if s.DeadLetters != nil {
+		opts = append(opts, WithDeadLetterQueue(s.DeadLetters))
+	}
 	if s.DeadlineMargin > 0 {
 		opts = append(opts, WithDeadlineMargin(s.DeadlineMargin))
 	}

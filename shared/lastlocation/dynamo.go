@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
 	"strconv"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/nsqk/nsqk/shared/consumer"
 )
 
 // TableEnv names the environment variable holding the DynamoDB table name in AWS.
@@ -23,7 +27,9 @@ type DynamoAPI interface {
 
 // DynamoStore keeps last locations in a DynamoDB table with partition key user_id (S). Each
 // Put is one conditional UpdateItem ("attribute_not_exists(seq) OR seq < :seq"), so that a write
-// never replaces a newer location, whatever the order writes arrive in.
+// never replaces a newer location, whatever the order writes arrive in. A rejected write asks
+// for the stored item with the exception (ReturnValuesOnConditionCheckFailure); where the item
+// does not come back (dynalite), it is read with a consistent GetItem.
 type DynamoStore struct {
 	c     DynamoAPI
 	table string
@@ -72,11 +78,22 @@ func (s *DynamoStore) Put(ctx context.Context, l Location) (PutResult, error) {
 	})
 	var ccf *types.ConditionalCheckFailedException
 	if errors.As(err, &ccf) {
-		var stored uint64
 		if v, ok := ccf.Item["seq"].(*types.AttributeValueMemberN); ok {
-			stored, _ = strconv.ParseUint(v.Value, 10, 64)
+			if stored, perr := strconv.ParseUint(v.Value, 10, 64); perr == nil {
+				return PutResult{StoredSeq: stored}, nil
+			}
 		}
-		return PutResult{StoredSeq: stored}, nil
+		// Implementations without ReturnValuesOnConditionCheckFailure (dynalite) return no
+		// item: read it. The stored seq only grows, so the read sees the seq that rejected the
+		// write or a newer one; either way the write was rightly rejected.
+		stored, ok, gerr := s.Get(ctx, l.UserID)
+		if gerr != nil {
+			return PutResult{}, fmt.Errorf("read after a rejected write: %w", gerr)
+		}
+		if !ok {
+			return PutResult{}, fmt.Errorf("write of %s seq %d rejected, but no item is stored", l.UserID, l.Seq)
+		}
+		return PutResult{StoredSeq: stored.Seq}, nil
 	}
 	if err != nil {
 		return PutResult{}, err
@@ -126,4 +143,24 @@ func nval(it map[string]types.AttributeValue, k string) string {
 		return v.Value
 	}
 	return ""
+}
+
+// StoreFromEnv returns the store the environment names: a DynamoStore on the table in
+// NSQK_LOCATIONS_TABLE; without it, under -invoke (env.Local) a MemoryStore and in Lambda an
+// error. It logs which.
+func StoreFromEnv(env consumer.Env) (Store, error) {
+	table := os.Getenv(TableEnv)
+	log := env.Setup.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	switch {
+	case table != "":
+		log.Info("locations in DynamoDB", "table", table)
+		return NewDynamoStore(dynamodb.NewFromConfig(env.AWS), table), nil
+	case env.Local:
+		log.Info("locations in memory: " + TableEnv + " is not set")
+		return NewMemoryStore(), nil
+	}
+	return nil, errors.New(TableEnv + " is not set")
 }

@@ -9,15 +9,16 @@
 // or any reordering upstream can never move a user back. Such rejected writes are counted
 // (Stale, Duplicates) and should be zero apart from redeliveries.
 //
-// A message that is not a valid location fails its record: the ESM retries it, bisects, and
-// hands it to the on-failure destination. Losing an update silently is not acceptable here.
+// A message that is not a valid location fails its record permanently (consumer.Permanent): the
+// processor sends that one user record to the function's dead-letter queue with the reason and
+// goes on with the next. A store error is transient: the batch stops there and Lambda retries
+// from that record. Losing an update silently is not acceptable here.
 package lastlocation
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"sync"
 	"time"
@@ -96,15 +97,11 @@ func (s *MemoryStore) Len() int {
 	return len(s.m)
 }
 
-// Config configures a Function.
+// Config configures a Function: what every consumer function sets (its Name defaults to
+// "lastlocation") and the store.
 type Config struct {
-	FunctionName   string // Function metric dimension; default "lastlocation"
-	Store          Store  // required
-	Metrics        io.Writer
-	Logger         *slog.Logger
-	Checkpoints    consumer.CheckpointStore // default in memory
-	DeadlineMargin time.Duration
-	Now            func() time.Time
+	consumer.FunctionSetup
+	Store Store // required
 }
 
 // Stats are totals since New.
@@ -128,15 +125,14 @@ func New(cfg Config) *Function {
 	if cfg.Store == nil {
 		panic("lastlocation: no Store")
 	}
-	if cfg.FunctionName == "" {
-		cfg.FunctionName = "lastlocation"
+	if cfg.Name == "" {
+		cfg.Name = "lastlocation"
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
 	f := &Function{store: cfg.Store, now: cfg.Now}
-	f.proc, f.reg, f.log = consumer.FunctionSetup{Name: cfg.FunctionName, Metrics: cfg.Metrics, Logger: cfg.Logger,
-		Checkpoints: cfg.Checkpoints, DeadlineMargin: cfg.DeadlineMargin, Now: cfg.Now}.Build(f.HandleRecord)
+	f.proc, f.reg, f.log = cfg.FunctionSetup.Build(f.HandleRecord)
 	f.stale = f.reg.Counter("Stale", emf.Count)
 	f.dups = f.reg.Counter("Duplicates", emf.Count)
 	f.invalid = f.reg.Counter("Invalid", emf.Count)
@@ -170,7 +166,7 @@ func (f *Function) HandleRecord(ctx context.Context, r consumer.Record) error {
 	if err != nil {
 		f.invalid.Inc()
 		f.count(func(s *Stats) { s.Invalid++ })
-		return fmt.Errorf("%w: %v", ErrInvalid, err)
+		return consumer.Permanent(fmt.Errorf("%w: %v", ErrInvalid, err))
 	}
 	res, err := f.store.Put(ctx, Location{
 		UserID: m.UserID, Seq: m.Seq, TS: m.TS, Lat: m.Lat, Lon: m.Lon, Accuracy: m.Accuracy,

@@ -12,8 +12,10 @@
 //     shard: dropped, sent to an on-failure destination, or routed to another shard);
 //   - Malformed (Count): records that are not location messages.
 //
-// The monitor is an observer: a malformed message is counted and logged, not failed, so that a
-// poison message cannot blind the health signal by blocking its shard. Per-user state lives in
+// The monitor is an observer: a malformed message is counted, logged and failed as Permanent,
+// so that the processor sends it to the function's dead-letter queue and goes on: a poison
+// message cannot blind the health signal by blocking its shard, and it is kept with its reason.
+// (Without a dead-letter queue it stops the batch like any failure: nothing is dropped.) Per-user state lives in
 // the function's memory: it survives warm invocations only, which is enough for a signal (a cold
 // start or a reshard just starts the comparison again).
 package monitor
@@ -21,10 +23,9 @@ package monitor
 import (
 	"context"
 	"encoding/json"
-	"io"
+	"fmt"
 	"log/slog"
 	"sync"
-	"time"
 
 	"github.com/aws/aws-lambda-go/events"
 
@@ -35,21 +36,9 @@ import (
 // Namespace is the EMF namespace of every consumer function.
 const Namespace = consumer.Namespace
 
-// Config configures a Monitor.
+// Config configures a Monitor: what every consumer function sets; its Name defaults to "monitor".
 type Config struct {
-	// FunctionName is the value of the Function metric dimension (in Lambda, the function's
-	// name: AWS_LAMBDA_FUNCTION_NAME).
-	FunctionName string
-	// Metrics receives the EMF documents; default os.Stdout.
-	Metrics io.Writer
-	// Logger; default JSON on stderr.
-	Logger *slog.Logger
-	// Checkpoints lets redelivered aggregates skip what was processed; default in memory.
-	Checkpoints consumer.CheckpointStore
-	// DeadlineMargin; default the consumer's.
-	DeadlineMargin time.Duration
-	// Now; default time.Now.
-	Now func() time.Time
+	consumer.FunctionSetup
 }
 
 // Stats are the order-check totals since New.
@@ -73,12 +62,11 @@ type Monitor struct {
 
 // New returns a Monitor.
 func New(cfg Config) *Monitor {
-	if cfg.FunctionName == "" {
-		cfg.FunctionName = "monitor"
+	if cfg.Name == "" {
+		cfg.Name = "monitor"
 	}
 	m := &Monitor{last: map[string]uint64{}}
-	m.proc, m.reg, m.log = consumer.FunctionSetup{Name: cfg.FunctionName, Metrics: cfg.Metrics, Logger: cfg.Logger,
-		Checkpoints: cfg.Checkpoints, DeadlineMargin: cfg.DeadlineMargin, Now: cfg.Now}.Build(m.HandleRecord)
+	m.proc, m.reg, m.log = cfg.FunctionSetup.Build(m.HandleRecord)
 	m.violations = m.reg.Counter("OrderViolations", emf.Count)
 	m.duplicates = m.reg.Counter("Duplicates", emf.Count)
 	m.gaps = m.reg.Counter("Gaps", emf.Count)
@@ -109,7 +97,8 @@ type message struct {
 	TS     int64  `json:"ts"`
 }
 
-// HandleRecord checks one location message. It never fails.
+// HandleRecord checks one location message. It fails, permanently, only a record that is not a
+// location message.
 func (m *Monitor) HandleRecord(ctx context.Context, r consumer.Record) error {
 	var msg message
 	if err := json.Unmarshal(r.Data, &msg); err != nil || msg.UserID == "" || msg.Seq == 0 {
@@ -123,7 +112,7 @@ func (m *Monitor) HandleRecord(ctx context.Context, r consumer.Record) error {
 		}
 		m.log.WarnContext(ctx, "not a location message", "shard", r.ShardID, "sequence_number", r.SequenceNumber,
 			"sub_sequence", r.SubSequence, "reason", reason, "bytes", len(r.Data))
-		return nil
+		return consumer.Permanent(fmt.Errorf("not a location message: %s", reason))
 	}
 	key := r.ShardID + "/" + msg.UserID
 	m.mu.Lock()

@@ -12,6 +12,8 @@ import (
 
 	"github.com/aws/aws-lambda-go/events"
 
+	"github.com/nsqk/nsqk/shared/consumer"
+	"github.com/nsqk/nsqk/shared/emf"
 	"github.com/nsqk/nsqk/shared/kpl"
 	"github.com/nsqk/nsqk/shared/local/emfread"
 )
@@ -30,8 +32,9 @@ func rec(shard, seq string, data []byte) events.KinesisEventRecord {
 
 func TestOrderCheckAndMetrics(t *testing.T) {
 	var out, logs bytes.Buffer
-	m := New(Config{FunctionName: "mon", Metrics: &out, Logger: slog.New(slog.NewJSONHandler(&logs, nil)),
-		Now: func() time.Time { return time.UnixMilli(1764100000250) }})
+	dl := &consumer.MemoryDeadLetters{}
+	m := New(Config{consumer.FunctionSetup{Name: "mon", Metrics: &out, Logger: slog.New(slog.NewJSONHandler(&logs, nil)),
+		DeadLetters: dl, Now: func() time.Time { return time.UnixMilli(1764100000250) }}})
 	agg := kpl.NewAggregator(kpl.AggregatorConfig{})
 	for _, s := range []uint64{2, 3, 4} {
 		if err := agg.Add("u000000001", "", msg("u000000001", s)); err != nil {
@@ -45,8 +48,8 @@ func TestOrderCheckAndMetrics(t *testing.T) {
 		rec(a, "3", msg("u000000001", 3)), // back in time: violation
 		rec(a, "4", msg("u000000001", 4)), // again what was last seen: duplicate
 		rec(a, "5", msg("u000000001", 9)), // 5..8 missing: gap
-		rec(b, "6", msg("u000000001", 1)), // another shard: its own sequence
-		rec(a, "7", []byte("garbage")),    // counted, not failed
+		rec(a, "6", []byte("garbage")),    // counted and dead-lettered; the batch goes on
+		rec(b, "7", msg("u000000001", 1)), // another shard: its own sequence
 	}}
 	resp, err := m.Handle(context.Background(), ev)
 	if err != nil || len(resp.BatchItemFailures) != 0 {
@@ -56,6 +59,10 @@ func TestOrderCheckAndMetrics(t *testing.T) {
 	if s := m.Stats(); s != want {
 		t.Fatalf("stats %+v, want %+v", s, want)
 	}
+	if l := dl.Letters(); len(l) != 1 || l[0].SequenceNumber != "6" || l[0].DataBase64 != "Z2FyYmFnZQ==" ||
+		!strings.Contains(l[0].Reason, "not a location message") {
+		t.Fatalf("dead letters %+v", l)
+	}
 	if !strings.Contains(logs.String(), `"msg":"order violation: seq went back"`) || !strings.Contains(logs.String(), `"previous_seq":4`) {
 		t.Fatalf("violation not logged with its context: %s", logs.String())
 	}
@@ -63,7 +70,7 @@ func TestOrderCheckAndMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, v := range map[string]float64{"OrderViolations": 1, "Duplicates": 1, "Gaps": 1, "Malformed": 1, "Records": 9} {
+	for name, v := range map[string]float64{"OrderViolations": 1, "Duplicates": 1, "Gaps": 1, "Malformed": 1, "Records": 8, "DeadLetteredRecords": 1} {
 		if got := d.Metrics[name].Total(); got != v {
 			t.Errorf("%s = %v, want %v", name, got, v)
 		}
@@ -77,7 +84,7 @@ func TestOrderCheckAndMetrics(t *testing.T) {
 }
 
 func TestInOrderStreamHasNoViolations(t *testing.T) {
-	m := New(Config{Metrics: io.Discard, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	m := New(Config{consumer.FunctionSetup{Metrics: io.Discard, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}})
 	var recs []events.KinesisEventRecord
 	for i := 1; i <= 50; i++ {
 		recs = append(recs, rec("shardId-000000000000", fmt.Sprint(i), msg(fmt.Sprintf("u%09d", i%7), uint64(1+i/7))))

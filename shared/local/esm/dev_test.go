@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/nsqk/nsqk/shared/consumer"
 	"github.com/nsqk/nsqk/shared/kpl"
 	"github.com/nsqk/nsqk/shared/lastlocation"
 	"github.com/nsqk/nsqk/shared/local/emfread"
@@ -44,9 +45,9 @@ func TestTwoMappingsOnOneStream(t *testing.T) {
 	summary := &emfread.Summary{}
 	var out sync.Mutex
 	metrics := &emfread.LineWriter{Summary: summary, Next: lockedDiscard{&out}}
-	mon := monitor.New(monitor.Config{FunctionName: "nsqk-monitor", Metrics: metrics, Logger: quiet})
+	mon := monitor.New(monitor.Config{FunctionSetup: consumer.FunctionSetup{Name: "nsqk-monitor", Metrics: metrics, Logger: quiet}})
 	store := lastlocation.NewMemoryStore()
-	ll := lastlocation.New(lastlocation.Config{FunctionName: "nsqk-lastlocation", Store: store, Metrics: metrics, Logger: quiet})
+	ll := lastlocation.New(lastlocation.Config{FunctionSetup: consumer.FunctionSetup{Name: "nsqk-lastlocation", Metrics: metrics, Logger: quiet}, Store: store})
 	base := Config{Stream: stream, BatchSize: 10, ReportBatchItemFailures: true, BisectBatchOnFunctionError: true,
 		MaximumRetryAttempts: 3, OnFailure: t.TempDir() + "/on-failure.jsonl"}
 	cm, cl := base, base

@@ -1,8 +1,8 @@
 // Package localtest starts the local stand-ins (embedded nsqd and nsqlookupd, the Kinesis
-// emulators) for tests: each start helper skips the test under -short, fails it when the stand-in
-// cannot start, and stops the stand-in in t.Cleanup. A Kinesis emulator takes seconds to start,
-// so a package whose tests each use a stream of their own may share one (SharedKinesis, with
-// Main in its TestMain).
+// emulators, dynalite, a local SQS) for tests: each start helper skips the test under -short,
+// fails it when the stand-in cannot start, and stops the stand-in in t.Cleanup. A Kinesis emulator
+// takes seconds to start, so a package whose tests each use a stream of their own may share one
+// (SharedKinesis, with Main in its TestMain).
 //
 // Local environment: tests and `nsqk dev` use this; product code never does.
 package localtest
@@ -11,14 +11,19 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
+	"github.com/nsqk/nsqk/shared/local/dynalocal"
 	"github.com/nsqk/nsqk/shared/local/kinesislocal"
 	"github.com/nsqk/nsqk/shared/local/nsqlocal"
+	"github.com/nsqk/nsqk/shared/local/sqslocal"
 )
 
 // Kinesis starts a Kinesis emulator (kinesalite unless o.Kind says otherwise) for one test.
@@ -106,6 +111,56 @@ func Lookupd(t testing.TB) *nsqlocal.Lookupd {
 	return l
 }
 
+// Dynamo starts dynalite for one test.
+func Dynamo(t testing.TB) *dynalocal.Dynalite {
+	t.Helper()
+	SkipShort(t, "dynalite")
+	d, err := dynalocal.Start(context.Background(), dynalocal.Options{})
+	if err != nil {
+		t.Fatalf("start dynalite: %v", err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+// Table creates an on-demand table with string partition key hashKey, named uniquely in this
+// process, and returns the name.
+func Table(t testing.TB, c *dynamodb.Client, hashKey string) string {
+	t.Helper()
+	name := uniqueName(t)
+	if err := dynalocal.CreateTable(context.Background(), c, name, hashKey); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+// SQS starts a local SQS endpoint (moto's server) for one test.
+func SQS(t testing.TB) *sqslocal.Server {
+	t.Helper()
+	SkipShort(t, "a local SQS (moto_server)")
+	s, err := sqslocal.Start(context.Background(), sqslocal.Options{})
+	if err != nil {
+		t.Fatalf("start local SQS: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// Queue creates a standard queue named uniquely in this process and returns its URL.
+func Queue(t testing.TB, c *sqs.Client) string {
+	t.Helper()
+	// SQS queue names: [a-zA-Z0-9_-]{1,80}.
+	name := strings.ReplaceAll(uniqueName(t), ".", "-")
+	if len(name) > 80 {
+		name = name[len(name)-80:]
+	}
+	url, err := sqslocal.CreateQueue(context.Background(), c, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return url
+}
+
 // SkipShort skips the test under -short: it needs a local stand-in.
 func SkipShort(t testing.TB, what string) {
 	t.Helper()
@@ -114,12 +169,17 @@ func SkipShort(t testing.TB, what string) {
 	}
 }
 
-var streamSeq atomic.Int64
+var nameSeq atomic.Int64
+
+// uniqueName is a stream, table or queue name unique in this process, derived from the test's.
+func uniqueName(t testing.TB) string {
+	return fmt.Sprintf("%s-%d", sanitize(t.Name()), nameSeq.Add(1))
+}
 
 // Stream creates an ACTIVE stream with a name unique in this process and returns the name.
 func Stream(t testing.TB, kc *kinesis.Client, shards int32) string {
 	t.Helper()
-	name := fmt.Sprintf("%s-%d", sanitize(t.Name()), streamSeq.Add(1))
+	name := uniqueName(t)
 	ctx := context.Background()
 	if err := kinesislocal.CreateStream(ctx, kc, name, shards); err != nil {
 		t.Fatalf("create stream %s: %v", name, err)
@@ -130,7 +190,8 @@ func Stream(t testing.TB, kc *kinesis.Client, shards int32) string {
 	return name
 }
 
-// sanitize keeps a stream name within Kinesis's [a-zA-Z0-9_.-]{1,128}.
+// sanitize keeps a name within Kinesis's [a-zA-Z0-9_.-]{1,128} (DynamoDB's table names allow
+// the same).
 func sanitize(s string) string {
 	b := []byte(s)
 	for i, c := range b {

@@ -21,6 +21,7 @@ func Cases() []Case {
 	all = append(all, inputCases()...)
 	all = append(all, consumerCases()...)
 	all = append(all, esmCases()...)
+	all = append(all, durableCases()...)
 	all = append(all, memoryCases()...)
 	return all
 }

@@ -1,0 +1,169 @@
+// Package dynalocal starts dynalite, a DynamoDB implementation on LevelDB (in memory here), from
+// the repository's pinned npm tooling (_tools/node_modules) and hands out SDK clients for it.
+//
+// What dynalite does not implement, and what the code on top of it must therefore not rely on
+// alone: ReturnValuesOnConditionCheckFailure (a failed condition returns no item), and
+// UpdateTimeToLive (items are never expired; the TTL attribute is written all the same).
+//
+// Local environment: tests and `nsqk dev` use this; product code never does. The process runs in
+// its own process group and dies with the caller.
+package dynalocal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/nsqk/nsqk/shared/local/kinesislocal"
+)
+
+// Region is the region every local client uses.
+const Region = "us-east-1"
+
+// Options configures Start.
+type Options struct {
+	// Port to listen on; default a free port.
+	Port int
+	// Stdout/Stderr receive dynalite's output; default discarded.
+	Stdout, Stderr *os.File
+	// StartTimeout bounds waiting for dynalite to answer; default 30 s.
+	StartTimeout time.Duration
+}
+
+// Dynalite is a running dynalite process.
+type Dynalite struct {
+	Endpoint string // http://127.0.0.1:PORT
+	cmd      *exec.Cmd
+	waitErr  chan error
+	once     sync.Once
+}
+
+// Start launches dynalite (tables leave CREATING at once) and waits until it answers ListTables.
+func Start(ctx context.Context, o Options) (*Dynalite, error) {
+	if o.StartTimeout == 0 {
+		o.StartTimeout = 30 * time.Second
+	}
+	tools, err := kinesislocal.ToolsDir()
+	if err != nil {
+		return nil, err
+	}
+	cli := filepath.Join(tools, "node_modules", "dynalite", "cli.js")
+	if _, err := os.Stat(cli); err != nil {
+		return nil, fmt.Errorf("dynalocal: %s missing; run `make tools`: %w", cli, err)
+	}
+	port := o.Port
+	if port == 0 {
+		if port, err = kinesislocal.FreePort(); err != nil {
+			return nil, err
+		}
+	}
+	cmd := exec.Command("node", cli, "--host", "127.0.0.1", "--port", strconv.Itoa(port),
+		"--createTableMs", "0", "--deleteTableMs", "0", "--updateTableMs", "0")
+	cmd.Dir = tools
+	cmd.Stdout, cmd.Stderr = o.Stdout, o.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("dynalocal: start dynalite: %w (is node installed?)", err)
+	}
+	d := &Dynalite{Endpoint: fmt.Sprintf("http://127.0.0.1:%d", port), cmd: cmd, waitErr: make(chan error, 1)}
+	go func() { d.waitErr <- cmd.Wait() }()
+	if err := d.waitReady(ctx, o.StartTimeout); err != nil {
+		d.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *Dynalite) waitReady(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	c := d.Client()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := c.ListTables(rctx, &dynamodb.ListTablesInput{}, func(o *dynamodb.Options) { o.RetryMaxAttempts = 1 })
+		rcancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case werr := <-d.waitErr:
+			d.waitErr <- werr
+			return fmt.Errorf("dynalocal: dynalite exited before it was ready: %v", werr)
+		case <-ctx.Done():
+			return fmt.Errorf("dynalocal: dynalite not ready after %s: %v", timeout, err)
+		case <-tick.C:
+		}
+	}
+}
+
+// Close kills dynalite (its whole process group) and waits for it.
+func (d *Dynalite) Close() error {
+	d.once.Do(func() {
+		if d.cmd.Process != nil {
+			syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
+		}
+		<-d.waitErr
+	})
+	return nil
+}
+
+// Client returns an SDK client for this dynalite.
+func (d *Dynalite) Client(optFns ...func(*dynamodb.Options)) *dynamodb.Client {
+	return NewClient(d.Endpoint, optFns...)
+}
+
+// NewClient returns a DynamoDB client for a local endpoint: static credentials, region us-east-1.
+func NewClient(endpoint string, optFns ...func(*dynamodb.Options)) *dynamodb.Client {
+	cfg := aws.Config{
+		Region:      Region,
+		Credentials: credentials.NewStaticCredentialsProvider("local", "local", ""),
+	}
+	return dynamodb.NewFromConfig(cfg, append([]func(*dynamodb.Options){func(o *dynamodb.Options) {
+		o.BaseEndpoint = aws.String(endpoint)
+	}}, optFns...)...)
+}
+
+// CreateTable creates an on-demand table with a string partition key named hashKey, as the CDK
+// app creates the consumers' tables, and waits until it is ACTIVE.
+func CreateTable(ctx context.Context, c *dynamodb.Client, name, hashKey string) error {
+	_, err := c.CreateTable(ctx, &dynamodb.CreateTableInput{
+		TableName:            aws.String(name),
+		BillingMode:          types.BillingModePayPerRequest,
+		AttributeDefinitions: []types.AttributeDefinition{{AttributeName: aws.String(hashKey), AttributeType: types.ScalarAttributeTypeS}},
+		KeySchema:            []types.KeySchemaElement{{AttributeName: aws.String(hashKey), KeyType: types.KeyTypeHash}},
+	})
+	if err != nil {
+		return fmt.Errorf("create table %s: %w", name, err)
+	}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		out, err := c.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(name)})
+		if err == nil && out.Table.TableStatus == types.TableStatusActive {
+			return nil
+		}
+		var nf *types.ResourceNotFoundException
+		if err != nil && !errors.As(err, &nf) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("table %s not active: %w", name, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}

@@ -25,15 +25,6 @@ import (
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-// freshInstances is a function whose every invocation runs on a new instance: a new Processor
-// with a new checkpoint store (a cold start, another concurrent instance), as Lambda may do for
-// any retry. It goes through aws-lambda-go's own JSON handler path.
-type freshInstances struct{ newProcessor func() *consumer.Processor }
-
-func (f freshInstances) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
-	return lambda.NewHandler(f.newProcessor().Handle).Invoke(ctx, payload)
-}
-
 // faults fails three user records once each, in the middle of their aggregates: an error, a
 // panic, and a handler that blocks until its context ends (the processor stops before the
 // invocation deadline).
@@ -122,11 +113,14 @@ func TestRetriesOnFreshInstancesProcessEachSubRecordOnce(t *testing.T) {
 			// aggregate 4 (record 5) at 5.
 			f := &faults{handled: map[string]int{}, pending: map[string]string{
 				all[4]: "error", all[11+10+7]: "panic", all[11+10+10+1+5]: "timeout"}}
-			fn := freshInstances{newProcessor: func() *consumer.Processor {
-				return consumer.NewProcessor(f.handle, consumer.WithLogger(quiet), consumer.WithCheckpointStore(tc.store()),
-					consumer.WithDeadlineMargin(300*time.Millisecond))
-			}}
+			// Every invocation on a new instance: a new Processor with a new checkpoint store (a cold
+			// start, another concurrent instance), as Lambda may do for any retry.
+			fn := esm.Factory(func() lambda.Handler {
+				return lambda.NewHandler(consumer.NewProcessor(f.handle, consumer.WithLogger(quiet), consumer.WithCheckpointStore(tc.store()),
+					consumer.WithDeadlineMargin(300*time.Millisecond)).Handle)
+			})
 			m := esm.New(kc, fn, esm.Config{Stream: stream, FunctionName: "orders", BatchSize: 100,
+				InstancePerInvocation: true, FastTiming: true,
 				ReportBatchItemFailures: true, BisectBatchOnFunctionError: true, MaximumRetryAttempts: 5,
 				FunctionTimeout: 1500 * time.Millisecond, PollInterval: 20 * time.Millisecond,
 				RetryBackoff: time.Millisecond, Logger: quiet})

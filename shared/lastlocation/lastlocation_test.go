@@ -18,7 +18,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"github.com/nsqk/nsqk/shared/consumer"
-	"github.com/nsqk/nsqk/shared/emf"
 	"github.com/nsqk/nsqk/shared/local/emfread"
 	"github.com/nsqk/nsqk/shared/local/localtest"
 )

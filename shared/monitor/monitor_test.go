@@ -13,7 +13,6 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 
 	"github.com/nsqk/nsqk/shared/consumer"
-	"github.com/nsqk/nsqk/shared/emf"
 	"github.com/nsqk/nsqk/shared/kpl"
 	"github.com/nsqk/nsqk/shared/local/emfread"
 )

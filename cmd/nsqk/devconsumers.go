@@ -131,7 +131,7 @@ func startConsumers(ctx context.Context, kc *kinesis.Client, stream, dir string)
 
 // standIns says where the consumers' AWS resources are.
 func (d *devConsumers) standIns() string {
-	return fmt.Sprintf("DynamoDB: dynalite on %s (tables %s for lastlocation, %s for the checkpoints); SQS: moto_server on %s (dead-letter queues %s-dead-letter, %s-dead-letter)",
+	return fmt.Sprintf("DynamoDB: dynalite on %s (tables %s for lastlocation, %s for the checkpoints); SQS: fauxqs on %s (dead-letter queues %s-dead-letter, %s-dead-letter)",
 		d.dyn.Endpoint, devLocationsTable, devCheckpointTable, d.sqs.Endpoint, "nsqk-monitor", "nsqk-lastlocation")
 }
 
@@ -202,7 +202,7 @@ func (d *devConsumers) summary(ctx context.Context, out io.Writer) {
 	fmt.Fprintf(out, "             end-to-end (message ts -> processed) p50 %s, p99 %s, max %s\n", msf(e2e.Percentile(50)), msf(e2e.Percentile(99)), msf(e2e.Max))
 	fmt.Fprintf(out, "  lastloc.   %d locations applied, %d stale ignored, %s users stored in DynamoDB (dynalite, table %s); %d invocations; dead-lettered %s; on-failure %d\n",
 		ls.Applied, ls.Stale, users, devLocationsTable, ml.Invocations, count(d.deadLettered(ctx, "nsqk-lastlocation")), ml.OnFailureRecords)
-	fmt.Fprintf(out, "  consumers  checkpoints in DynamoDB (dynalite, table %s); dead-letter queues in SQS (moto_server)\n", devCheckpointTable)
+	fmt.Fprintf(out, "  consumers  checkpoints in DynamoDB (dynalite, table %s); dead-letter queues in SQS (fauxqs)\n", devCheckpointTable)
 }
 
 func (d *devConsumers) stop() {

@@ -134,10 +134,10 @@ func Table(t testing.TB, c *dynamodb.Client, hashKey string) string {
 	return name
 }
 
-// SQS starts a local SQS endpoint (moto's server) for one test.
+// SQS starts a local SQS endpoint (fauxqs) for one test.
 func SQS(t testing.TB) *sqslocal.Server {
 	t.Helper()
-	SkipShort(t, "a local SQS (moto_server)")
+	SkipShort(t, "a local SQS (fauxqs)")
 	s, err := sqslocal.Start(context.Background(), sqslocal.Options{})
 	if err != nil {
 		t.Fatalf("start local SQS: %v", err)

@@ -1,12 +1,14 @@
-// Package sqslocal starts a local Amazon SQS endpoint for tests and `nsqk dev`: moto's server
-// (`moto_server`, from the Python package moto[server], pinned in _tools/requirements.txt), run as
-// a child process, and hands out SDK clients for it.
+// Package sqslocal starts a local Amazon SQS endpoint for tests and `nsqk dev`: fauxqs (npm,
+// pinned in _tools/package.json), run with node as a child process, and hands out SDK clients
+// for it.
 //
-// Why moto and not goaws: the SQS client of aws-sdk-go-v2 speaks the AWS JSON 1.0 protocol
-// (X-Amz-Target: AmazonSQS.SendMessage), and goaws v0.4.5, the newest release in the Go module
+// Why fauxqs: the SQS client of aws-sdk-go-v2 speaks the AWS JSON 1.0 protocol
+// (X-Amz-Target: AmazonSQS.SendMessage). goaws v0.4.5, the newest release in the Go module
 // proxy, reads only the older query protocol (an Action form field): every call of the SDK gets
-// "400 Bad Request". moto speaks the JSON protocol and keeps real SQS semantics (queue URLs,
-// receive, visibility, delete).
+// "400 Bad Request". fauxqs speaks the JSON protocol with real SQS semantics (queue URLs,
+// receive, visibility timeout, delete, message attributes), and needs nothing but Node, like the
+// Kinesis and DynamoDB stand-ins. Version 1.9.2 is the newest that runs on Node 20 (later ones
+// need node:sqlite).
 //
 // Local environment: tests and `nsqk dev` use this; product code never does. The process runs in
 // its own process group and dies with the caller.
@@ -17,6 +19,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"syscall"
@@ -39,8 +42,7 @@ type Options struct {
 	Port int
 	// Stdout/Stderr receive the server's output (one access-log line per request); default discarded.
 	Stdout, Stderr *os.File
-	// StartTimeout bounds waiting for the server to answer; default 60 s (moto imports slowly
-	// on a loaded machine).
+	// StartTimeout bounds waiting for the server to answer; default 60 s.
 	StartTimeout time.Duration
 }
 
@@ -52,16 +54,16 @@ type Server struct {
 	once     sync.Once
 }
 
-// command returns how to run moto's server: moto_server on PATH, else python3 -m moto.server.
+// command returns how to run fauxqs on port.
 func command(port int) (*exec.Cmd, error) {
-	args := []string{"-H", "127.0.0.1", "-p", strconv.Itoa(port)}
-	if p, err := exec.LookPath("moto_server"); err == nil {
-		return exec.Command(p, args...), nil
+	tools, err := kinesislocal.ToolsDir()
+	if err != nil {
+		return nil, err
 	}
-	if p, err := exec.LookPath("python3"); err == nil {
-		return exec.Command(p, append([]string{"-m", "moto.server"}, args...)...), nil
-	}
-	return nil, fmt.Errorf("sqslocal: neither moto_server nor python3 found; install moto: pip install -r _tools/requirements.txt")
+	cmd := exec.Command("node", filepath.Join(tools, "node_modules", "fauxqs", "dist", "cli.js"))
+	cmd.Dir = tools
+	cmd.Env = append(os.Environ(), "FAUXQS_PORT="+strconv.Itoa(port), "FAUXQS_LOGGER=false", "FAUXQS_DEFAULT_REGION="+Region)
+	return cmd, nil
 }
 
 // Start launches the server and waits until it answers ListQueues.
@@ -110,7 +112,7 @@ func (s *Server) waitReady(ctx context.Context, timeout time.Duration) error {
 		select {
 		case werr := <-s.waitErr:
 			s.waitErr <- werr
-			return fmt.Errorf("sqslocal: %s exited before it was ready (is moto[server] installed? pip install -r _tools/requirements.txt): %v", s.cmd.Path, werr)
+			return fmt.Errorf("sqslocal: %s exited before it was ready (run `make tools`): %v", s.cmd.Path, werr)
 		case <-ctx.Done():
 			return fmt.Errorf("sqslocal: not ready after %s: %v", timeout, err)
 		case <-tick.C:

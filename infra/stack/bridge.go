@@ -17,6 +17,8 @@ import (
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
 	"github.com/cdklabs/cdk-nag-go/cdknag/v2"
+
+	"github.com/nsqk/nsqk/infra/config"
 )
 
 // Bridge metric contract (Embedded Metric Format lines on stdout, see functions/bridge).
@@ -54,7 +56,7 @@ type Bridge struct {
 	LogGroup       awslogs.LogGroup
 }
 
-func newBridge(scope constructs.Construct, cfg *Config, net *Network, st *StreamResources, imageDir, dockerfile string) *Bridge {
+func newBridge(scope constructs.Construct, cfg *config.Config, net *Network, st *StreamResources, imageDir, dockerfile string) *Bridge {
 	b := cfg.Bridge
 
 	cluster := awsecs.NewCluster(scope, jsii.String("Cluster"), &awsecs.ClusterProps{
@@ -221,7 +223,7 @@ func newBridge(scope constructs.Construct, cfg *Config, net *Network, st *Stream
 }
 
 // bridgeEnvironment renders the bridge's NSQK_* settings (flag --foo-bar = env NSQK_FOO_BAR).
-func bridgeEnvironment(cfg *Config, st *StreamResources) *map[string]*string {
+func bridgeEnvironment(cfg *config.Config, st *StreamResources) *map[string]*string {
 	b := cfg.Bridge
 	env := map[string]*string{
 		"NSQK_TOPIC":             jsii.String(cfg.NSQ.Topic),

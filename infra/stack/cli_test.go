@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/nsqk/nsqk/infra/config"
 )
 
 // TestCLISynth runs what `make synth` runs: the pinned CDK CLI (2.1148.1, the one that reads cloud
@@ -32,7 +34,7 @@ func TestCLISynth(t *testing.T) {
 	}
 
 	dist := t.TempDir()
-	for _, n := range ConsumerNames {
+	for _, n := range config.BuiltinConsumers {
 		if err := os.MkdirAll(filepath.Join(dist, n), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -41,7 +43,7 @@ func TestCLISynth(t *testing.T) {
 		}
 	}
 	outdir := t.TempDir()
-	cmd := exec.Command(cdk, "synth", "--quiet", "--strict", "-o", outdir, "-c", KeyLambdaDistDir+"="+dist)
+	cmd := exec.Command(cdk, "synth", "--quiet", "--strict", "-o", outdir, "-c", config.KeyLambdaDistDir+"="+dist)
 	cmd.Dir, cmd.Env = root, env
 	out, err := cmd.CombinedOutput()
 	if err != nil {

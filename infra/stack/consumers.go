@@ -13,6 +13,8 @@ import (
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
 	"github.com/cdklabs/cdk-nag-go/cdknag/v2"
+
+	"github.com/nsqk/nsqk/infra/config"
 )
 
 // Exact action lists of the consumer execution roles (the tests compare against these).
@@ -36,7 +38,7 @@ var (
 
 // Consumer is one Lambda consumer with its mapping, role, DLQ and log group.
 type Consumer struct {
-	Config       ConsumerConfig
+	Config       config.ConsumerConfig
 	FunctionName string
 	Function     awslambda.Function
 	Role         awsiam.Role
@@ -54,7 +56,7 @@ type Consumer struct {
 // only principal allowed in is lastlocation's role with GetItem/UpdateItem on this table; a
 // customer managed key would add key-policy upkeep and four KMS actions to that role without
 // narrowing who can read the data. Use a CMK if your compliance regime requires per-key control.
-func newLocationsTable(scope constructs.Construct, cfg *Config) awsdynamodb.Table {
+func newLocationsTable(scope constructs.Construct, cfg *config.Config) awsdynamodb.Table {
 	return awsdynamodb.NewTable(scope, jsii.String("LocationsTable"), &awsdynamodb.TableProps{
 		PartitionKey: &awsdynamodb.Attribute{Name: jsii.String("user_id"), Type: awsdynamodb.AttributeType_STRING},
 		BillingMode:  awsdynamodb.BillingMode_PAY_PER_REQUEST,
@@ -63,11 +65,11 @@ func newLocationsTable(scope constructs.Construct, cfg *Config) awsdynamodb.Tabl
 		},
 		Encryption:         awsdynamodb.TableEncryption_AWS_MANAGED,
 		RemovalPolicy:      removalPolicy(cfg),
-		DeletionProtection: jsii.Bool(cfg.RemovalPolicy == RemovalRetain),
+		DeletionProtection: jsii.Bool(cfg.RemovalPolicy == config.RemovalRetain),
 	})
 }
 
-func newConsumer(scope constructs.Construct, cfg *Config, cc ConsumerConfig, codeDir string, st *StreamResources, ops *OpsResources, table awsdynamodb.Table) *Consumer {
+func newConsumer(scope constructs.Construct, cfg *config.Config, cc config.ConsumerConfig, codeDir string, st *StreamResources, ops *OpsResources, table awsdynamodb.Table) *Consumer {
 	id := func(s string) *string { return jsii.String(consumerID(cc.Name) + s) }
 	fnName := cfg.FunctionName(cc.Name)
 	rp := removalPolicy(cfg)
@@ -160,7 +162,7 @@ func newConsumer(scope constructs.Construct, cfg *Config, cc ConsumerConfig, cod
 			OnFailure: &awslambda.CfnEventSourceMapping_OnFailureProperty{Destination: c.DLQ.QueueArn()},
 		},
 	}
-	if cc.StartingPosition == StartAtTimestamp {
+	if cc.StartingPosition == config.StartAtTimestamp {
 		mp.StartingPositionTimestamp = jsii.Number(float64(cc.StartingTimestamp.Unix()))
 	}
 	c.Mapping = awslambda.NewCfnEventSourceMapping(scope, id("Mapping"), mp)
@@ -180,9 +182,9 @@ func statement(sid string, actions []string, resource *string) awsiam.PolicyStat
 // consumerID is the construct id prefix of a consumer: "monitor" -> "Monitor".
 func consumerID(name string) string {
 	switch name {
-	case ConsumerLastLocation:
+	case config.ConsumerLastLocation:
 		return "LastLocation"
-	case ConsumerMonitor:
+	case config.ConsumerMonitor:
 		return "Monitor"
 	}
 	return name

@@ -7,11 +7,13 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/interfaces/interfacesawscloudwatch"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
+
+	"github.com/nsqk/nsqk/infra/config"
 )
 
 // newDashboard lays out the flow left to right, top to bottom: NSQ in (bridge), Kinesis in,
 // Kinesis out, consumers (lag, latency, errors), DLQs, and the bridge service itself.
-func newDashboard(scope constructs.Construct, cfg *Config, st *StreamResources, b *Bridge, consumers []*Consumer, tasksBelow awscloudwatch.MathExpression, alarms []awscloudwatch.Alarm) awscloudwatch.Dashboard {
+func newDashboard(scope constructs.Construct, cfg *config.Config, st *StreamResources, b *Bridge, consumers []*Consumer, tasksBelow awscloudwatch.MathExpression, alarms []awscloudwatch.Alarm) awscloudwatch.Dashboard {
 	d := awscloudwatch.NewDashboard(scope, jsii.String("Dashboard"), &awscloudwatch.DashboardProps{
 		DashboardName:   jsii.String(cfg.StackName + "-flow"),
 		DefaultInterval: threeHours(),
@@ -102,7 +104,7 @@ func newDashboard(scope constructs.Construct, cfg *Config, st *StreamResources, 
 		errs = append(errs,
 			c.Function.MetricErrors(opts("Sum", oneMinute(), n+" errors")),
 			c.Function.MetricThrottles(opts("Sum", oneMinute(), n+" throttles")))
-		if n == ConsumerMonitor {
+		if n == config.ConsumerMonitor {
 			errs = append(errs,
 				consumerMetric(c.FunctionName, "OrderViolations", "Sum", oneMinute(), "monitor order violations"),
 				consumerMetric(c.FunctionName, "Gaps", "Sum", oneMinute(), "monitor gaps (seq skipped)"))

@@ -8,6 +8,8 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awscloudwatchactions"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
+
+	"github.com/nsqk/nsqk/infra/config"
 )
 
 // Alarm name suffixes; the full name is <stackName>-<suffix>[-<consumer>]. The runbook in
@@ -35,7 +37,7 @@ type Monitoring struct {
 	Dashboard awscloudwatch.Dashboard
 
 	scope  constructs.Construct
-	cfg    *Config
+	cfg    *config.Config
 	action awscloudwatchactions.SnsAction
 }
 
@@ -79,7 +81,7 @@ func opts(stat string, period awscdk.Duration, label string) *awscloudwatch.Metr
 }
 
 // bridgeMetric is one of the bridge's EMF metrics (namespace NSQK/Bridge, dimension Stream).
-func bridgeMetric(cfg *Config, name, stat string, period awscdk.Duration, label string) awscloudwatch.Metric {
+func bridgeMetric(cfg *config.Config, name, stat string, period awscdk.Duration, label string) awscloudwatch.Metric {
 	return awscloudwatch.NewMetric(&awscloudwatch.MetricProps{
 		Namespace:     jsii.String(BridgeNamespace),
 		MetricName:    jsii.String(name),
@@ -124,7 +126,7 @@ func containerInsightsMetric(b *Bridge, name, label string) awscloudwatch.Metric
 	})
 }
 
-func newMonitoring(scope constructs.Construct, cfg *Config, st *StreamResources, b *Bridge, consumers []*Consumer, ops *OpsResources) *Monitoring {
+func newMonitoring(scope constructs.Construct, cfg *config.Config, st *StreamResources, b *Bridge, consumers []*Consumer, ops *OpsResources) *Monitoring {
 	m := &Monitoring{scope: scope, cfg: cfg, action: awscloudwatchactions.NewSnsAction(ops.Topic)}
 	t := cfg.Alarms
 	notBreaching := awscloudwatch.TreatMissingData_NOT_BREACHING
@@ -223,7 +225,7 @@ func newMonitoring(scope constructs.Construct, cfg *Config, st *StreamResources,
 			metric:     c.DLQ.MetricApproximateNumberOfMessagesVisible(opts("Maximum", fiveMinutes(), "")),
 			threshold:  t.DLQMessagesVisible, evaluationPeriods: 1, datapoints: 1, missing: notBreaching,
 		})
-		if c.Config.Name == ConsumerMonitor {
+		if c.Config.Name == config.ConsumerMonitor {
 			m.alarm(alarmSpec{
 				id: "MonitorOrderViolationsAlarm", name: AlarmOrderViolations,
 				meaning:    "The monitor saw records of one key out of publish order in the last 5 minutes.",

@@ -5,6 +5,8 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
+
+	"github.com/nsqk/nsqk/infra/config"
 )
 
 // Network is the VPC the bridge runs in and the subnets it uses.
@@ -17,7 +19,7 @@ type Network struct {
 // lookup: synth stays offline and deterministic) or creates one: public subnets for the NAT
 // gateways, private subnets with egress for the bridge, an S3 gateway endpoint (ECR image layers
 // without NAT data charges) and VPC flow logs to CloudWatch Logs.
-func newNetwork(scope constructs.Construct, cfg *Config) *Network {
+func newNetwork(scope constructs.Construct, cfg *config.Config) *Network {
 	n := cfg.Network
 	if n.Imported() {
 		vpc := awsec2.Vpc_FromVpcAttributes(scope, jsii.String("Vpc"), &awsec2.VpcAttributes{

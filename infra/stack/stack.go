@@ -9,13 +9,15 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsdynamodb"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
+
+	"github.com/nsqk/nsqk/infra/config"
 )
 
 // NsqkStackProps are the inputs of the nsqk stack. Config comes from context (ParseConfig); the
 // code locations are props so that tests do not depend on `make lambda` having run.
 type NsqkStackProps struct {
 	awscdk.StackProps
-	Config *Config
+	Config *config.Config
 	// LambdaCodeDirs maps each consumer name to a directory holding its `bootstrap` binary
 	// (the app uses dist/<name>).
 	LambdaCodeDirs map[string]string
@@ -72,7 +74,7 @@ func NewNsqkStack(scope constructs.Construct, id string, props *NsqkStackProps) 
 	s.LocationsTable = newLocationsTable(stack, cfg)
 	for _, cc := range cfg.Consumers {
 		var table awsdynamodb.Table
-		if cc.Name == ConsumerLastLocation {
+		if cc.Name == config.ConsumerLastLocation {
 			table = s.LocationsTable
 		}
 		s.Consumers = append(s.Consumers, newConsumer(stack, cfg, cc, props.LambdaCodeDirs[cc.Name], s.Stream, s.Ops, table))
@@ -82,11 +84,32 @@ func NewNsqkStack(scope constructs.Construct, id string, props *NsqkStackProps) 
 	return s, nil
 }
 
+// BridgeDockerfile is the bridge image's Dockerfile, relative to the repository root (the image's
+// build context).
+const BridgeDockerfile = "functions/bridge/Dockerfile"
+
+// RepositoryProps are the props for a stack built from a checkout at root: the bridge image from
+// its Dockerfile, each consumer's code from <lambdaDistDir>/<name> (`make lambda`).
+func RepositoryProps(root string, cfg *config.Config) (*NsqkStackProps, error) {
+	if _, err := os.Stat(filepath.Join(root, BridgeDockerfile)); err != nil {
+		return nil, fmt.Errorf("run the CDK CLI from the repository root (where cdk.json is): %w", err)
+	}
+	dist := cfg.LambdaDistDir
+	if !filepath.IsAbs(dist) {
+		dist = filepath.Join(root, dist)
+	}
+	codeDirs := map[string]string{}
+	for _, name := range cfg.ConsumerNames() {
+		codeDirs[name] = filepath.Join(dist, name)
+	}
+	return &NsqkStackProps{Config: cfg, LambdaCodeDirs: codeDirs, BridgeImageDir: root, BridgeDockerfile: BridgeDockerfile}, nil
+}
+
 func (p *NsqkStackProps) validate() error {
 	if p == nil || p.Config == nil {
 		return fmt.Errorf("nsqk stack: Config is required")
 	}
-	for _, name := range ConsumerNames {
+	for _, name := range p.Config.ConsumerNames() {
 		dir, ok := p.LambdaCodeDirs[name]
 		if !ok || dir == "" {
 			return fmt.Errorf("nsqk stack: no code directory for consumer %q", name)
@@ -105,7 +128,7 @@ func (p *NsqkStackProps) validate() error {
 }
 
 // addOutputs exports the names operators and tools need (aws cloudformation describe-stacks).
-func (s *NsqkStack) addOutputs(cfg *Config) {
+func (s *NsqkStack) addOutputs(cfg *config.Config) {
 	out := func(id string, value *string, desc string) {
 		awscdk.NewCfnOutput(s.Stack, jsii.String(id), &awscdk.CfnOutputProps{Value: value, Description: jsii.String(desc)})
 	}
@@ -126,8 +149,8 @@ func (s *NsqkStack) addOutputs(cfg *Config) {
 }
 
 // removalPolicy maps the configured policy onto CDK's.
-func removalPolicy(cfg *Config) awscdk.RemovalPolicy {
-	if cfg.RemovalPolicy == RemovalDestroy {
+func removalPolicy(cfg *config.Config) awscdk.RemovalPolicy {
+	if cfg.RemovalPolicy == config.RemovalDestroy {
 		return awscdk.RemovalPolicy_DESTROY
 	}
 	return awscdk.RemovalPolicy_RETAIN

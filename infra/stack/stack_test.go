@@ -22,6 +22,8 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awssqs"
 	"github.com/aws/jsii-runtime-go"
 	"github.com/cdklabs/cdk-nag-go/cdknag/v2"
+
+	"github.com/nsqk/nsqk/infra/config"
 )
 
 func defaultVariant(t *testing.T) *variant { return synthVariant(t, "default", nil) }
@@ -34,35 +36,35 @@ const (
 
 func prodVariant(t *testing.T) *variant {
 	return synthVariant(t, "prod", map[string]any{
-		KeyStackName:           "nsqk-prod",
-		KeyAccount:             "123456789012",
-		KeyRegion:              "eu-west-1",
-		KeyStreamName:          "prod-locations",
-		KeyStreamMode:          "on-demand",
-		KeyRetentionHours:      168,
-		KeyLookupdHTTP:         nil,
-		KeyNsqdTCP:             "nsqd-0.prod:4150,nsqd-1.prod:4150",
-		KeyNsqdHTTP:            []any{"nsqd-0.prod:4151", "nsqd-1.prod:4151"},
-		KeyBridgeEnvironment:   map[string]any{"NSQK_ORDERING": "strict", "NSQK_MAX_ATTEMPTS": 10.0},
-		KeyTopic:               "positions",
-		KeyChannel:             "kinesis",
-		KeyDeadLetterTopic:     "positions-dlq",
-		KeyAuthSecretArn:       prodSecretArn,
-		KeyAuthSecretKmsKeyArn: prodSecretKey,
-		KeyTLS:                 true,
-		KeyMaxInFlight:         2000,
-		KeyKeyBuckets:          8,
-		KeyBridgeCPU:           1024,
-		KeyBridgeMemory:        2048,
-		KeyBridgeTaskCount:     2,
-		KeyBridgeMinTasks:      2,
-		KeyBridgeMaxTasks:      6,
-		KeyBridgeCPUTarget:     50,
-		KeyShutdownTimeout:     "60s",
-		KeyVpcID:               "vpc-0123456789abcdef0",
-		KeyVpcSubnetIDs:        "subnet-0aaaaaaaaaaaaaaa1,subnet-0aaaaaaaaaaaaaaa2,subnet-0aaaaaaaaaaaaaaa3",
-		KeyVpcAZs:              "eu-west-1a,eu-west-1b,eu-west-1c",
-		KeyConsumers: map[string]any{
+		config.KeyStackName:           "nsqk-prod",
+		config.KeyAccount:             "123456789012",
+		config.KeyRegion:              "eu-west-1",
+		config.KeyStreamName:          "prod-locations",
+		config.KeyStreamMode:          "on-demand",
+		config.KeyRetentionHours:      168,
+		config.KeyLookupdHTTP:         nil,
+		config.KeyNsqdTCP:             "nsqd-0.prod:4150,nsqd-1.prod:4150",
+		config.KeyNsqdHTTP:            []any{"nsqd-0.prod:4151", "nsqd-1.prod:4151"},
+		config.KeyBridgeEnvironment:   map[string]any{"NSQK_ORDERING": "strict", "NSQK_MAX_ATTEMPTS": 10.0},
+		config.KeyTopic:               "positions",
+		config.KeyChannel:             "kinesis",
+		config.KeyDeadLetterTopic:     "positions-dlq",
+		config.KeyAuthSecretArn:       prodSecretArn,
+		config.KeyAuthSecretKmsKeyArn: prodSecretKey,
+		config.KeyTLS:                 true,
+		config.KeyMaxInFlight:         2000,
+		config.KeyKeyBuckets:          8,
+		config.KeyBridgeCPU:           1024,
+		config.KeyBridgeMemory:        2048,
+		config.KeyBridgeTaskCount:     2,
+		config.KeyBridgeMinTasks:      2,
+		config.KeyBridgeMaxTasks:      6,
+		config.KeyBridgeCPUTarget:     50,
+		config.KeyShutdownTimeout:     "60s",
+		config.KeyVpcID:               "vpc-0123456789abcdef0",
+		config.KeyVpcSubnetIDs:        "subnet-0aaaaaaaaaaaaaaa1,subnet-0aaaaaaaaaaaaaaa2,subnet-0aaaaaaaaaaaaaaa3",
+		config.KeyVpcAZs:              "eu-west-1a,eu-west-1b,eu-west-1c",
+		config.KeyConsumers: map[string]any{
 			"monitor": map[string]any{
 				"enabled": false, "startingPosition": "AT_TIMESTAMP", "startingPositionTimestamp": "2025-01-31T00:00:00Z",
 				"batchSize": 50, "batchingWindow": "1s",
@@ -72,10 +74,10 @@ func prodVariant(t *testing.T) *variant {
 				"retryAttempts": 100, "maxRecordAge": "24h", "memoryMiB": 512, "timeout": "120s",
 			},
 		},
-		KeyAlarms:           map[string]any{"bridgeNsqBacklog": 50000, "lambdaIteratorAgeMs": 300000},
-		KeyAlarmEmail:       "ops@example.com,oncall@example.com",
-		KeyLogRetentionDays: 90,
-		KeyRemovalPolicy:    "destroy",
+		config.KeyAlarms:           map[string]any{"bridgeNsqBacklog": 50000, "lambdaIteratorAgeMs": 300000},
+		config.KeyAlarmEmail:       "ops@example.com,oncall@example.com",
+		config.KeyLogRetentionDays: 90,
+		config.KeyRemovalPolicy:    "destroy",
 	})
 }
 
@@ -306,7 +308,7 @@ func TestDefaultStack(t *testing.T) {
 		streamKey, _ := v.byPath(t, "StreamKey/Resource")
 		opsKey, _ := v.byPath(t, "OpsKey/Resource")
 		tableID, _ := v.one(t, "AWS::DynamoDB::Table")
-		for _, name := range ConsumerNames {
+		for _, name := range v.cfg.ConsumerNames() {
 			id := consumerID(name)
 			roleID, role := v.byPath(t, id+"Role/Resource")
 			logsID, _ := v.byPath(t, id+"Logs/Resource")
@@ -318,7 +320,7 @@ func TestDefaultStack(t *testing.T) {
 				pairs(dlqID+".Arn", "sqs:SendMessage"),
 				pairs(opsKey+".Arn", "kms:Decrypt", "kms:GenerateDataKey"),
 			}
-			if name == ConsumerLastLocation {
+			if name == config.ConsumerLastLocation {
 				want = append(want, pairs(tableID+".Arn", "dynamodb:GetItem", "dynamodb:UpdateItem"))
 			}
 			equalStrings(t, name+" role", v.grants(t, roleID), sortedConcat(want...))
@@ -328,7 +330,7 @@ func TestDefaultStack(t *testing.T) {
 
 	t.Run("ConsumerFunctions", func(t *testing.T) {
 		tableID, _ := v.one(t, "AWS::DynamoDB::Table")
-		for _, name := range ConsumerNames {
+		for _, name := range v.cfg.ConsumerNames() {
 			id := consumerID(name)
 			_, fn := v.byPath(t, id+"Function/Resource")
 			p := props(fn)
@@ -346,7 +348,7 @@ func TestDefaultStack(t *testing.T) {
 				t.Errorf("%s: function does not depend on its policy: %v", name, fn["DependsOn"])
 			}
 			var wantEnv any
-			if name == ConsumerLastLocation {
+			if name == config.ConsumerLastLocation {
 				wantEnv = map[string]any{"Variables": map[string]any{"NSQK_LOCATIONS_TABLE": map[string]any{"Ref": tableID}}}
 			}
 			wantEq(t, name+" environment", p["Environment"], wantEnv)
@@ -362,10 +364,10 @@ func TestDefaultStack(t *testing.T) {
 	t.Run("EventSourceMappings", func(t *testing.T) {
 		streamID, _ := v.one(t, "AWS::Kinesis::Stream")
 		want := map[string]map[string]any{
-			ConsumerMonitor:      {"StartingPosition": "LATEST", "MaximumRetryAttempts": 2, "MaximumRecordAgeInSeconds": 600},
-			ConsumerLastLocation: {"StartingPosition": "TRIM_HORIZON", "MaximumRetryAttempts": 5, "MaximumRecordAgeInSeconds": 3600},
+			config.ConsumerMonitor:      {"StartingPosition": "LATEST", "MaximumRetryAttempts": 2, "MaximumRecordAgeInSeconds": 600},
+			config.ConsumerLastLocation: {"StartingPosition": "TRIM_HORIZON", "MaximumRetryAttempts": 5, "MaximumRecordAgeInSeconds": 3600},
 		}
-		for _, name := range ConsumerNames {
+		for _, name := range v.cfg.ConsumerNames() {
 			id := consumerID(name)
 			mid, m := v.byPath(t, id+"Mapping")
 			fnID, _ := v.byPath(t, id+"Function/Resource")
@@ -394,7 +396,7 @@ func TestDefaultStack(t *testing.T) {
 
 	t.Run("DeadLetterQueues", func(t *testing.T) {
 		opsKey, _ := v.byPath(t, "OpsKey/Resource")
-		for _, name := range ConsumerNames {
+		for _, name := range v.cfg.ConsumerNames() {
 			dlqID, dlq := v.byPath(t, consumerID(name)+"Dlq/Resource")
 			wantEq(t, name+" dlq kms", props(dlq)["KmsMasterKeyId"], map[string]any{"Fn::GetAtt": []any{opsKey, "Arn"}})
 			wantEq(t, name+" dlq retention", props(dlq)["MessageRetentionPeriod"], 1209600)
@@ -476,7 +478,7 @@ func TestDefaultStack(t *testing.T) {
 	})
 
 	t.Run("Alarms", func(t *testing.T) {
-		checkAlarms(t, v, DefaultAlarmThresholds())
+		checkAlarms(t, v, config.DefaultAlarmThresholds())
 	})
 
 	t.Run("Dashboard", func(t *testing.T) {
@@ -549,7 +551,7 @@ func TestDefaultStack(t *testing.T) {
 }
 
 // checkAlarms compares every alarm with the expected table.
-func checkAlarms(t *testing.T, v *variant, th AlarmThresholds) {
+func checkAlarms(t *testing.T, v *variant, th config.AlarmThresholds) {
 	t.Helper()
 	s := v.cfg.StackName
 	topicID, _ := v.one(t, "AWS::SNS::Topic")
@@ -570,7 +572,7 @@ func checkAlarms(t *testing.T, v *variant, th AlarmThresholds) {
 		s + "-bridge-nsq-backlog":               {"NSQK/Bridge", "NSQBacklog", "Maximum", 60, th.BridgeNSQBacklog, 5, 5, "notBreaching"},
 		s + "-monitor-order-violations":         {"NSQK/Consumer", "OrderViolations", "Sum", 300, th.MonitorOrderViolations, 1, 1, "notBreaching"},
 	}
-	for _, c := range ConsumerNames {
+	for _, c := range v.cfg.ConsumerNames() {
 		want[s+"-lambda-errors-"+c] = exp{"AWS/Lambda", "Errors", "Sum", 300, th.LambdaErrors, 1, 1, "notBreaching"}
 		want[s+"-lambda-throttles-"+c] = exp{"AWS/Lambda", "Throttles", "Sum", 60, th.LambdaThrottles, 5, 3, "notBreaching"}
 		want[s+"-lambda-iterator-age-"+c] = exp{"AWS/Lambda", "IteratorAge", "Maximum", 60, th.LambdaIteratorAgeMs, 5, 3, "notBreaching"}
@@ -632,7 +634,7 @@ func checkAlarms(t *testing.T, v *variant, th AlarmThresholds) {
 		case "NSQK/Bridge":
 			wantEq(t, name+" dimensions", dims, map[string]string{"Stream": v.cfg.Stream.Name})
 		case "NSQK/Consumer":
-			wantEq(t, name+" dimensions", dims, map[string]string{"Function": v.cfg.FunctionName(ConsumerMonitor)})
+			wantEq(t, name+" dimensions", dims, map[string]string{"Function": v.cfg.FunctionName(config.ConsumerMonitor)})
 		case "AWS/Kinesis":
 			streamID, _ := v.one(t, "AWS::Kinesis::Stream")
 			wantEq(t, name+" dimensions", dims, map[string]string{"StreamName": "Ref:" + streamID})
@@ -947,7 +949,7 @@ func TestProdStack(t *testing.T) {
 	})
 
 	t.Run("Alarms", func(t *testing.T) {
-		th := DefaultAlarmThresholds()
+		th := config.DefaultAlarmThresholds()
 		th.BridgeNSQBacklog = 50000
 		th.LambdaIteratorAgeMs = 300000
 		checkAlarms(t, v, th)
@@ -974,14 +976,14 @@ func TestNagPackCatchesViolations(t *testing.T) {
 
 // TestStackPropsValidation: missing Lambda code or Dockerfile is a clear error, not a jsii panic.
 func TestStackPropsValidation(t *testing.T) {
-	cfg, err := ParseConfig(MapContext(minimal()))
+	cfg, err := config.Parse(config.MapContext(map[string]any{config.KeyLookupdHTTP: "lookupd:4161", config.KeyTopic: "locations"}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	empty := t.TempDir()
 	_, err = NewNsqkStack(nil, "x", &NsqkStackProps{
 		Config:           cfg,
-		LambdaCodeDirs:   map[string]string{ConsumerMonitor: empty, ConsumerLastLocation: empty},
+		LambdaCodeDirs:   map[string]string{config.ConsumerMonitor: empty, config.ConsumerLastLocation: empty},
 		BridgeImageDir:   repoRoot(t),
 		BridgeDockerfile: "functions/bridge/Dockerfile",
 	})
@@ -993,7 +995,7 @@ func TestStackPropsValidation(t *testing.T) {
 	}
 	_, err = NewNsqkStack(nil, "x", &NsqkStackProps{
 		Config:           cfg,
-		LambdaCodeDirs:   map[string]string{ConsumerMonitor: empty, ConsumerLastLocation: empty},
+		LambdaCodeDirs:   map[string]string{config.ConsumerMonitor: empty, config.ConsumerLastLocation: empty},
 		BridgeImageDir:   repoRoot(t),
 		BridgeDockerfile: "functions/nope/Dockerfile",
 	})

@@ -1,12 +1,10 @@
-package stack
-
-// Configuration parsing tests: plain Go, no jsii, fast.
+package config
 
 import (
 	"encoding/json"
 	"os"
 	"path/filepath"
-	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -33,9 +31,9 @@ func with(base map[string]any, kv ...any) map[string]any {
 
 func parse(t *testing.T, ctx map[string]any) *Config {
 	t.Helper()
-	c, err := ParseConfig(MapContext(ctx))
+	c, err := Parse(MapContext(ctx))
 	if err != nil {
-		t.Fatalf("ParseConfig: %v", err)
+		t.Fatalf("Parse: %v", err)
 	}
 	return c
 }
@@ -245,10 +243,17 @@ func TestParseConfigRejects(t *testing.T) {
 		{"extra env secret", with(minimal(), KeyBridgeEnvironment, `{"NSQK_AUTH_SECRET":"hunter2"}`), "set nsqAuthSecretArn instead"},
 		{"extra env object value", with(minimal(), KeyBridgeEnvironment, map[string]any{"NSQK_ORDERING": []any{"x"}}), "want a string, number or boolean"},
 		{"string for a number", with(minimal(), KeyShardCount, "four"), `want a whole number, got "four"`},
+		{"boolean for a number", with(minimal(), KeyShardCount, true), "want a whole number, got bool (true)"},
+		{"number in a list", with(minimal(), KeyLookupdHTTP, []any{"l:4161", 4161.0}), "want a list of strings, found float64 (4161)"},
+		{"bad JSON text", with(minimal(), KeyConsumers, `{"monitor":`), "want a JSON object: unexpected end of JSON input"},
+		{"numeric consumer duration", consumer("monitor", "timeout", 30.0), `timeout: want a Go duration string such as "30s"`},
+		{"misspelt consumer field", consumer("monitor", "BatchSize", 10), `unknown field "BatchSize"`},
+		{"ill-typed extra env", with(minimal(), KeyBridgeEnvironment, map[string]any{"NSQK_ORDERING": map[string]any{}}), "NSQK_ORDERING: want a string, number or boolean"},
+		{"threshold not a number", with(minimal(), KeyAlarms, map[string]any{"lambdaErrors": "many"}), `want a number, got "many"`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ParseConfig(MapContext(tc.ctx))
+			_, err := Parse(MapContext(tc.ctx))
 			if err == nil {
 				t.Fatalf("want an error containing %q, got none", tc.want)
 			}
@@ -261,7 +266,7 @@ func TestParseConfigRejects(t *testing.T) {
 
 // TestParseConfigReportsEveryProblem: one run lists all mistakes, each naming its key.
 func TestParseConfigReportsEveryProblem(t *testing.T) {
-	_, err := ParseConfig(MapContext(map[string]any{
+	_, err := Parse(MapContext(map[string]any{
 		KeyStreamMode:     "fast",
 		KeyRetentionHours: 1,
 		KeyTopic:          "t",
@@ -272,6 +277,22 @@ func TestParseConfigReportsEveryProblem(t *testing.T) {
 	for _, key := range []string{KeyStreamMode, KeyRetentionHours, KeyLookupdHTTP} {
 		if !strings.Contains(err.Error(), `context "`+key+`"`) {
 			t.Errorf("error does not mention %q:\n%v", key, err)
+		}
+	}
+}
+
+// TestParseConfigReportsEveryProblemOfAConsumer: within one "consumers" entry too, every wrong
+// field is named at once (an unknown one beside ill-typed ones).
+func TestParseConfigReportsEveryProblemOfAConsumer(t *testing.T) {
+	_, err := Parse(MapContext(with(minimal(), KeyConsumers, map[string]any{
+		"lastlocation": map[string]any{"batchSize": "many", "timeout": 5.0, "retries": 3},
+	})))
+	if err == nil {
+		t.Fatal("want errors")
+	}
+	for _, w := range []string{`batchSize: want a whole number, got "many"`, "timeout: want a Go duration", `unknown field "retries"`} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error does not say %q:\n%v", w, err)
 		}
 	}
 }
@@ -302,7 +323,8 @@ func TestStopTimeoutExceedsShutdownTimeout(t *testing.T) {
 // TestCdkJSON: the committed cdk.json is valid, synthesizes with the pinned CLI settings the
 // design notes ask for, and its context parses.
 func TestCdkJSON(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join(repoRoot(t), "cdk.json"))
+	_, file, _, _ := runtime.Caller(0)
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "..", "cdk.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -323,40 +345,7 @@ func TestCdkJSON(t *testing.T) {
 	if err := CheckUnknownKeys(ctx); err != nil {
 		t.Error(err)
 	}
-	if _, err := ParseConfig(MapContext(ctx)); err != nil {
+	if _, err := Load(ctx); err != nil {
 		t.Errorf("cdk.json context: %v", err)
-	}
-}
-
-// TestReadmeDocumentsEverything keeps the README's deployment and operations sections in step with
-// the code: every context key, consumer field, alarm threshold and alarm name is documented.
-func TestReadmeDocumentsEverything(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join(repoRoot(t), "README.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	doc := string(b)
-	var want []string
-	for _, k := range KnownKeys {
-		want = append(want, "`"+k+"`")
-	}
-	for _, k := range alarmKeys() {
-		want = append(want, "`"+k+"`")
-	}
-	ov := consumerOverrides{}
-	rt := reflect.TypeOf(ov)
-	for i := 0; i < rt.NumField(); i++ {
-		tag, _, _ := strings.Cut(rt.Field(i).Tag.Get("json"), ",")
-		want = append(want, "`"+tag+"`")
-	}
-	for _, a := range []string{AlarmStreamWriteThrottled, AlarmStreamIteratorAge, AlarmPutRecordsFailed, AlarmBridgeTasksBelow,
-		AlarmBridgeDeadLettered, AlarmBridgeAckLatency, AlarmBridgeNSQBacklog, AlarmLambdaErrors + "-<consumer>",
-		AlarmLambdaThrottles + "-<consumer>", AlarmLambdaIteratorAge + "-<consumer>", AlarmDLQVisible + "-<consumer>", AlarmOrderViolations} {
-		want = append(want, "| `"+a+"` |")
-	}
-	for _, w := range want {
-		if !strings.Contains(doc, w) {
-			t.Errorf("README.md does not document %s", w)
-		}
 	}
 }

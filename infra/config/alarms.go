@@ -22,6 +22,9 @@ type AlarmThresholds struct {
 	BridgeAckLatencyP99Ms       float64 `json:"bridgeAckLatencyP99Ms"`       // p99 per min, 3 of 5 min
 	BridgeNSQBacklog            float64 `json:"bridgeNsqBacklog"`            // max per min, 5 of 5 min
 	MonitorOrderViolations      float64 `json:"monitorOrderViolations"`      // sum over 5 min
+	DeadLetterQueueVisible      float64 `json:"deadLetterQueueVisible"`      // per consumer dead-letter queue of user records, max over 5 min
+	DeadLetteredRecords         float64 `json:"deadLetteredRecords"`         // per consumer user records dead-lettered, sum over 5 min
+	FailedBatchesStored         float64 `json:"failedBatchesStored"`         // objects put into the on-failure bucket, sum over 5 min (S3 destination)
 }
 
 // DefaultAlarmThresholds are the thresholds used for every key not set in context "alarms".
@@ -39,6 +42,9 @@ func DefaultAlarmThresholds() AlarmThresholds {
 		BridgeAckLatencyP99Ms:       5_000,
 		BridgeNSQBacklog:            10_000,
 		MonitorOrderViolations:      1,
+		DeadLetterQueueVisible:      1,
+		DeadLetteredRecords:         1,
+		FailedBatchesStored:         1,
 	}
 }
 

@@ -23,6 +23,8 @@ type Config struct {
 	Bridge    BridgeConfig
 	Network   NetworkConfig
 	Consumers []ConsumerConfig // the built-in ones first, then the team's own in name order
+	OnFailure OnFailureConfig
+	Archive   ArchiveConfig
 	Alarms    AlarmThresholds
 
 	AlarmEmails      []string
@@ -64,6 +66,8 @@ func Parse(get ContextFunc) (*Config, error) {
 	parseBridge(p, c)
 	parseNetwork(p, c)
 	c.Consumers = parseConsumers(p, c.Stream.RetentionHours)
+	parseOnFailure(p, c)
+	parseArchive(p, c)
 	parseAlarms(p, c)
 	parseOps(p, c)
 	if len(p.errs) > 0 {

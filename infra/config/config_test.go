@@ -68,7 +68,11 @@ func TestParseConfigDefaults(t *testing.T) {
 		{"log retention", c.LogRetentionDays, 30},
 		{"removal", c.RemovalPolicy, RemovalRetain},
 		{"alarms", c.Alarms, DefaultAlarmThresholds()},
-		{"consumers", len(c.Consumers), 2},
+		{"consumers", strings.Join(c.ConsumerNames(), ","), "monitor,lastlocation"},
+		{"on-failure destination", c.OnFailure.Destination, OnFailureSQS},
+		{"on-failure expiry (queue)", c.OnFailure.ExpiryDays, 0},
+		{"archive", c.Archive.Enabled, false},
+		{"expiry warning", c.ExpiryWarning(), 18 * time.Hour},
 		{"function name", c.FunctionName(ConsumerMonitor), "nsqk-monitor"},
 	}
 	for _, ch := range checks {
@@ -144,6 +148,63 @@ func TestParseConfigAtTimestamp(t *testing.T) {
 	}
 }
 
+// TestParseConfigOwnConsumer: a name other than the built-in ones adds a consumer with the
+// generic defaults, after the built-in ones, in name order.
+func TestParseConfigOwnConsumer(t *testing.T) {
+	c := parse(t, with(minimal(), KeyConsumers, `{"zones":{},"geofence":{"batchSize":10,"parallelizationFactor":2}}`))
+	if got := strings.Join(c.ConsumerNames(), ","); got != "monitor,lastlocation,geofence,zones" {
+		t.Fatalf("consumers: %s", got)
+	}
+	g, _ := c.Consumer("geofence")
+	if g.BatchSize != 10 || g.ParallelizationFactor != 2 || g.StartingPosition != StartTrimHorizon || g.RetryAttempts != 5 ||
+		g.MaxRecordAge != time.Hour || g.MemoryMiB != 256 || !g.Enabled {
+		t.Errorf("geofence: %+v", g)
+	}
+	if c.FunctionName("geofence") != "nsqk-geofence" {
+		t.Errorf("function name %s", c.FunctionName("geofence"))
+	}
+}
+
+// TestCheckConsumerSources: every consumer needs its main package; the built-in ones have theirs
+// in this repository, a misspelt or unwritten one is named in the error.
+func TestCheckConsumerSources(t *testing.T) {
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Join(filepath.Dir(file), "..", "..")
+	if err := CheckConsumerSources(root, parse(t, minimal())); err != nil {
+		t.Errorf("built-in consumers: %v", err)
+	}
+	err := CheckConsumerSources(root, parse(t, with(minimal(), KeyConsumers, map[string]any{"lastlocaton": map[string]any{}})))
+	if err == nil || !strings.Contains(err.Error(), `consumer "lastlocaton" has no functions/lastlocaton/main.go`) {
+		t.Errorf("misspelt consumer: %v", err)
+	}
+	own := t.TempDir()
+	for _, name := range []string{"monitor", "lastlocation", "geofence"} {
+		if err := os.MkdirAll(filepath.Join(own, "functions", name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(own, "functions", name, "main.go"), []byte("package main\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := CheckConsumerSources(own, parse(t, with(minimal(), KeyConsumers, map[string]any{"geofence": nil}))); err != nil {
+		t.Errorf("own consumer with its main package: %v", err)
+	}
+}
+
+func TestParseConfigFailureAndArchive(t *testing.T) {
+	c := parse(t, with(minimal(), KeyOnFailure, "s3", KeyArchive, "true", KeyArchiveExpiryDays, "400", KeyRetentionHours, 168))
+	if c.OnFailure.Destination != OnFailureS3 || c.OnFailure.ExpiryDays != 90 || !c.Archive.Enabled || c.Archive.ExpiryDays != 400 {
+		t.Errorf("%+v %+v", c.OnFailure, c.Archive)
+	}
+	if c.ExpiryWarning() != 162*time.Hour {
+		t.Errorf("expiry warning with 7 days' retention: %s", c.ExpiryWarning())
+	}
+	// Beyond 14 days the queue forgets the failed batch first.
+	if c := parse(t, with(minimal(), KeyRetentionHours, 720)); c.ExpiryWarning() != 14*24*time.Hour-6*time.Hour {
+		t.Errorf("expiry warning with 30 days' retention: %s", c.ExpiryWarning())
+	}
+}
+
 func TestParseConfigImportedVPC(t *testing.T) {
 	c := parse(t, with(minimal(),
 		KeyVpcID, "vpc-0123456789abcdef0",
@@ -209,7 +270,16 @@ func TestParseConfigRejects(t *testing.T) {
 		{"no NAT gateway", with(minimal(), KeyVpcNatGateways, 0), "out of range 1..6"},
 		{"bad cidr", with(minimal(), KeyVpcCidr, "10.0.0.0/24"), "/16 to /18"},
 		{"bad AZ name", with(minimal(), KeyVpcAZs, "west"), "not an availability zone name"},
-		{"unknown consumer", with(minimal(), KeyConsumers, map[string]any{"lastlocaton": map[string]any{}}), `unknown consumer "lastlocaton"`},
+		{"consumer name with capitals", with(minimal(), KeyConsumers, map[string]any{"GeoFence": map[string]any{}}), `consumer name "GeoFence": use 1-23 lowercase letters`},
+		{"consumer name too long", with(minimal(), KeyConsumers, map[string]any{strings.Repeat("g", 24): map[string]any{}}), "use 1-23 lowercase letters"},
+		{"the bridge as a consumer", with(minimal(), KeyConsumers, map[string]any{"bridge": map[string]any{}}), "is the bridge program"},
+		{"custom consumer checked like the built-in ones", with(minimal(), KeyConsumers, map[string]any{"geofence": map[string]any{"batchSize": 0}}), `context "consumers.geofence": batchSize: 0`},
+		{"unknown on-failure destination", with(minimal(), KeyOnFailure, "sns"), `"sns": use "sqs"`},
+		{"bucket expiry with the queue destination", with(minimal(), KeyOnFailureExpiryDays, 30), "only valid with onFailureDestination=s3"},
+		{"bucket expiry out of range", with(minimal(), KeyOnFailure, "s3", KeyOnFailureExpiryDays, 0), "out of range 1..3650"},
+		{"archive expiry without archive", with(minimal(), KeyArchiveExpiryDays, 30), "only valid with archive=true"},
+		{"archive not a boolean", with(minimal(), KeyArchive, "on"), `want true or false, got "on"`},
+		{"archive expiry negative", with(minimal(), KeyArchive, true, KeyArchiveExpiryDays, -1), "out of range 0..36500"},
 		{"unknown consumer field", consumer("monitor", "batchsize", 10), `unknown field "batchsize"`},
 		{"consumers not an object", with(minimal(), KeyConsumers, "monitor"), "want a JSON object"},
 		{"batch size 0", consumer("monitor", "batchSize", 0), "batchSize: 0 is not a whole number in 1..10000"},

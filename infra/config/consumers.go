@@ -1,8 +1,13 @@
 package config
 
 import (
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"regexp"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 )
@@ -81,25 +86,32 @@ type ConsumerOverrides struct {
 	Timeout                   *time.Duration `json:"timeout"`
 }
 
-// parseConsumers reads context "consumers" over the per-consumer defaults and validates each mapping.
+// reConsumerName is the shape of a consumer's name: a Go package directory under functions/ and
+// the suffix of its Lambda function name (<stackName>-<name>, at most 64 characters).
+var reConsumerName = regexp.MustCompile(`^[a-z][a-z0-9]{0,22}$`)
+
+// parseConsumers reads context "consumers" over the per-consumer defaults and validates each
+// mapping. A name other than the built-in ones adds that consumer, built from functions/<name>.
 func parseConsumers(p *parser, retentionHours int) []ConsumerConfig {
 	var overrides map[string]any
 	p.value(KeyConsumers, &overrides)
-	var names []string
-	for name := range overrides {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		if !slices.Contains(BuiltinConsumers, name) {
-			p.fail(KeyConsumers, "unknown consumer %q (known: %s)", name, strings.Join(BuiltinConsumers, ", "))
+	names := slices.Clone(BuiltinConsumers)
+	for _, name := range slices.Sorted(maps.Keys(overrides)) {
+		switch {
+		case slices.Contains(BuiltinConsumers, name):
+		case name == "bridge":
+			p.fail(KeyConsumers, "%q is the bridge program (functions/bridge), not a Lambda consumer", name)
+		case !reConsumerName.MatchString(name):
+			p.fail(KeyConsumers, "consumer name %q: use 1-23 lowercase letters and digits, starting with a letter (the directory functions/<name> and the function name <stackName>-<name>)", name)
+		default:
+			names = append(names, name)
 		}
 	}
 	var out []ConsumerConfig
-	for _, name := range BuiltinConsumers {
+	for _, name := range names {
 		c := defaultConsumer(name)
 		key := KeyConsumers + "." + name
-		if raw, ok := overrides[name]; ok {
+		if raw, ok := overrides[name]; ok && raw != nil {
 			var o ConsumerOverrides
 			if err := decode(raw, &o); err != nil {
 				p.fail(key, "%v", err)
@@ -111,6 +123,19 @@ func parseConsumers(p *parser, retentionHours int) []ConsumerConfig {
 		out = append(out, c)
 	}
 	return out
+}
+
+// CheckConsumerSources reports every configured consumer whose main package is missing from the
+// repository at root: each consumer is built from functions/<name>/main.go (`make lambda`).
+func CheckConsumerSources(root string, c *Config) error {
+	var errs []error
+	for _, name := range c.ConsumerNames() {
+		main := filepath.Join("functions", name, "main.go")
+		if _, err := os.Stat(filepath.Join(root, main)); err != nil {
+			errs = append(errs, fmt.Errorf("context %q: consumer %q has no %s: a consumer is a main package in functions/<name> (write it, or remove the entry)", KeyConsumers, name, main))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // apply sets the fields given in o, checking each against its bounds.

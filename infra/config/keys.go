@@ -44,6 +44,10 @@ const (
 	KeyLogRetentionDays    = "logRetentionDays"
 	KeyRemovalPolicy       = "removalPolicy"
 	KeyLambdaDistDir       = "lambdaDistDir"
+	KeyOnFailure           = "onFailureDestination"
+	KeyOnFailureExpiryDays = "onFailureBucketExpiryDays"
+	KeyArchive             = "archive"
+	KeyArchiveExpiryDays   = "archiveExpiryDays"
 )
 
 // KnownKeys are all context keys this app reads. Plain camelCase keys outside this list are
@@ -55,5 +59,6 @@ var KnownKeys = []string{
 	KeyBridgeLogLevel, KeyShutdownTimeout, KeyBridgeCPU, KeyBridgeMemory, KeyBridgeTaskCount,
 	KeyBridgeMinTasks, KeyBridgeMaxTasks, KeyBridgeCPUTarget, KeyBridgeEnvironment, KeyVpcID, KeyVpcSubnetIDs, KeyVpcAZs,
 	KeyVpcCidr, KeyVpcMaxAZs, KeyVpcNatGateways, KeyConsumers, KeyAlarms, KeyAlarmEmail,
-	KeyLogRetentionDays, KeyRemovalPolicy, KeyLambdaDistDir,
+	KeyLogRetentionDays, KeyRemovalPolicy, KeyLambdaDistDir, KeyOnFailure, KeyOnFailureExpiryDays,
+	KeyArchive, KeyArchiveExpiryDays,
 }

@@ -92,9 +92,9 @@ func TestDefaultStack(t *testing.T) {
 		want := map[string]int{
 			"AWS::ApplicationAutoScaling::ScalableTarget": 1,
 			"AWS::ApplicationAutoScaling::ScalingPolicy":  1,
-			"AWS::CloudWatch::Alarm":                      16,
+			"AWS::CloudWatch::Alarm":                      22,
 			"AWS::CloudWatch::Dashboard":                  1,
-			"AWS::DynamoDB::Table":                        1,
+			"AWS::DynamoDB::Table":                        2, // locations, checkpoints
 			"AWS::EC2::EIP":                               1,
 			"AWS::EC2::FlowLog":                           1,
 			"AWS::EC2::InternetGateway":                   1,
@@ -120,8 +120,8 @@ func TestDefaultStack(t *testing.T) {
 			"AWS::Logs::LogGroup":                         4, // bridge, 2 consumers, flow logs
 			"AWS::SNS::Topic":                             1,
 			"AWS::SNS::TopicPolicy":                       1,
-			"AWS::SQS::Queue":                             2,
-			"AWS::SQS::QueuePolicy":                       2,
+			"AWS::SQS::Queue":                             4, // per consumer: on-failure queue, dead letters
+			"AWS::SQS::QueuePolicy":                       4,
 			"Custom::VpcRestrictDefaultSG":                1,
 		}
 		got := map[string]int{}
@@ -307,17 +307,21 @@ func TestDefaultStack(t *testing.T) {
 		streamID, _ := v.one(t, "AWS::Kinesis::Stream")
 		streamKey, _ := v.byPath(t, "StreamKey/Resource")
 		opsKey, _ := v.byPath(t, "OpsKey/Resource")
-		tableID, _ := v.one(t, "AWS::DynamoDB::Table")
+		tableID, _ := v.byPath(t, "LocationsTable/Resource")
+		checkpointsID, _ := v.byPath(t, "CheckpointTable/Resource")
 		for _, name := range v.cfg.ConsumerNames() {
 			id := consumerID(name)
 			roleID, role := v.byPath(t, id+"Role/Resource")
 			logsID, _ := v.byPath(t, id+"Logs/Resource")
 			dlqID, _ := v.byPath(t, id+"Dlq/Resource")
+			deadID, _ := v.byPath(t, id+"DeadLetters/Resource")
 			want := [][]string{
 				pairs(logsID+".Arn", "logs:CreateLogStream", "logs:PutLogEvents"),
 				pairs(streamID+".Arn", "kinesis:DescribeStream", "kinesis:DescribeStreamSummary", "kinesis:GetRecords", "kinesis:GetShardIterator", "kinesis:ListShards"),
 				pairs(streamKey+".Arn", "kms:Decrypt"),
+				pairs(checkpointsID+".Arn", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
 				pairs(dlqID+".Arn", "sqs:SendMessage"),
+				pairs(deadID+".Arn", "sqs:SendMessage"),
 				pairs(opsKey+".Arn", "kms:Decrypt", "kms:GenerateDataKey"),
 			}
 			if name == config.ConsumerLastLocation {
@@ -329,10 +333,12 @@ func TestDefaultStack(t *testing.T) {
 	})
 
 	t.Run("ConsumerFunctions", func(t *testing.T) {
-		tableID, _ := v.one(t, "AWS::DynamoDB::Table")
+		tableID, _ := v.byPath(t, "LocationsTable/Resource")
+		checkpointsID, _ := v.byPath(t, "CheckpointTable/Resource")
 		for _, name := range v.cfg.ConsumerNames() {
 			id := consumerID(name)
 			_, fn := v.byPath(t, id+"Function/Resource")
+			deadID, _ := v.byPath(t, id+"DeadLetters/Resource")
 			p := props(fn)
 			logsID, logs := v.byPath(t, id+"Logs/Resource")
 			roleID, _ := v.byPath(t, id+"Role/Resource")
@@ -347,11 +353,14 @@ func TestDefaultStack(t *testing.T) {
 			if !strings.Contains(ref(fn["DependsOn"]), policyID) {
 				t.Errorf("%s: function does not depend on its policy: %v", name, fn["DependsOn"])
 			}
-			var wantEnv any
-			if name == config.ConsumerLastLocation {
-				wantEnv = map[string]any{"Variables": map[string]any{"NSQK_LOCATIONS_TABLE": map[string]any{"Ref": tableID}}}
+			wantEnv := map[string]any{
+				"NSQK_CHECKPOINT_TABLE":      map[string]any{"Ref": checkpointsID},
+				"NSQK_DEAD_LETTER_QUEUE_URL": map[string]any{"Ref": deadID},
 			}
-			wantEq(t, name+" environment", p["Environment"], wantEnv)
+			if name == config.ConsumerLastLocation {
+				wantEnv["NSQK_LOCATIONS_TABLE"] = map[string]any{"Ref": tableID}
+			}
+			wantEq(t, name+" environment", p["Environment"], map[string]any{"Variables": wantEnv})
 		}
 		_, mon := v.byPath(t, "MonitorFunction/Resource")
 		wantEq(t, "monitor memory", props(mon)["MemorySize"], 128)
@@ -396,8 +405,9 @@ func TestDefaultStack(t *testing.T) {
 
 	t.Run("DeadLetterQueues", func(t *testing.T) {
 		opsKey, _ := v.byPath(t, "OpsKey/Resource")
-		for _, name := range v.cfg.ConsumerNames() {
-			dlqID, dlq := v.byPath(t, consumerID(name)+"Dlq/Resource")
+		for _, path := range []string{"MonitorDlq", "MonitorDeadLetters", "LastLocationDlq", "LastLocationDeadLetters"} {
+			name := path
+			dlqID, dlq := v.byPath(t, path+"/Resource")
 			wantEq(t, name+" dlq kms", props(dlq)["KmsMasterKeyId"], map[string]any{"Fn::GetAtt": []any{opsKey, "Arn"}})
 			wantEq(t, name+" dlq retention", props(dlq)["MessageRetentionPeriod"], 1209600)
 			wantEq(t, name+" dlq deletion", dlq["DeletionPolicy"], "Retain")
@@ -427,6 +437,35 @@ func TestDefaultStack(t *testing.T) {
 				"DeletionPolicy": "Retain",
 			})
 		})
+	})
+
+	t.Run("CheckpointTable", func(t *testing.T) {
+		_, table := v.byPath(t, "CheckpointTable/Resource")
+		p := props(table)
+		wantEq(t, "key", p["KeySchema"], []any{map[string]any{"AttributeName": "id", "KeyType": "HASH"}})
+		wantEq(t, "attributes", p["AttributeDefinitions"], []any{map[string]any{"AttributeName": "id", "AttributeType": "S"}})
+		wantEq(t, "on demand", p["BillingMode"], "PAY_PER_REQUEST")
+		wantEq(t, "ttl", p["TimeToLiveSpecification"], map[string]any{"AttributeName": "ttl", "Enabled": true})
+		wantEq(t, "encrypted", p["SSESpecification"], map[string]any{"SSEEnabled": true})
+		wantEq(t, "retained", table["DeletionPolicy"], "Retain")
+		// Only the consumers may touch it, and only with the four calls of the checkpoint store.
+		checkpointsID, _ := v.byPath(t, "CheckpointTable/Resource")
+		var users []string
+		for _, pol := range v.resources("AWS::IAM::Policy") {
+			for _, st := range asList(get(props(pol), "PolicyDocument", "Statement")) {
+				for _, r := range asList(get(st, "Resource")) {
+					if ref(r) == checkpointsID+".Arn" {
+						users = append(users, ref(asList(props(pol)["Roles"])[0]))
+					}
+				}
+			}
+		}
+		sort.Strings(users)
+		monRole, _ := v.byPath(t, "MonitorRole/Resource")
+		llRole, _ := v.byPath(t, "LastLocationRole/Resource")
+		want := []string{"Ref:" + llRole, "Ref:" + monRole}
+		sort.Strings(want)
+		wantEq(t, "roles granted on the checkpoint table", users, want)
 	})
 
 	t.Run("AlarmTopic", func(t *testing.T) {
@@ -490,7 +529,8 @@ func TestDefaultStack(t *testing.T) {
 			"IncomingRecords", "WriteProvisionedThroughputExceeded", "PutRecordsFailedEntries", "Retries", // Kinesis in
 			"GetRecords.Records", "GetRecords.IteratorAgeMilliseconds", "ReadProvisionedThroughputExceeded", // Kinesis out
 			"IteratorAge", "Lag", "E2ELatency", "Records", "Failures", "OrderViolations", "Errors", "Throttles", // consumers
-			"ApproximateNumberOfMessagesVisible", "RunningTaskCount", "DesiredTaskCount", "CPUUtilization", // DLQ, bridge
+			"ApproximateNumberOfMessagesVisible", "ApproximateAgeOfOldestMessage", "DeadLetteredRecords", // failed batches, dead letters
+			"RunningTaskCount", "DesiredTaskCount", "CPUUtilization", // bridge
 			"NSQK/Bridge", "NSQK/Consumer", "nsqk-monitor", "nsqk-lastlocation", "alarm",
 		} {
 			if !strings.Contains(body, s) {
@@ -506,9 +546,9 @@ func TestDefaultStack(t *testing.T) {
 		}
 		sort.Strings(got)
 		wantEq(t, "outputs", got, []string{
-			"AlarmTopicArn", "BridgeClusterName", "BridgeLogGroup", "BridgeServiceName", "DashboardName",
-			"LastLocationDlqUrl", "LastLocationFunctionName", "LastLocationLogGroup", "LocationsTableName",
-			"MonitorDlqUrl", "MonitorFunctionName", "MonitorLogGroup", "StreamArn", "StreamName",
+			"AlarmTopicArn", "BridgeClusterName", "BridgeLogGroup", "BridgeServiceName", "CheckpointTableName", "DashboardName",
+			"LastLocationDeadLettersUrl", "LastLocationDlqUrl", "LastLocationFunctionName", "LastLocationLogGroup", "LocationsTableName",
+			"MonitorDeadLettersUrl", "MonitorDlqUrl", "MonitorFunctionName", "MonitorLogGroup", "StreamArn", "StreamName",
 		})
 		streamID, _ := v.one(t, "AWS::Kinesis::Stream")
 		wantEq(t, "stream name output", get(v.json, "Outputs", "StreamName", "Value"), map[string]any{"Ref": streamID})
@@ -538,7 +578,9 @@ func TestDefaultStack(t *testing.T) {
 			{"nsqk/BridgeTask/ExecutionRole/DefaultPolicy/Resource", "AwsSolutions-IAM5", "Resource::*"},
 			{"nsqk/BridgeTask/ExecutionRole/Resource", "AwsSolutions-IAM5", "Resource::*"},
 			{"nsqk/BridgeTask/Resource", "AwsSolutions-ECS2", ""},
+			{"nsqk/LastLocationDeadLetters/Resource", "AwsSolutions-SQS3", ""},
 			{"nsqk/LastLocationDlq/Resource", "AwsSolutions-SQS3", ""},
+			{"nsqk/MonitorDeadLetters/Resource", "AwsSolutions-SQS3", ""},
 			{"nsqk/MonitorDlq/Resource", "AwsSolutions-SQS3", ""},
 			{"nsqk/Stream/Resource", "AwsSolutions-KDS3", ""},
 		}
@@ -572,11 +614,20 @@ func checkAlarms(t *testing.T, v *variant, th config.AlarmThresholds) {
 		s + "-bridge-nsq-backlog":               {"NSQK/Bridge", "NSQBacklog", "Maximum", 60, th.BridgeNSQBacklog, 5, 5, "notBreaching"},
 		s + "-monitor-order-violations":         {"NSQK/Consumer", "OrderViolations", "Sum", 300, th.MonitorOrderViolations, 1, 1, "notBreaching"},
 	}
+	s3 := v.cfg.OnFailure.Destination == config.OnFailureS3
+	if s3 {
+		want[s+"-failed-batches-stored"] = exp{"AWS/S3", "PutRequests", "Sum", 300, th.FailedBatchesStored, 1, 1, "notBreaching"}
+	}
 	for _, c := range v.cfg.ConsumerNames() {
 		want[s+"-lambda-errors-"+c] = exp{"AWS/Lambda", "Errors", "Sum", 300, th.LambdaErrors, 1, 1, "notBreaching"}
 		want[s+"-lambda-throttles-"+c] = exp{"AWS/Lambda", "Throttles", "Sum", 60, th.LambdaThrottles, 5, 3, "notBreaching"}
 		want[s+"-lambda-iterator-age-"+c] = exp{"AWS/Lambda", "IteratorAge", "Maximum", 60, th.LambdaIteratorAgeMs, 5, 3, "notBreaching"}
-		want[s+"-dlq-messages-visible-"+c] = exp{"AWS/SQS", "ApproximateNumberOfMessagesVisible", "Maximum", 300, th.DLQMessagesVisible, 1, 1, "notBreaching"}
+		want[s+"-dead-letters-visible-"+c] = exp{"AWS/SQS", "ApproximateNumberOfMessagesVisible", "Maximum", 300, th.DeadLetterQueueVisible, 1, 1, "notBreaching"}
+		want[s+"-dead-lettered-records-"+c] = exp{"NSQK/Consumer", "DeadLetteredRecords", "Sum", 300, th.DeadLetteredRecords, 1, 1, "notBreaching"}
+		if !s3 {
+			want[s+"-dlq-messages-visible-"+c] = exp{"AWS/SQS", "ApproximateNumberOfMessagesVisible", "Maximum", 300, th.DLQMessagesVisible, 1, 1, "notBreaching"}
+			want[s+"-dlq-records-expiring-"+c] = exp{"AWS/SQS", "ApproximateAgeOfOldestMessage", "Maximum", 300, v.cfg.ExpiryWarning().Seconds(), 1, 1, "notBreaching"}
+		}
 	}
 	alarms := v.resources("AWS::CloudWatch::Alarm")
 	if len(alarms) != len(want) {
@@ -634,7 +685,14 @@ func checkAlarms(t *testing.T, v *variant, th config.AlarmThresholds) {
 		case "NSQK/Bridge":
 			wantEq(t, name+" dimensions", dims, map[string]string{"Stream": v.cfg.Stream.Name})
 		case "NSQK/Consumer":
-			wantEq(t, name+" dimensions", dims, map[string]string{"Function": v.cfg.FunctionName(config.ConsumerMonitor)})
+			fn := v.cfg.FunctionName(config.ConsumerMonitor)
+			if c, ok := strings.CutPrefix(name, s+"-dead-lettered-records-"); ok {
+				fn = v.cfg.FunctionName(c)
+			}
+			wantEq(t, name+" dimensions", dims, map[string]string{"Function": fn})
+		case "AWS/S3":
+			bucketID, _ := v.byPath(t, "FailedBatches/Resource")
+			wantEq(t, name+" dimensions", dims, map[string]string{"BucketName": "Ref:" + bucketID, "FilterId": "FailedBatches"})
 		case "AWS/Kinesis":
 			streamID, _ := v.one(t, "AWS::Kinesis::Stream")
 			wantEq(t, name+" dimensions", dims, map[string]string{"StreamName": "Ref:" + streamID})
@@ -890,7 +948,7 @@ func TestProdStack(t *testing.T) {
 				t.Errorf("lastlocation role lacks %s", w)
 			}
 		}
-		wantEq(t, "grant count (5 stream + 2 fan-out + logs 2 + kms 1 + sqs 1 + dlq kms 2 + table 2)", len(got), 15)
+		wantEq(t, "grant count (5 stream + 2 fan-out + logs 2 + kms 1 + checkpoints 4 + sqs 2 + queue kms 2 + table 2)", len(got), 20)
 		monRole, _ := v.byPath(t, "MonitorRole/Resource")
 		for _, g := range v.grants(t, monRole) {
 			if strings.Contains(g, "SubscribeToShard") {
@@ -941,8 +999,9 @@ func TestProdStack(t *testing.T) {
 				wantEq(t, id+" deletion policy", r["DeletionPolicy"], "Delete")
 			}
 		}
-		_, table := v.one(t, "AWS::DynamoDB::Table")
-		wantEq(t, "table deletion protection", props(table)["DeletionProtectionEnabled"], false)
+		for id, table := range v.resources("AWS::DynamoDB::Table") {
+			wantEq(t, id+" deletion protection", props(table)["DeletionProtectionEnabled"], false)
+		}
 		for id, lg := range v.resources("AWS::Logs::LogGroup") {
 			wantEq(t, id+" retention", props(lg)["RetentionInDays"], 90)
 		}

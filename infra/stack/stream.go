@@ -65,7 +65,7 @@ type OpsResources struct {
 
 func newOpsResources(scope constructs.Construct, cfg *config.Config) *OpsResources {
 	key := awskms.NewKey(scope, jsii.String("OpsKey"), &awskms.KeyProps{
-		Description:       jsii.String(fmt.Sprintf("nsqk %s: encryption of the alarm topic and the consumer on-failure queues", cfg.StackName)),
+		Description:       jsii.String(fmt.Sprintf("nsqk %s: encryption of the alarm topic and the consumers' queues", cfg.StackName)),
 		Alias:             jsii.String(fmt.Sprintf("alias/%s/ops", cfg.StackName)),
 		EnableKeyRotation: jsii.Bool(true),
 		RemovalPolicy:     removalPolicy(cfg),

@@ -21,6 +21,15 @@ type BridgeConfig struct {
 	MaxCount         int
 	CPUTargetPercent int
 	ExtraEnv         map[string]string // further NSQK_* settings of the bridge (e.g. NSQK_ORDERING)
+	AcceptReordering bool              // the user accepts that several tasks reorder a key's messages
+}
+
+// Ordering is the bridge's ordering mode: strict unless bridgeEnvironment sets NSQK_ORDERING.
+func (b BridgeConfig) Ordering() string {
+	if o := b.ExtraEnv["NSQK_ORDERING"]; o != "" {
+		return o
+	}
+	return "strict"
 }
 
 // StopTimeout is the container stop timeout: the bridge's own shutdown budget plus a margin for
@@ -93,6 +102,13 @@ func parseBridge(p *parser, c *Config) {
 	}
 	b.CPUTargetPercent = p.integer(KeyBridgeCPUTarget, 60, 10, 90)
 	b.ExtraEnv = parseBridgeEnvironment(p)
+	// NSQ splits a channel's messages between its clients: with two bridge tasks a key's messages
+	// are written by both, in no particular order. Strict order and several tasks exclude each other
+	// unless the user says the order does not matter.
+	b.AcceptReordering = p.boolean(KeyAcceptReordering, false)
+	if b.MaxCount > 1 && b.Ordering() == "strict" && !b.AcceptReordering {
+		p.fail(KeyBridgeMaxTasks, "%d tasks with strict ordering: NSQ splits the channel between the tasks and a key's messages reach Kinesis out of order; keep one task (raise bridgeCpu instead), or set %s=true to accept per-key reordering", b.MaxCount, KeyAcceptReordering)
+	}
 }
 
 // ManagedBridgeEnv are the NSQK_* variables the stack sets from its own context keys; they cannot

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -65,6 +66,8 @@ func TestParseConfigDefaults(t *testing.T) {
 		{"vpc cidr", c.Network.Cidr, "10.80.0.0/16"},
 		{"azs", c.Network.MaxAZs, 2},
 		{"nat", c.Network.NatGateways, 1},
+		{"interface endpoints", c.Network.InterfaceEndpoints, true},
+		{"reordering not accepted", c.Bridge.AcceptReordering, false},
 		{"log retention", c.LogRetentionDays, 30},
 		{"removal", c.RemovalPolicy, RemovalRetain},
 		{"alarms", c.Alarms, DefaultAlarmThresholds()},
@@ -205,6 +208,40 @@ func TestParseConfigFailureAndArchive(t *testing.T) {
 	}
 }
 
+// TestParseConfigOneBridgePerChannel: the default channel is the stack's own, and several bridge
+// tasks are accepted only when order does not matter or the user says so.
+func TestParseConfigOneBridgePerChannel(t *testing.T) {
+	if c := parse(t, with(minimal(), KeyStackName, "fleet-eu")); c.NSQ.Channel != "fleet-eu-kinesis" {
+		t.Errorf("default channel of stack fleet-eu: %q", c.NSQ.Channel)
+	}
+	if c := parse(t, with(minimal(), KeyStackName, "fleet-eu", KeyChannel, "shared")); c.NSQ.Channel != "shared" {
+		t.Errorf("explicit channel: %q", c.NSQ.Channel)
+	}
+	c := parse(t, with(minimal(), KeyBridgeMaxTasks, 4, KeyAcceptReordering, true))
+	if !c.Bridge.AcceptReordering || c.Bridge.MaxCount != 4 || c.Bridge.Ordering() != "strict" {
+		t.Errorf("accepted reordering: %+v", c.Bridge)
+	}
+	c = parse(t, with(minimal(), KeyBridgeMaxTasks, "4", KeyBridgeEnvironment, `{"NSQK_ORDERING":"relaxed"}`))
+	if c.Bridge.MaxCount != 4 || c.Bridge.Ordering() != "relaxed" {
+		t.Errorf("relaxed: %+v", c.Bridge)
+	}
+}
+
+func TestNSQPorts(t *testing.T) {
+	c := parse(t, minimal())
+	if got := c.NSQ.Ports(); !slices.Equal(got, []int{4150, 4151, 4161}) {
+		t.Errorf("lookupd defaults: %v", got)
+	}
+	c = parse(t, with(minimal(), KeyNsqdPorts, []any{"14150", "14151"}))
+	if got := c.NSQ.Ports(); !slices.Equal(got, []int{4161, 14150, 14151}) {
+		t.Errorf("lookupd with nsqdPorts: %v", got)
+	}
+	c = parse(t, with(minimal(), KeyLookupdHTTP, nil, KeyNsqdTCP, "a:4150,b:5150", KeyNsqdHTTP, "a:4151"))
+	if got := c.NSQ.Ports(); !slices.Equal(got, []int{4150, 4151, 5150}) {
+		t.Errorf("nsqd addresses: %v", got)
+	}
+}
+
 func TestParseConfigImportedVPC(t *testing.T) {
 	c := parse(t, with(minimal(),
 		KeyVpcID, "vpc-0123456789abcdef0",
@@ -313,6 +350,11 @@ func TestParseConfigRejects(t *testing.T) {
 		{"extra env secret", with(minimal(), KeyBridgeEnvironment, `{"NSQK_AUTH_SECRET":"hunter2"}`), "set nsqAuthSecretArn instead"},
 		{"extra env object value", with(minimal(), KeyBridgeEnvironment, map[string]any{"NSQK_ORDERING": []any{"x"}}), "want a string, number or boolean"},
 		{"string for a number", with(minimal(), KeyShardCount, "four"), `want a whole number, got "four"`},
+		{"several tasks with strict order", with(minimal(), KeyBridgeMaxTasks, 2), "2 tasks with strict ordering"},
+		{"several tasks with explicit strict order", with(minimal(), KeyBridgeMaxTasks, 3, KeyBridgeEnvironment, map[string]any{"NSQK_ORDERING": "strict"}), "set acceptKeyReordering=true"},
+		{"nsqd ports with nsqd addresses", with(minimal(), KeyLookupdHTTP, nil, KeyNsqdTCP, "nsqd:4150", KeyNsqdPorts, "4150"), "only valid with \"nsqLookupdHttpAddresses\""},
+		{"bad nsqd port", with(minimal(), KeyNsqdPorts, "4150,http"), `"http" is not a TCP port`},
+		{"interface endpoints on an imported VPC", importVPC(KeyVpcEndpoints, false), "only valid when the stack creates the VPC"},
 		{"boolean for a number", with(minimal(), KeyShardCount, true), "want a whole number, got bool (true)"},
 		{"number in a list", with(minimal(), KeyLookupdHTTP, []any{"l:4161", 4161.0}), "want a list of strings, found float64 (4161)"},
 		{"bad JSON text", with(minimal(), KeyConsumers, `{"monitor":`), "want a JSON object: unexpected end of JSON input"},

@@ -48,6 +48,9 @@ const (
 	KeyOnFailureExpiryDays = "onFailureBucketExpiryDays"
 	KeyArchive             = "archive"
 	KeyArchiveExpiryDays   = "archiveExpiryDays"
+	KeyAcceptReordering    = "acceptKeyReordering"
+	KeyNsqdPorts           = "nsqdPorts"
+	KeyVpcEndpoints        = "vpcInterfaceEndpoints"
 )
 
 // KnownKeys are all context keys this app reads. Plain camelCase keys outside this list are
@@ -60,5 +63,5 @@ var KnownKeys = []string{
 	KeyBridgeMinTasks, KeyBridgeMaxTasks, KeyBridgeCPUTarget, KeyBridgeEnvironment, KeyVpcID, KeyVpcSubnetIDs, KeyVpcAZs,
 	KeyVpcCidr, KeyVpcMaxAZs, KeyVpcNatGateways, KeyConsumers, KeyAlarms, KeyAlarmEmail,
 	KeyLogRetentionDays, KeyRemovalPolicy, KeyLambdaDistDir, KeyOnFailure, KeyOnFailureExpiryDays,
-	KeyArchive, KeyArchiveExpiryDays,
+	KeyArchive, KeyArchiveExpiryDays, KeyAcceptReordering, KeyNsqdPorts, KeyVpcEndpoints,
 }

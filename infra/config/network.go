@@ -7,12 +7,13 @@ import (
 
 // NetworkConfig chooses between importing a VPC (VpcID set) and creating one.
 type NetworkConfig struct {
-	VpcID             string   // import when set
-	SubnetIDs         []string // private subnets (with a route to NSQ and AWS APIs) for the bridge
-	AvailabilityZones []string // import: the subnets' AZs; create: optional explicit AZs
-	Cidr              string   // create only
-	MaxAZs            int      // create only
-	NatGateways       int      // create only
+	VpcID              string   // import when set
+	SubnetIDs          []string // private subnets (with a route to NSQ and AWS APIs) for the bridge
+	AvailabilityZones  []string // import: the subnets' AZs; create: optional explicit AZs
+	Cidr               string   // create only
+	MaxAZs             int      // create only
+	NatGateways        int      // create only; MaxAZs = one per availability zone
+	InterfaceEndpoints bool     // create only: Kinesis, ECR, CloudWatch Logs, Secrets Manager and KMS endpoints
 }
 
 // Imported reports whether an existing VPC is used.
@@ -59,6 +60,7 @@ func parseNetwork(p *parser, c *Config) {
 	if n.NatGateways > n.MaxAZs {
 		p.fail(KeyVpcNatGateways, "%d NAT gateways for %d availability zones", n.NatGateways, n.MaxAZs)
 	}
+	n.InterfaceEndpoints = p.boolean(KeyVpcEndpoints, true)
 }
 
 func parseImportedNetwork(p *parser, n *NetworkConfig) {
@@ -78,7 +80,7 @@ func parseImportedNetwork(p *parser, n *NetworkConfig) {
 	} else if len(n.SubnetIDs)%len(n.AvailabilityZones) != 0 {
 		p.fail(KeyVpcAZs, "%d subnets do not spread evenly over %d availability zones", len(n.SubnetIDs), len(n.AvailabilityZones))
 	}
-	for _, k := range []string{KeyVpcCidr, KeyVpcMaxAZs, KeyVpcNatGateways} {
+	for _, k := range []string{KeyVpcCidr, KeyVpcMaxAZs, KeyVpcNatGateways, KeyVpcEndpoints} {
 		if p.has(k) {
 			p.fail(k, "only valid when the stack creates the VPC (no %q)", KeyVpcID)
 		}

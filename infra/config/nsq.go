@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -19,6 +20,24 @@ type NSQConfig struct {
 	AuthSecretArn        string // optional: complete Secrets Manager ARN of the NSQ auth secret
 	AuthSecretKmsKeyArn  string // optional: the CMK that encrypts that secret (grants kms:Decrypt)
 	TLS                  bool
+	NsqdPorts            []int // with lookupd: the nsqd TCP and HTTP ports lookupd will name (security group egress)
+}
+
+// Ports are the TCP ports the bridge connects to on NSQ hosts: those of the configured addresses,
+// and with lookupd the nsqd ports it names.
+func (n NSQConfig) Ports() []int {
+	ports := slices.Clone(n.NsqdPorts)
+	for _, l := range [][]string{n.LookupdHTTPAddresses, n.NsqdTCPAddresses, n.NsqdHTTPAddresses} {
+		for _, a := range l {
+			if _, p, err := net.SplitHostPort(a); err == nil {
+				if n, err := strconv.Atoi(p); err == nil {
+					ports = append(ports, n)
+				}
+			}
+		}
+	}
+	slices.Sort(ports)
+	return slices.Compact(ports)
 }
 
 var (
@@ -58,7 +77,8 @@ func parseNSQ(p *parser, c *Config) {
 	} else if !reNSQName.MatchString(strings.TrimSuffix(n.Topic, "#ephemeral")) {
 		p.fail(KeyTopic, "%q is not a valid NSQ topic name (1-64 of [.a-zA-Z0-9_-])", n.Topic)
 	}
-	n.Channel = p.str(KeyChannel, "nsqk-kinesis")
+	// One bridge per channel: two stacks on the same channel would each get part of the messages.
+	n.Channel = p.str(KeyChannel, c.StackName+"-kinesis")
 	switch {
 	case strings.HasSuffix(n.Channel, "#ephemeral"):
 		p.fail(KeyChannel, "%q is ephemeral: nsqd drops its messages while no bridge is connected; use a durable channel", n.Channel)
@@ -88,6 +108,35 @@ func parseNSQ(p *parser, c *Config) {
 		}
 	}
 	n.TLS = p.boolean(KeyTLS, false)
+	parseNsqdPorts(p, n)
+}
+
+// parseNsqdPorts reads the nsqd ports the bridge's security group must reach when lookupd names
+// the nsqd hosts (nsqd's defaults: 4150 TCP, 4151 HTTP for the backlog poll).
+func parseNsqdPorts(p *parser, n *NSQConfig) {
+	if len(n.LookupdHTTPAddresses) == 0 {
+		if p.has(KeyNsqdPorts) {
+			p.fail(KeyNsqdPorts, "only valid with %q (with %q the ports come from the addresses)", KeyLookupdHTTP, KeyNsqdTCP)
+		}
+		return
+	}
+	n.NsqdPorts = []int{4150, 4151}
+	var ports []string
+	if !p.value(KeyNsqdPorts, &ports) {
+		return
+	}
+	n.NsqdPorts = nil
+	for _, s := range ports {
+		port, err := strconv.Atoi(s)
+		if err != nil || port < 1 || port > 65535 {
+			p.fail(KeyNsqdPorts, "%q is not a TCP port", s)
+			continue
+		}
+		n.NsqdPorts = append(n.NsqdPorts, port)
+	}
+	if len(n.NsqdPorts) == 0 {
+		p.fail(KeyNsqdPorts, "name the nsqd TCP and HTTP ports lookupd returns (for example 4150,4151)")
+	}
 }
 
 func validHostPort(s string) error {

@@ -162,11 +162,19 @@ func newBridge(scope constructs.Construct, cfg *config.Config, net *Network, st 
 		ReadOnly:      jsii.Bool(false),
 	})
 
+	// No inbound; outbound only HTTPS (the AWS APIs, through the endpoints or the NAT gateway) and
+	// the NSQ ports. NSQ hosts are named by DNS (lookupd names them at run time), so the rules
+	// cannot narrow the destination addresses. Traffic to the VPC's DNS resolver is not subject to
+	// security groups.
 	sg := awsec2.NewSecurityGroup(scope, jsii.String("BridgeSecurityGroup"), &awsec2.SecurityGroupProps{
 		Vpc:              net.Vpc,
-		Description:      jsii.String("nsqk bridge: no inbound; outbound to NSQ (lookupd/nsqd) and the AWS APIs"),
-		AllowAllOutbound: jsii.Bool(true),
+		Description:      jsii.String("nsqk bridge: no inbound; outbound HTTPS to the AWS APIs and the NSQ ports only"),
+		AllowAllOutbound: jsii.Bool(false),
 	})
+	sg.AddEgressRule(awsec2.Peer_AnyIpv4(), awsec2.Port_Tcp(jsii.Number(443)), jsii.String("AWS APIs (HTTPS)"), nil)
+	for _, port := range cfg.NSQ.Ports() {
+		sg.AddEgressRule(awsec2.Peer_AnyIpv4(), awsec2.Port_Tcp(jsii.Number(float64(port))), jsii.String(fmt.Sprintf("NSQ (port %d)", port)), nil)
+	}
 
 	// Two bridge tasks on one NSQ channel split a key's messages between them and can write them out
 	// of order. With at most one task (the default), deployments stop the old task before the new one

@@ -1,7 +1,11 @@
 package stack
 
 import (
+	"maps"
+	"slices"
+
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsec2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
@@ -11,8 +15,9 @@ import (
 
 // Network is the VPC the bridge runs in and the subnets it uses.
 type Network struct {
-	Vpc     awsec2.IVpc
-	Subnets *awsec2.SubnetSelection
+	Vpc       awsec2.IVpc
+	Subnets   *awsec2.SubnetSelection
+	Endpoints map[string]awsec2.InterfaceVpcEndpoint // by service (InterfaceEndpointServices); none for an imported VPC
 }
 
 // newNetwork imports the VPC given in context (vpcId + vpcSubnetIds + vpcAvailabilityZones, no
@@ -58,7 +63,59 @@ func newNetwork(scope constructs.Construct, cfg *config.Config) *Network {
 		props.MaxAzs = jsii.Number(float64(n.MaxAZs))
 	}
 	vpc := awsec2.NewVpc(scope, jsii.String("Vpc"), props)
-	return &Network{Vpc: vpc, Subnets: &awsec2.SubnetSelection{SubnetType: awsec2.SubnetType_PRIVATE_WITH_EGRESS}}
+	net := &Network{Vpc: vpc, Subnets: &awsec2.SubnetSelection{SubnetType: awsec2.SubnetType_PRIVATE_WITH_EGRESS}}
+	if n.InterfaceEndpoints {
+		net.addInterfaceEndpoints(scope, cfg)
+	}
+	return net
+}
+
+// InterfaceEndpointServices are the AWS APIs the bridge task reaches through interface endpoints
+// in its own subnets instead of the NAT gateway: the stream, the image registry (API and layers;
+// the layers themselves come through the S3 gateway endpoint), its logs, its secret, and KMS.
+var InterfaceEndpointServices = map[string]func() awsec2.InterfaceVpcEndpointAwsService{
+	"Kinesis":        awsec2.InterfaceVpcEndpointAwsService_KINESIS_STREAMS,
+	"EcrApi":         awsec2.InterfaceVpcEndpointAwsService_ECR,
+	"EcrDocker":      awsec2.InterfaceVpcEndpointAwsService_ECR_DOCKER,
+	"Logs":           awsec2.InterfaceVpcEndpointAwsService_CLOUDWATCH_LOGS,
+	"SecretsManager": awsec2.InterfaceVpcEndpointAwsService_SECRETS_MANAGER,
+	"Kms":            awsec2.InterfaceVpcEndpointAwsService_KMS,
+}
+
+// addInterfaceEndpoints creates the interface endpoints (private DNS on, so the SDK's default
+// endpoints resolve to them) behind one security group open to HTTPS from the VPC only.
+func (n *Network) addInterfaceEndpoints(scope constructs.Construct, cfg *config.Config) {
+	sg := awsec2.NewSecurityGroup(scope, jsii.String("EndpointsSecurityGroup"), &awsec2.SecurityGroupProps{
+		Vpc:              n.Vpc,
+		Description:      jsii.String("nsqk interface endpoints: HTTPS from inside the VPC only"),
+		AllowAllOutbound: jsii.Bool(false),
+	})
+	sg.AddIngressRule(awsec2.Peer_Ipv4(jsii.String(cfg.Network.Cidr)), awsec2.Port_Tcp(jsii.Number(443)), jsii.String("HTTPS from the VPC"), nil)
+	n.Endpoints = map[string]awsec2.InterfaceVpcEndpoint{}
+	for _, name := range slices.Sorted(maps.Keys(InterfaceEndpointServices)) {
+		n.Endpoints[name] = n.Vpc.AddInterfaceEndpoint(jsii.String(name+"Endpoint"), &awsec2.InterfaceVpcEndpointOptions{
+			Service:           InterfaceEndpointServices[name](),
+			Subnets:           n.Subnets,
+			SecurityGroups:    &[]awsec2.ISecurityGroup{sg},
+			PrivateDnsEnabled: jsii.Bool(true),
+			Open:              jsii.Bool(false),
+		})
+	}
+}
+
+// scopeKinesisEndpoint lets the Kinesis endpoint carry only the bridge's calls on this stack's
+// stream: nothing in the VPC can use it to write anywhere else.
+func (n *Network) scopeKinesisEndpoint(st *StreamResources) {
+	ep, ok := n.Endpoints["Kinesis"]
+	if !ok {
+		return
+	}
+	ep.AddToPolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+		Sid:        jsii.String("OnlyTheBridgeCallsOnThisStream"),
+		Principals: &[]awsiam.IPrincipal{awsiam.NewAnyPrincipal()},
+		Actions:    jsii.Strings(BridgeTaskActions...),
+		Resources:  &[]*string{st.Stream.StreamArn()},
+	}))
 }
 
 // retentionDays maps a day count (validated by ParseConfig) onto the CDK enum.

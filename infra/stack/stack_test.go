@@ -8,6 +8,7 @@ package stack
 //     threshold overrides, fixed task count, destroy.
 
 import (
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -78,6 +79,7 @@ func prodVariant(t *testing.T) *variant {
 		config.KeyAlarmEmail:       "ops@example.com,oncall@example.com",
 		config.KeyLogRetentionDays: 90,
 		config.KeyRemovalPolicy:    "destroy",
+		config.KeyAcceptReordering: true,
 	})
 }
 
@@ -101,11 +103,11 @@ func TestDefaultStack(t *testing.T) {
 			"AWS::EC2::NatGateway":                        1,
 			"AWS::EC2::Route":                             4,
 			"AWS::EC2::RouteTable":                        4,
-			"AWS::EC2::SecurityGroup":                     1,
+			"AWS::EC2::SecurityGroup":                     2, // bridge, interface endpoints
 			"AWS::EC2::Subnet":                            4,
 			"AWS::EC2::SubnetRouteTableAssociation":       4,
 			"AWS::EC2::VPC":                               1,
-			"AWS::EC2::VPCEndpoint":                       1,
+			"AWS::EC2::VPCEndpoint":                       7, // S3 gateway + 6 interface endpoints
 			"AWS::EC2::VPCGatewayAttachment":              1,
 			"AWS::ECS::Cluster":                           1,
 			"AWS::ECS::Service":                           1,
@@ -253,8 +255,9 @@ func TestDefaultStack(t *testing.T) {
 			}
 		}
 		wantEq(t, "subnet count", len(subnets), 2)
-		_, sg := v.one(t, "AWS::EC2::SecurityGroup")
+		_, sg := v.byPath(t, "BridgeSecurityGroup/Resource")
 		wantEq(t, "no inbound rules", props(sg)["SecurityGroupIngress"], nil)
+		wantEq(t, "outbound: HTTPS and the NSQ ports only", egressPorts(sg), []string{"0.0.0.0/0 tcp 4150", "0.0.0.0/0 tcp 4151", "0.0.0.0/0 tcp 4161", "0.0.0.0/0 tcp 443"})
 
 		must(t, "scalable target", func() {
 			v.template.HasResourceProperties(jsii.String("AWS::ApplicationAutoScaling::ScalableTarget"), map[string]any{
@@ -504,6 +507,47 @@ func TestDefaultStack(t *testing.T) {
 		must(t, "s3 gateway endpoint", func() {
 			v.template.HasResourceProperties(jsii.String("AWS::EC2::VPCEndpoint"), map[string]any{"VpcEndpointType": "Gateway"})
 		})
+		for _, svc := range []string{"kinesis-streams", "ecr.api", "ecr.dkr", "logs", "secretsmanager", "kms"} {
+			found := false
+			for _, ep := range v.resources("AWS::EC2::VPCEndpoint") {
+				p := props(ep)
+				if strings.HasSuffix(ref(p["ServiceName"]), "."+svc+`"]]}`) || strings.HasSuffix(ref(p["ServiceName"]), "."+svc) {
+					found = true
+					wantEq(t, svc+" interface", p["VpcEndpointType"], "Interface")
+					wantEq(t, svc+" private DNS", p["PrivateDnsEnabled"], true)
+					wantEq(t, svc+" subnets", len(asList(p["SubnetIds"])), 2)
+					for _, sn := range asList(p["SubnetIds"]) {
+						if !strings.Contains(ref(sn), "Vpcbridge") {
+							t.Errorf("%s endpoint in a non-private subnet: %s", svc, ref(sn))
+						}
+					}
+				}
+			}
+			if !found {
+				t.Errorf("no interface endpoint for %s", svc)
+			}
+		}
+		epSG, sg := v.byPath(t, "EndpointsSecurityGroup/Resource")
+		wantEq(t, "endpoint ingress", props(sg)["SecurityGroupIngress"], []any{map[string]any{
+			"CidrIp": "10.80.0.0/16", "Description": "HTTPS from the VPC",
+			"FromPort": 443, "IpProtocol": "tcp", "ToPort": 443,
+		}})
+		for _, ep := range v.resources("AWS::EC2::VPCEndpoint") {
+			if props(ep)["VpcEndpointType"] == "Interface" {
+				wantEq(t, "endpoint security group", props(ep)["SecurityGroupIds"], []any{map[string]any{"Fn::GetAtt": []any{epSG, "GroupId"}}})
+			}
+		}
+		// The Kinesis endpoint carries only the bridge's calls on this stack's stream.
+		streamID, _ := v.one(t, "AWS::Kinesis::Stream")
+		for _, ep := range v.resources("AWS::EC2::VPCEndpoint") {
+			if strings.Contains(ref(props(ep)["ServiceName"]), "kinesis-streams") {
+				wantEq(t, "kinesis endpoint policy", get(props(ep), "PolicyDocument", "Statement"), []any{map[string]any{
+					"Sid": "OnlyTheBridgeCallsOnThisStream", "Effect": "Allow", "Principal": map[string]any{"AWS": "*"},
+					"Action":   []any{"kinesis:DescribeStreamSummary", "kinesis:ListShards", "kinesis:PutRecord", "kinesis:PutRecords"},
+					"Resource": map[string]any{"Fn::GetAtt": []any{streamID, "Arn"}},
+				}})
+			}
+		}
 		must(t, "default SG restricted", func() {
 			v.template.ResourceCountIs(jsii.String("Custom::VpcRestrictDefaultSG"), jsii.Number(1))
 		})
@@ -859,6 +903,10 @@ func TestProdStack(t *testing.T) {
 			[]any{"subnet-0aaaaaaaaaaaaaaa1", "subnet-0aaaaaaaaaaaaaaa2", "subnet-0aaaaaaaaaaaaaaa3"})
 		_, sg := v.one(t, "AWS::EC2::SecurityGroup")
 		wantEq(t, "sg vpc", props(sg)["VpcId"], "vpc-0123456789abcdef0")
+		wantEq(t, "outbound: HTTPS and the configured nsqd ports", egressPorts(sg), []string{"0.0.0.0/0 tcp 4150", "0.0.0.0/0 tcp 4151", "0.0.0.0/0 tcp 443"})
+		if n := len(v.resources("AWS::EC2::VPCEndpoint")); n != 0 {
+			t.Errorf("imported VPC: %d endpoints created", n)
+		}
 	})
 
 	t.Run("BridgeSettings", func(t *testing.T) {
@@ -1064,4 +1112,19 @@ func TestStackPropsValidation(t *testing.T) {
 	if _, err := NewNsqkStack(nil, "x", &NsqkStackProps{}); err == nil {
 		t.Error("nil config accepted")
 	}
+}
+
+// egressPorts lists a security group's egress rules as "cidr protocol port".
+func egressPorts(sg map[string]any) []string {
+	var out []string
+	for _, r := range asList(props(sg)["SecurityGroupEgress"]) {
+		from, to := get(r, "FromPort"), get(r, "ToPort")
+		port := fmt.Sprint(from)
+		if fmt.Sprint(to) != port {
+			port += "-" + fmt.Sprint(to)
+		}
+		out = append(out, fmt.Sprintf("%v %v %s", get(r, "CidrIp"), get(r, "IpProtocol"), port))
+	}
+	sort.Strings(out)
+	return out
 }

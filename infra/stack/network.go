@@ -72,7 +72,8 @@ func newNetwork(scope constructs.Construct, cfg *config.Config) *Network {
 
 // InterfaceEndpointServices are the AWS APIs the bridge task reaches through interface endpoints
 // in its own subnets instead of the NAT gateway: the stream, the image registry (API and layers;
-// the layers themselves come through the S3 gateway endpoint), its logs, its secret, and KMS.
+// the layers themselves come through the S3 gateway endpoint), its logs, its secret (only when
+// nsqAuthSecretArn is set), and KMS.
 var InterfaceEndpointServices = map[string]func() awsec2.InterfaceVpcEndpointAwsService{
 	"Kinesis":        awsec2.InterfaceVpcEndpointAwsService_KINESIS_STREAMS,
 	"EcrApi":         awsec2.InterfaceVpcEndpointAwsService_ECR,
@@ -93,6 +94,9 @@ func (n *Network) addInterfaceEndpoints(scope constructs.Construct, cfg *config.
 	sg.AddIngressRule(awsec2.Peer_Ipv4(jsii.String(cfg.Network.Cidr)), awsec2.Port_Tcp(jsii.Number(443)), jsii.String("HTTPS from the VPC"), nil)
 	n.Endpoints = map[string]awsec2.InterfaceVpcEndpoint{}
 	for _, name := range slices.Sorted(maps.Keys(InterfaceEndpointServices)) {
+		if name == "SecretsManager" && cfg.NSQ.AuthSecretArn == "" {
+			continue // the bridge reads no secret: an endpoint would only cost
+		}
 		n.Endpoints[name] = n.Vpc.AddInterfaceEndpoint(jsii.String(name+"Endpoint"), &awsec2.InterfaceVpcEndpointOptions{
 			Service:           InterfaceEndpointServices[name](),
 			Subnets:           n.Subnets,
@@ -103,21 +107,32 @@ func (n *Network) addInterfaceEndpoints(scope constructs.Construct, cfg *config.
 	}
 }
 
-// scopeKinesisEndpoint lets the Kinesis endpoint carry only the bridge's calls on this stack's
-// stream: nothing in the VPC can use it to write anywhere else.
-func (n *Network) scopeKinesisEndpoint(st *StreamResources) {
-	ep, ok := n.Endpoints["Kinesis"]
-	if !ok {
-		return
+// scopeEndpoints gives the endpoints whose services support endpoint policies a policy that admits
+// only the calls this stack's bridge makes, on this stack's resources: nothing else in the VPC can
+// use them to reach other streams, log groups, keys or secrets. (The ECR endpoints keep the default
+// policy: image pulls go to the CDK bootstrap's repository, which this stack does not own.)
+func (n *Network) scopeEndpoints(cfg *config.Config, st *StreamResources, b *Bridge) {
+	allow := func(name, sid string, actions []string, resources ...*string) {
+		if ep, ok := n.Endpoints[name]; ok {
+			ep.AddToPolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+				Sid:        jsii.String(sid),
+				Principals: &[]awsiam.IPrincipal{awsiam.NewAnyPrincipal()},
+				Actions:    jsii.Strings(actions...),
+				Resources:  &resources,
+			}))
+		}
 	}
-	ep.AddToPolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
-		Sid:        jsii.String("OnlyTheBridgeCallsOnThisStream"),
-		Principals: &[]awsiam.IPrincipal{awsiam.NewAnyPrincipal()},
-		Actions:    jsii.Strings(BridgeTaskActions...),
-		Resources:  &[]*string{st.Stream.StreamArn()},
-	}))
+	allow("Kinesis", "OnlyTheBridgeCallsOnThisStream", BridgeTaskActions, st.Stream.StreamArn())
+	allow("Logs", "OnlyTheBridgeLogs", ConsumerLogActions, b.LogGroup.LogGroupArn())
+	keys := []*string{st.Key.KeyArn()}
+	if cfg.NSQ.AuthSecretKmsKeyArn != "" {
+		keys = append(keys, jsii.String(cfg.NSQ.AuthSecretKmsKeyArn))
+	}
+	allow("Kms", "OnlyThisStacksKeys", []string{"kms:Decrypt", "kms:GenerateDataKey"}, keys...)
+	if cfg.NSQ.AuthSecretArn != "" {
+		allow("SecretsManager", "OnlyTheNsqAuthSecret", []string{"secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue"}, jsii.String(cfg.NSQ.AuthSecretArn))
+	}
 }
-
 // retentionDays maps a day count (validated by ParseConfig) onto the CDK enum.
 func retentionDays(days int) awslogs.RetentionDays {
 	m := map[int]awslogs.RetentionDays{

@@ -2,6 +2,7 @@ package stack
 
 import (
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/nsqk/nsqk/infra/config"
@@ -14,6 +15,36 @@ func TestNetworkOptions(t *testing.T) {
 		config.KeyStackName:      "fleet",
 		config.KeyVpcNatGateways: 2,
 		config.KeyVpcEndpoints:   false,
+	})
+	withSecret := synthVariant(t, "network-secret", map[string]any{
+		config.KeyAuthSecretArn:       prodSecretArn,
+		config.KeyAuthSecretKmsKeyArn: prodSecretKey,
+	})
+
+	t.Run("SecretsManagerEndpointScopedToTheSecret", func(t *testing.T) {
+		var found int
+		for _, ep := range withSecret.resources("AWS::EC2::VPCEndpoint") {
+			name := ref(props(ep)["ServiceName"])
+			switch {
+			case strings.Contains(name, "secretsmanager"):
+				found++
+				wantEq(t, "secrets manager endpoint policy", get(props(ep), "PolicyDocument", "Statement"), []any{map[string]any{
+					"Sid": "OnlyTheNsqAuthSecret", "Effect": "Allow", "Principal": map[string]any{"AWS": "*"},
+					"Action":   []any{"secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue"},
+					"Resource": prodSecretArn,
+				}})
+			case strings.Contains(name, ".kms"):
+				streamKey, _ := withSecret.byPath(t, "StreamKey/Resource")
+				var keys []string
+				for _, r := range asList(get(props(ep), "PolicyDocument", "Statement", 0, "Resource")) {
+					keys = append(keys, ref(r))
+				}
+				sort.Strings(keys)
+				wantEq(t, "kms endpoint keys", keys, []string{streamKey + ".Arn", prodSecretKey})
+			}
+		}
+		wantEq(t, "secrets manager endpoints", found, 1)
+		checkNagClean(t, withSecret)
 	})
 
 	t.Run("OneNatGatewayPerAZ", func(t *testing.T) {

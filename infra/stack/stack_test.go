@@ -107,7 +107,7 @@ func TestDefaultStack(t *testing.T) {
 			"AWS::EC2::Subnet":                            4,
 			"AWS::EC2::SubnetRouteTableAssociation":       4,
 			"AWS::EC2::VPC":                               1,
-			"AWS::EC2::VPCEndpoint":                       7, // S3 gateway + 6 interface endpoints
+			"AWS::EC2::VPCEndpoint":                       6, // S3 gateway + 5 interface endpoints (no secret, no Secrets Manager endpoint)
 			"AWS::EC2::VPCGatewayAttachment":              1,
 			"AWS::ECS::Cluster":                           1,
 			"AWS::ECS::Service":                           1,
@@ -507,7 +507,7 @@ func TestDefaultStack(t *testing.T) {
 		must(t, "s3 gateway endpoint", func() {
 			v.template.HasResourceProperties(jsii.String("AWS::EC2::VPCEndpoint"), map[string]any{"VpcEndpointType": "Gateway"})
 		})
-		for _, svc := range []string{"kinesis-streams", "ecr.api", "ecr.dkr", "logs", "secretsmanager", "kms"} {
+		for _, svc := range []string{"kinesis-streams", "ecr.api", "ecr.dkr", "logs", "kms"} {
 			found := false
 			for _, ep := range v.resources("AWS::EC2::VPCEndpoint") {
 				p := props(ep)
@@ -537,15 +537,42 @@ func TestDefaultStack(t *testing.T) {
 				wantEq(t, "endpoint security group", props(ep)["SecurityGroupIds"], []any{map[string]any{"Fn::GetAtt": []any{epSG, "GroupId"}}})
 			}
 		}
-		// The Kinesis endpoint carries only the bridge's calls on this stack's stream.
+		// The endpoints carry only the bridge's calls on this stack's resources.
 		streamID, _ := v.one(t, "AWS::Kinesis::Stream")
+		streamKey, _ := v.byPath(t, "StreamKey/Resource")
+		logsID, _ := v.byPath(t, "BridgeLogs/Resource")
+		wantPolicies := map[string]any{
+			"kinesis-streams": map[string]any{
+				"Sid": "OnlyTheBridgeCallsOnThisStream", "Effect": "Allow", "Principal": map[string]any{"AWS": "*"},
+				"Action":   []any{"kinesis:DescribeStreamSummary", "kinesis:ListShards", "kinesis:PutRecord", "kinesis:PutRecords"},
+				"Resource": map[string]any{"Fn::GetAtt": []any{streamID, "Arn"}},
+			},
+			"logs": map[string]any{
+				"Sid": "OnlyTheBridgeLogs", "Effect": "Allow", "Principal": map[string]any{"AWS": "*"},
+				"Action":   []any{"logs:CreateLogStream", "logs:PutLogEvents"},
+				"Resource": map[string]any{"Fn::GetAtt": []any{logsID, "Arn"}},
+			},
+			"kms": map[string]any{
+				"Sid": "OnlyThisStacksKeys", "Effect": "Allow", "Principal": map[string]any{"AWS": "*"},
+				"Action":   []any{"kms:Decrypt", "kms:GenerateDataKey"},
+				"Resource": map[string]any{"Fn::GetAtt": []any{streamKey, "Arn"}},
+			},
+			"ecr.api": nil, "ecr.dkr": nil, "s3": nil,
+		}
+		checked := 0
+		defer func() { wantEq(t, "endpoints with a checked policy", checked, len(wantPolicies)) }()
 		for _, ep := range v.resources("AWS::EC2::VPCEndpoint") {
-			if strings.Contains(ref(props(ep)["ServiceName"]), "kinesis-streams") {
-				wantEq(t, "kinesis endpoint policy", get(props(ep), "PolicyDocument", "Statement"), []any{map[string]any{
-					"Sid": "OnlyTheBridgeCallsOnThisStream", "Effect": "Allow", "Principal": map[string]any{"AWS": "*"},
-					"Action":   []any{"kinesis:DescribeStreamSummary", "kinesis:ListShards", "kinesis:PutRecord", "kinesis:PutRecords"},
-					"Resource": map[string]any{"Fn::GetAtt": []any{streamID, "Arn"}},
-				}})
+			name := ref(props(ep)["ServiceName"])
+			for svc, want := range wantPolicies {
+				if strings.Contains(name, "."+svc+`"`) || strings.HasSuffix(name, "."+svc) {
+					checked++
+					var got any
+					if st := asList(get(props(ep), "PolicyDocument", "Statement")); len(st) > 0 {
+						got = st[0]
+						wantEq(t, svc+" endpoint statements", len(st), 1)
+					}
+					wantEq(t, svc+" endpoint policy", got, want)
+				}
 			}
 		}
 		must(t, "default SG restricted", func() {

@@ -133,6 +133,7 @@ func (n *Network) scopeEndpoints(cfg *config.Config, st *StreamResources, b *Bri
 		allow("SecretsManager", "OnlyTheNsqAuthSecret", []string{"secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue"}, jsii.String(cfg.NSQ.AuthSecretArn))
 	}
 }
+
 // retentionDays maps a day count (validated by ParseConfig) onto the CDK enum.
 func retentionDays(days int) awslogs.RetentionDays {
 	m := map[int]awslogs.RetentionDays{

@@ -232,9 +232,11 @@ func TestNSQPorts(t *testing.T) {
 	if got := c.NSQ.Ports(); !slices.Equal(got, []int{4150, 4151, 4161}) {
 		t.Errorf("lookupd defaults: %v", got)
 	}
-	c = parse(t, with(minimal(), KeyNsqdPorts, []any{"14150", "14151"}))
-	if got := c.NSQ.Ports(); !slices.Equal(got, []int{4161, 14150, 14151}) {
-		t.Errorf("lookupd with nsqdPorts: %v", got)
+	for _, ports := range []any{[]any{14150.0, 14151.0}, []any{"14150", " 14151"}, "14150, 14151", "[14150,14151]"} {
+		c = parse(t, with(minimal(), KeyNsqdPorts, ports))
+		if got := c.NSQ.Ports(); !slices.Equal(got, []int{4161, 14150, 14151}) {
+			t.Errorf("lookupd with nsqdPorts %v: %v", ports, got)
+		}
 	}
 	c = parse(t, with(minimal(), KeyLookupdHTTP, nil, KeyNsqdTCP, "a:4150,b:5150", KeyNsqdHTTP, "a:4151"))
 	if got := c.NSQ.Ports(); !slices.Equal(got, []int{4150, 4151, 5150}) {
@@ -353,7 +355,9 @@ func TestParseConfigRejects(t *testing.T) {
 		{"several tasks with strict order", with(minimal(), KeyBridgeMaxTasks, 2), "2 tasks with strict ordering"},
 		{"several tasks with explicit strict order", with(minimal(), KeyBridgeMaxTasks, 3, KeyBridgeEnvironment, map[string]any{"NSQK_ORDERING": "strict"}), "set acceptKeyReordering=true"},
 		{"nsqd ports with nsqd addresses", with(minimal(), KeyLookupdHTTP, nil, KeyNsqdTCP, "nsqd:4150", KeyNsqdPorts, "4150"), "only valid with \"nsqLookupdHttpAddresses\""},
-		{"bad nsqd port", with(minimal(), KeyNsqdPorts, "4150,http"), `"http" is not a TCP port`},
+		{"bad nsqd port", with(minimal(), KeyNsqdPorts, "4150,http"), `want a whole number, got "http"`},
+		{"nsqd port out of range", with(minimal(), KeyNsqdPorts, []any{4150.0, 70000.0}), "70000 is not a TCP port"},
+		{"empty nsqd ports", with(minimal(), KeyNsqdPorts, []any{}), "name the nsqd TCP and HTTP ports"},
 		{"interface endpoints on an imported VPC", importVPC(KeyVpcEndpoints, false), "only valid when the stack creates the VPC"},
 		{"boolean for a number", with(minimal(), KeyShardCount, true), "want a whole number, got bool (true)"},
 		{"number in a list", with(minimal(), KeyLookupdHTTP, []any{"l:4161", 4161.0}), "want a list of strings, found float64 (4161)"},

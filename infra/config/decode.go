@@ -134,10 +134,12 @@ func jsonTextHook(from, to reflect.Type, data any) (any, error) {
 	return m, nil
 }
 
-// listHook accepts a JSON array of strings (cdk.json), a comma-separated string (-c key=a,b) or a
-// string holding a JSON array (-c 'key=["a","b"]'); blanks are trimmed and empty entries dropped.
+// listHook accepts a JSON array (cdk.json), a comma-separated string (-c key=a,b) or a string
+// holding a JSON array (-c 'key=["a","b"]') for a list of strings or of whole numbers; blanks are
+// trimmed and empty entries dropped. The elements of a number list then go through
+// wholeNumberHook.
 func listHook(from, to reflect.Type, data any) (any, error) {
-	if to != reflect.TypeOf([]string(nil)) {
+	if to != reflect.TypeOf([]string(nil)) && to != reflect.TypeOf([]int(nil)) {
 		return data, nil
 	}
 	var raw []any
@@ -146,7 +148,7 @@ func listHook(from, to reflect.Type, data any) (any, error) {
 		s := strings.TrimSpace(t)
 		if strings.HasPrefix(s, "[") {
 			if err := json.Unmarshal([]byte(s), &raw); err != nil {
-				return nil, fmt.Errorf("want a JSON array of strings or a comma-separated list: %v", err)
+				return nil, fmt.Errorf("want a JSON array or a comma-separated list: %v", err)
 			}
 		} else {
 			for _, e := range strings.Split(s, ",") {
@@ -160,17 +162,26 @@ func listHook(from, to reflect.Type, data any) (any, error) {
 			raw = append(raw, e)
 		}
 	default:
-		return nil, fmt.Errorf("want a list of strings or a comma-separated string, got %T", data)
+		return nil, fmt.Errorf("want a list or a comma-separated string, got %s", show(data))
 	}
-	out := []string{}
+	var out []any
 	for _, e := range raw {
-		s, ok := e.(string)
-		if !ok {
+		if s, ok := e.(string); ok {
+			if s = strings.TrimSpace(s); s == "" {
+				continue
+			}
+			e = s
+		} else if to.Elem().Kind() == reflect.String {
 			return nil, fmt.Errorf("want a list of strings, found %T (%v)", e, e)
 		}
-		if s = strings.TrimSpace(s); s != "" {
-			out = append(out, s)
+		out = append(out, e)
+	}
+	if to.Elem().Kind() == reflect.String {
+		strs := make([]string, len(out))
+		for i, e := range out {
+			strs[i] = e.(string)
 		}
+		return strs, nil
 	}
 	return out, nil
 }

@@ -121,15 +121,14 @@ func parseNsqdPorts(p *parser, n *NSQConfig) {
 		return
 	}
 	n.NsqdPorts = []int{4150, 4151}
-	var ports []string
+	var ports []int
 	if !p.value(KeyNsqdPorts, &ports) {
 		return
 	}
 	n.NsqdPorts = nil
-	for _, s := range ports {
-		port, err := strconv.Atoi(s)
-		if err != nil || port < 1 || port > 65535 {
-			p.fail(KeyNsqdPorts, "%q is not a TCP port", s)
+	for _, port := range ports {
+		if port < 1 || port > 65535 {
+			p.fail(KeyNsqdPorts, "%d is not a TCP port", port)
 			continue
 		}
 		n.NsqdPorts = append(n.NsqdPorts, port)

@@ -276,7 +276,7 @@ func bridgeLinuxParameters(scope constructs.Construct) awsecs.LinuxParameters {
 	return lp
 }
 
-// regionFromArn returns the region field of an ARN (validated by ParseConfig).
+// regionFromArn returns the region field of an ARN (validated by config.Parse).
 func regionFromArn(arn string) string {
 	parts := strings.SplitN(arn, ":", 5)
 	if len(parts) < 4 {

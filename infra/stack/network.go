@@ -134,7 +134,7 @@ func (n *Network) scopeEndpoints(cfg *config.Config, st *StreamResources, b *Bri
 	}
 }
 
-// retentionDays maps a day count (validated by ParseConfig) onto the CDK enum.
+// retentionDays maps a day count (validated by config.Parse) onto the CDK enum.
 func retentionDays(days int) awslogs.RetentionDays {
 	m := map[int]awslogs.RetentionDays{
 		1: awslogs.RetentionDays_ONE_DAY, 3: awslogs.RetentionDays_THREE_DAYS, 5: awslogs.RetentionDays_FIVE_DAYS,

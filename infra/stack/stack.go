@@ -14,7 +14,7 @@ import (
 	"github.com/nsqk/nsqk/infra/config"
 )
 
-// NsqkStackProps are the inputs of the nsqk stack. Config comes from context (ParseConfig); the
+// NsqkStackProps are the inputs of the nsqk stack. Config comes from context (config.Load); the
 // code locations are props so that tests do not depend on `make lambda` having run.
 type NsqkStackProps struct {
 	awscdk.StackProps

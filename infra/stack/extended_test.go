@@ -171,6 +171,28 @@ func TestExtendedStack(t *testing.T) {
 	})
 
 	t.Run("NagClean", func(t *testing.T) { checkNagClean(t, v) })
+
+	t.Run("NagSuppressionsAreSpecific", func(t *testing.T) {
+		objects := func(bucket string) string {
+			return `regex:/^Resource::<` + bucket + `[A-Za-z0-9]+\.Arn>\/\*$/`
+		}
+		wantEq(t, "suppressions", suppressions(t, v), []string{
+			"nsqk/ArchiveBucket/Resource AwsSolutions-S1 ",
+			"nsqk/ArchiveDelivery AwsSolutions-KDF1 ",
+			"nsqk/ArchivePolicy/Resource AwsSolutions-IAM5 " + objects("ArchiveBucket"),
+			"nsqk/BridgeTask/ExecutionRole/DefaultPolicy/Resource AwsSolutions-IAM5 Resource::*",
+			"nsqk/BridgeTask/ExecutionRole/Resource AwsSolutions-IAM5 Resource::*",
+			"nsqk/BridgeTask/Resource AwsSolutions-ECS2 ",
+			"nsqk/FailedBatches/Resource AwsSolutions-S1 ",
+			"nsqk/GeofenceDeadLetters/Resource AwsSolutions-SQS3 ",
+			"nsqk/GeofencePolicy/Resource AwsSolutions-IAM5 " + objects("FailedBatches"),
+			"nsqk/LastLocationDeadLetters/Resource AwsSolutions-SQS3 ",
+			"nsqk/LastLocationPolicy/Resource AwsSolutions-IAM5 " + objects("FailedBatches"),
+			"nsqk/MonitorDeadLetters/Resource AwsSolutions-SQS3 ",
+			"nsqk/MonitorPolicy/Resource AwsSolutions-IAM5 " + objects("FailedBatches"),
+			"nsqk/Stream/Resource AwsSolutions-KDS3 ",
+		})
+	})
 }
 
 // TestDefaultStackHasNoArchive: the archive and the S3 destination are off unless asked for.

@@ -39,8 +39,8 @@ func newDashboard(scope constructs.Construct, cfg *config.Config, s *NsqkStack, 
 	}
 	d.AddWidgets(awscloudwatch.NewTextWidget(&awscloudwatch.TextWidgetProps{
 		Markdown: jsii.String(fmt.Sprintf("# nsqk `%s`\nNSQ topic `%s` / channel `%s` → bridge (ECS Fargate) → Kinesis stream `%s` → Lambda consumers. "+
-			"Bridge metrics: namespace `%s`; consumer metrics: `%s`. Alarm runbook: README.md, section Operations.",
-			cfg.StackName, cfg.NSQ.Topic, cfg.NSQ.Channel, cfg.Stream.Name, BridgeNamespace, ConsumerNamespace)),
+			"Bridge metrics: namespace `%s`; consumer metrics: `%s`. Alarm runbook: %s.",
+			cfg.StackName, cfg.NSQ.Topic, cfg.NSQ.Channel, cfg.Stream.Name, BridgeNamespace, ConsumerNamespace, RunbookLocation)),
 		Width: jsii.Number(24), Height: jsii.Number(2),
 	}))
 	d.AddWidgets(awscloudwatch.NewAlarmStatusWidget(&awscloudwatch.AlarmStatusWidgetProps{

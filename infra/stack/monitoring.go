@@ -14,8 +14,8 @@ import (
 	"github.com/nsqk/nsqk/infra/config"
 )
 
-// Alarm name suffixes; the full name is <stackName>-<suffix>[-<consumer>]. The runbook in
-// README.md (Operations: alarm runbook) is keyed by these.
+// Alarm name suffixes; the full name is <stackName>-<suffix>[-<consumer>]. The alarm runbook
+// (RunbookLocation) is keyed by these.
 const (
 	AlarmStreamWriteThrottled = "stream-write-throttled"
 	AlarmStreamIteratorAge    = "stream-iterator-age"
@@ -35,7 +35,11 @@ const (
 	AlarmFailedBatchesStored  = "failed-batches-stored"
 )
 
-const runbook = "Runbook: README.md, section 'Operations: alarm runbook'."
+// RunbookLocation is where an operator finds the alarm runbook; every alarm description and the
+// dashboard point there.
+const RunbookLocation = "README.md, section 'Operations: alarm runbook'"
+
+const runbook = "Runbook: " + RunbookLocation + "."
 
 // Monitoring holds the alarms and the dashboard.
 type Monitoring struct {

@@ -17,6 +17,8 @@ import (
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
 	"github.com/cdklabs/cdk-nag-go/cdknag/v2"
+
+	"github.com/nsqk/nsqk/infra/config"
 )
 
 // Bridge metric contract (Embedded Metric Format lines on stdout, see functions/bridge).
@@ -54,7 +56,7 @@ type Bridge struct {
 	LogGroup       awslogs.LogGroup
 }
 
-func newBridge(scope constructs.Construct, cfg *Config, net *Network, st *StreamResources, imageDir, dockerfile string) *Bridge {
+func newBridge(scope constructs.Construct, cfg *config.Config, net *Network, st *StreamResources, imageDir, dockerfile string) *Bridge {
 	b := cfg.Bridge
 
 	cluster := awsecs.NewCluster(scope, jsii.String("Cluster"), &awsecs.ClusterProps{
@@ -160,11 +162,19 @@ func newBridge(scope constructs.Construct, cfg *Config, net *Network, st *Stream
 		ReadOnly:      jsii.Bool(false),
 	})
 
+	// No inbound; outbound only HTTPS (the AWS APIs, through the endpoints or the NAT gateway) and
+	// the NSQ ports. NSQ hosts are named by DNS (lookupd names them at run time), so the rules
+	// cannot narrow the destination addresses. Traffic to the VPC's DNS resolver is not subject to
+	// security groups.
 	sg := awsec2.NewSecurityGroup(scope, jsii.String("BridgeSecurityGroup"), &awsec2.SecurityGroupProps{
 		Vpc:              net.Vpc,
-		Description:      jsii.String("nsqk bridge: no inbound; outbound to NSQ (lookupd/nsqd) and the AWS APIs"),
-		AllowAllOutbound: jsii.Bool(true),
+		Description:      jsii.String("nsqk bridge: no inbound; outbound HTTPS to the AWS APIs and the NSQ ports only"),
+		AllowAllOutbound: jsii.Bool(false),
 	})
+	sg.AddEgressRule(awsec2.Peer_AnyIpv4(), awsec2.Port_Tcp(jsii.Number(443)), jsii.String("AWS APIs (HTTPS)"), nil)
+	for _, port := range cfg.NSQ.Ports() {
+		sg.AddEgressRule(awsec2.Peer_AnyIpv4(), awsec2.Port_Tcp(jsii.Number(float64(port))), jsii.String(fmt.Sprintf("NSQ (port %d)", port)), nil)
+	}
 
 	// Two bridge tasks on one NSQ channel split a key's messages between them and can write them out
 	// of order. With at most one task (the default), deployments stop the old task before the new one
@@ -221,7 +231,7 @@ func newBridge(scope constructs.Construct, cfg *Config, net *Network, st *Stream
 }
 
 // bridgeEnvironment renders the bridge's NSQK_* settings (flag --foo-bar = env NSQK_FOO_BAR).
-func bridgeEnvironment(cfg *Config, st *StreamResources) *map[string]*string {
+func bridgeEnvironment(cfg *config.Config, st *StreamResources) *map[string]*string {
 	b := cfg.Bridge
 	env := map[string]*string{
 		"NSQK_TOPIC":             jsii.String(cfg.NSQ.Topic),
@@ -266,7 +276,7 @@ func bridgeLinuxParameters(scope constructs.Construct) awsecs.LinuxParameters {
 	return lp
 }
 
-// regionFromArn returns the region field of an ARN (validated by ParseConfig).
+// regionFromArn returns the region field of an ARN (validated by config.Parse).
 func regionFromArn(arn string) string {
 	parts := strings.SplitN(arn, ":", 5)
 	if len(parts) < 4 {

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/nsqk/nsqk/infra/config"
 )
 
 // TestCLISynth runs what `make synth` runs: the pinned CDK CLI (2.1148.1, the one that reads cloud
@@ -32,7 +34,7 @@ func TestCLISynth(t *testing.T) {
 	}
 
 	dist := t.TempDir()
-	for _, n := range ConsumerNames {
+	for _, n := range config.BuiltinConsumers {
 		if err := os.MkdirAll(filepath.Join(dist, n), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -41,7 +43,7 @@ func TestCLISynth(t *testing.T) {
 		}
 	}
 	outdir := t.TempDir()
-	cmd := exec.Command(cdk, "synth", "--quiet", "--strict", "-o", outdir, "-c", KeyLambdaDistDir+"="+dist)
+	cmd := exec.Command(cdk, "synth", "--quiet", "--strict", "-o", outdir, "-c", config.KeyLambdaDistDir+"="+dist)
 	cmd.Dir, cmd.Env = root, env
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -64,7 +66,7 @@ func TestCLISynth(t *testing.T) {
 	}
 	for typ, n := range map[string]int{
 		"AWS::Kinesis::Stream": 1, "AWS::ECS::Service": 1, "AWS::Lambda::EventSourceMapping": 2,
-		"AWS::CloudWatch::Alarm": 16, "AWS::CloudWatch::Dashboard": 1, "AWS::DynamoDB::Table": 1,
+		"AWS::CloudWatch::Alarm": 22, "AWS::CloudWatch::Dashboard": 1, "AWS::DynamoDB::Table": 2,
 	} {
 		if counts[typ] != n {
 			t.Errorf("%s: got %d, want %d", typ, counts[typ], n)
@@ -100,5 +102,26 @@ func TestCLISynth(t *testing.T) {
 	t.Logf("cloud assembly: %d KiB (placeholder Lambda binaries)", size/1024)
 	if size > 10<<20 {
 		t.Errorf("cloud assembly is %d MiB: an asset stages more than it should", size>>20)
+	}
+}
+
+// TestCLISynthRefusesAConsumerWithoutItsPackage: a consumer named in context must have its main
+// package in functions/<name>; the synth fails naming the key and the missing file.
+func TestCLISynthRefusesAConsumerWithoutItsPackage(t *testing.T) {
+	root := repoRoot(t)
+	cdk := filepath.Join(root, "_tools", "node_modules", ".bin", "cdk")
+	if _, err := os.Stat(cdk); err != nil {
+		t.Skip("the pinned CDK CLI is not installed: run `make tools`")
+	}
+	cmd := exec.Command(cdk, "synth", "--quiet", "-o", t.TempDir(), "-c", config.KeyLambdaDistDir+"="+t.TempDir(),
+		"-c", config.KeyConsumers+`={"geofence":{"batchSize":10}}`)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CDK_HOME="+t.TempDir(), "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20", "CDK_DISABLE_VERSION_CHECK=true")
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("synth succeeded without functions/geofence:\n%s", out)
+	}
+	if want := `context "consumers": consumer "geofence" has no functions/geofence/main.go`; !strings.Contains(string(out), want) {
+		t.Fatalf("want %q in the output, got:\n%s", want, out)
 	}
 }

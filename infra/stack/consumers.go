@@ -2,6 +2,7 @@ package stack
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/aws/aws-cdk-go/awscdk/v2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsdynamodb"
@@ -9,10 +10,13 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awskinesis"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awss3"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awssqs"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
 	"github.com/cdklabs/cdk-nag-go/cdknag/v2"
+
+	"github.com/nsqk/nsqk/infra/config"
 )
 
 // Exact action lists of the consumer execution roles (the tests compare against these).
@@ -34,18 +38,45 @@ var (
 	LocationsTableActions = []string{"dynamodb:GetItem", "dynamodb:UpdateItem"}
 )
 
-// Consumer is one Lambda consumer with its mapping, role, DLQ and log group.
+// Exact action lists of the tables, queues and buckets the consumers use.
+var (
+	// CheckpointTableActions are the calls of the DynamoDB checkpoint store: read a checkpoint,
+	// write it, move it up conditionally, delete it when its aggregate is finished.
+	CheckpointTableActions = []string{"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
+	// FailedBatchBucketActions is what Lambda's poller needs to store a failed batch in S3.
+	FailedBatchBucketActions = []string{"s3:ListBucket", "s3:PutObject"}
+)
+
+// Environment variables the stack passes to every consumer.
+const (
+	EnvCheckpointTable = "NSQK_CHECKPOINT_TABLE"
+	EnvDeadLetterQueue = "NSQK_DEAD_LETTER_QUEUE_URL"
+	EnvLocationsTable  = "NSQK_LOCATIONS_TABLE"
+)
+
+// Consumer is one Lambda consumer with its mapping, role, queues and log group.
 type Consumer struct {
-	Config       ConsumerConfig
+	Config       config.ConsumerConfig
 	FunctionName string
 	Function     awslambda.Function
 	Role         awsiam.Role
 	Policy       awsiam.Policy
-	DLQ          awssqs.Queue
+	DLQ          awssqs.Queue // on-failure destination of the mapping; nil with the S3 destination
+	DeadLetters  awssqs.Queue // user records the function marked permanently failed
 	LogGroup     awslogs.LogGroup
 	Mapping      awslambda.CfnEventSourceMapping
 	FanOut       awskinesis.CfnStreamConsumer // nil without enhanced fan-out
 	Table        awsdynamodb.Table            // lastlocation only
+}
+
+// consumerDeps are the stack's resources a consumer uses.
+type consumerDeps struct {
+	cfg         *config.Config
+	stream      *StreamResources
+	ops         *OpsResources
+	checkpoints awsdynamodb.Table
+	locations   awsdynamodb.Table // lastlocation only
+	failed      awss3.Bucket      // the S3 on-failure destination; nil with the queue
 }
 
 // newLocationsTable creates lastlocation's table: last known location per user.
@@ -54,7 +85,7 @@ type Consumer struct {
 // only principal allowed in is lastlocation's role with GetItem/UpdateItem on this table; a
 // customer managed key would add key-policy upkeep and four KMS actions to that role without
 // narrowing who can read the data. Use a CMK if your compliance regime requires per-key control.
-func newLocationsTable(scope constructs.Construct, cfg *Config) awsdynamodb.Table {
+func newLocationsTable(scope constructs.Construct, cfg *config.Config) awsdynamodb.Table {
 	return awsdynamodb.NewTable(scope, jsii.String("LocationsTable"), &awsdynamodb.TableProps{
 		PartitionKey: &awsdynamodb.Attribute{Name: jsii.String("user_id"), Type: awsdynamodb.AttributeType_STRING},
 		BillingMode:  awsdynamodb.BillingMode_PAY_PER_REQUEST,
@@ -63,36 +94,72 @@ func newLocationsTable(scope constructs.Construct, cfg *Config) awsdynamodb.Tabl
 		},
 		Encryption:         awsdynamodb.TableEncryption_AWS_MANAGED,
 		RemovalPolicy:      removalPolicy(cfg),
-		DeletionProtection: jsii.Bool(cfg.RemovalPolicy == RemovalRetain),
+		DeletionProtection: jsii.Bool(cfg.RemovalPolicy == config.RemovalRetain),
 	})
 }
 
-func newConsumer(scope constructs.Construct, cfg *Config, cc ConsumerConfig, codeDir string, st *StreamResources, ops *OpsResources, table awsdynamodb.Table) *Consumer {
+// newCheckpointTable creates the table every consumer keeps its progress through an aggregated
+// record in: item key "<shardId>/<sequenceNumber>", written only when a batch fails part-way so
+// that the retry (on any instance) skips the user records already processed, deleted when the
+// aggregate is finished, and expired by DynamoDB through the "ttl" attribute otherwise.
+// Encryption: AWS managed key, for the reasons given at newLocationsTable.
+func newCheckpointTable(scope constructs.Construct, cfg *config.Config) awsdynamodb.Table {
+	return awsdynamodb.NewTable(scope, jsii.String("CheckpointTable"), &awsdynamodb.TableProps{
+		PartitionKey:        &awsdynamodb.Attribute{Name: jsii.String("id"), Type: awsdynamodb.AttributeType_STRING},
+		BillingMode:         awsdynamodb.BillingMode_PAY_PER_REQUEST,
+		TimeToLiveAttribute: jsii.String("ttl"),
+		PointInTimeRecoverySpecification: &awsdynamodb.PointInTimeRecoverySpecification{
+			PointInTimeRecoveryEnabled: jsii.Bool(true),
+		},
+		Encryption:         awsdynamodb.TableEncryption_AWS_MANAGED,
+		RemovalPolicy:      removalPolicy(cfg),
+		DeletionProtection: jsii.Bool(cfg.RemovalPolicy == config.RemovalRetain),
+	})
+}
+
+// newQueue creates a KMS-encrypted, SSL-only queue that keeps messages as long as SQS can.
+func newQueue(scope constructs.Construct, id string, d consumerDeps, nagReason string) awssqs.Queue {
+	q := awssqs.NewQueue(scope, jsii.String(id), &awssqs.QueueProps{
+		Encryption:          awssqs.QueueEncryption_KMS,
+		EncryptionMasterKey: d.ops.Key,
+		EnforceSSL:          jsii.Bool(true),
+		RetentionPeriod:     awscdk.Duration_Days(jsii.Number(14)),
+		RemovalPolicy:       removalPolicy(d.cfg),
+	})
+	cdknag.NagSuppressions_AddResourceSuppressions(q, &[]*cdknag.NagPackSuppression{{
+		Id:     jsii.String("AwsSolutions-SQS3"),
+		Reason: jsii.String(nagReason),
+	}}, jsii.Bool(false))
+	return q
+}
+
+func newConsumer(scope constructs.Construct, cc config.ConsumerConfig, codeDir string, d consumerDeps) *Consumer {
+	cfg, st := d.cfg, d.stream
 	id := func(s string) *string { return jsii.String(consumerID(cc.Name) + s) }
 	fnName := cfg.FunctionName(cc.Name)
-	rp := removalPolicy(cfg)
-	c := &Consumer{Config: cc, FunctionName: fnName, Table: table}
+	c := &Consumer{Config: cc, FunctionName: fnName, Table: d.locations}
 
 	c.LogGroup = awslogs.NewLogGroup(scope, id("Logs"), &awslogs.LogGroupProps{
 		Retention:     retentionDays(cfg.LogRetentionDays),
-		RemovalPolicy: rp,
+		RemovalPolicy: removalPolicy(cfg),
 	})
 
-	// On-failure destination: Lambda sends a record of each batch it gives up on (shard, sequence
-	// numbers) here, not the data itself: the records are re-read from the stream within its retention.
-	c.DLQ = awssqs.NewQueue(scope, id("Dlq"), &awssqs.QueueProps{
-		Encryption:          awssqs.QueueEncryption_KMS,
-		EncryptionMasterKey: ops.Key,
-		EnforceSSL:          jsii.Bool(true),
-		RetentionPeriod:     awscdk.Duration_Days(jsii.Number(14)),
-		RemovalPolicy:       rp,
-	})
-	cdknag.NagSuppressions_AddResourceSuppressions(c.DLQ, &[]*cdknag.NagPackSuppression{{
-		Id: jsii.String("AwsSolutions-SQS3"),
-		Reason: jsii.String(fmt.Sprintf("This queue is itself the dead-letter queue of %s: the on-failure destination of its Kinesis event "+
+	// On-failure destination: with the queue, Lambda sends a record of each batch it gives up on
+	// (shard, sequence numbers) here, not the data itself: the records are re-read from the stream
+	// within its retention. With the S3 destination the whole batch goes to the shared bucket.
+	var onFailure *string
+	if d.failed == nil {
+		c.DLQ = newQueue(scope, consumerID(cc.Name)+"Dlq", d, fmt.Sprintf("This queue is itself the dead-letter queue of %s: the on-failure destination of its Kinesis event "+
 			"source mapping (cdk-nag only recognises SQS redrive and Lambda async DLQs). Nothing consumes it automatically; "+
-			"its messages are alarmed on and replayed by an operator.", fnName)),
-	}}, jsii.Bool(false))
+			"its messages are alarmed on and replayed by an operator.", fnName))
+		onFailure = c.DLQ.QueueArn()
+	} else {
+		onFailure = d.failed.BucketArn()
+	}
+	c.DeadLetters = newQueue(scope, consumerID(cc.Name)+"DeadLetters", d, fmt.Sprintf("This queue is itself a dead-letter queue: %s sends each user record it cannot "+
+		"ever process (a permanent error such as an unparseable payload) here, with its shard, sequence numbers and the reason, "+
+		"and goes on with the rest of the aggregate. Nothing consumes it automatically; its messages are alarmed on and "+
+		"inspected or replayed by an operator.", fnName))
 
 	var sourceArn *string
 	if cc.EnhancedFanOut {
@@ -106,28 +173,51 @@ func newConsumer(scope constructs.Construct, cfg *Config, cc ConsumerConfig, cod
 	}
 
 	c.Role = awsiam.NewRole(scope, id("Role"), &awsiam.RoleProps{
-		Description: jsii.String(fmt.Sprintf("nsqk consumer %s: read the stream, write its logs and DLQ", fnName)),
+		Description: jsii.String(fmt.Sprintf("nsqk consumer %s: read the stream, keep checkpoints, write its logs and queues", fnName)),
 		AssumedBy:   awsiam.NewServicePrincipal(jsii.String("lambda.amazonaws.com"), nil),
 	})
 	statements := []awsiam.PolicyStatement{
 		statement("WriteOwnLogs", ConsumerLogActions, c.LogGroup.LogGroupArn()),
 		statement("ReadTheStream", ConsumerStreamReadActions, st.Stream.StreamArn()),
 		statement("DecryptRecords", []string{"kms:Decrypt"}, st.Key.KeyArn()),
-		statement("SendFailedBatchesToTheDlq", []string{"sqs:SendMessage"}, c.DLQ.QueueArn()),
-		statement("EncryptDlqMessages", ConsumerDLQKeyActions, ops.Key.KeyArn()),
+		statement("KeepCheckpoints", CheckpointTableActions, d.checkpoints.TableArn()),
+		statement("SendPermanentlyFailedRecordsToTheDeadLetterQueue", []string{"sqs:SendMessage"}, c.DeadLetters.QueueArn()),
+		statement("EncryptQueueMessages", ConsumerDLQKeyActions, d.ops.Key.KeyArn()),
+	}
+	if c.DLQ != nil {
+		statements = append(statements, statement("SendFailedBatchesToTheDlq", []string{"sqs:SendMessage"}, c.DLQ.QueueArn()))
+	} else {
+		statements = append(statements,
+			awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+				Sid:       jsii.String("StoreFailedBatchesInTheBucket"),
+				Actions:   jsii.Strings(FailedBatchBucketActions...),
+				Resources: &[]*string{d.failed.BucketArn(), d.failed.ArnForObjects(jsii.String("*"))},
+			}),
+			statement("EncryptFailedBatches", []string{"kms:GenerateDataKey"}, st.Key.KeyArn()))
 	}
 	if c.FanOut != nil {
 		statements = append(statements, statement("ReadThroughTheFanOutConsumer", ConsumerFanOutActions, c.FanOut.AttrConsumerArn()))
 	}
-	env := map[string]*string{}
-	if table != nil {
-		statements = append(statements, statement("ReadAndUpdateLocations", LocationsTableActions, table.TableArn()))
-		env["NSQK_LOCATIONS_TABLE"] = table.TableName()
+	env := map[string]*string{
+		EnvCheckpointTable: d.checkpoints.TableName(),
+		EnvDeadLetterQueue: c.DeadLetters.QueueUrl(),
+	}
+	if d.locations != nil {
+		statements = append(statements, statement("ReadAndUpdateLocations", LocationsTableActions, d.locations.TableArn()))
+		env[EnvLocationsTable] = d.locations.TableName()
 	}
 	c.Policy = awsiam.NewPolicy(scope, id("Policy"), &awsiam.PolicyProps{
 		Roles:      &[]awsiam.IRole{c.Role},
 		Statements: &statements,
 	})
+	if c.DLQ == nil {
+		cdknag.NagSuppressions_AddResourceSuppressions(c.Policy, &[]*cdknag.NagPackSuppression{{
+			Id:        jsii.String("AwsSolutions-IAM5"),
+			AppliesTo: &[]interface{}{&cdknag.RegexAppliesTo{Regex: jsii.String(`/^Resource::<FailedBatches[A-Za-z0-9]+\.Arn>\/\*$/`)}},
+			Reason: jsii.String("Lambda's event source mapping chooses the key of each failed-batch object itself, so s3:PutObject " +
+				"is granted on the objects of that one bucket; the role can neither read nor delete them."),
+		}}, jsii.Bool(false))
+	}
 
 	c.Function = awslambda.NewFunction(scope, id("Function"), &awslambda.FunctionProps{
 		FunctionName: jsii.String(fnName),
@@ -157,10 +247,10 @@ func newConsumer(scope constructs.Construct, cfg *Config, cc ConsumerConfig, cod
 		BisectBatchOnFunctionError:     jsii.Bool(true),
 		FunctionResponseTypes:          jsii.Strings("ReportBatchItemFailures"),
 		DestinationConfig: &awslambda.CfnEventSourceMapping_DestinationConfigProperty{
-			OnFailure: &awslambda.CfnEventSourceMapping_OnFailureProperty{Destination: c.DLQ.QueueArn()},
+			OnFailure: &awslambda.CfnEventSourceMapping_OnFailureProperty{Destination: onFailure},
 		},
 	}
-	if cc.StartingPosition == StartAtTimestamp {
+	if cc.StartingPosition == config.StartAtTimestamp {
 		mp.StartingPositionTimestamp = jsii.Number(float64(cc.StartingTimestamp.Unix()))
 	}
 	c.Mapping = awslambda.NewCfnEventSourceMapping(scope, id("Mapping"), mp)
@@ -177,13 +267,11 @@ func statement(sid string, actions []string, resource *string) awsiam.PolicyStat
 	})
 }
 
-// consumerID is the construct id prefix of a consumer: "monitor" -> "Monitor".
+// consumerID is the construct id prefix of a consumer: "monitor" -> "Monitor", "lastlocation" ->
+// "LastLocation" (kept as they are so that existing stacks update in place), "geofence" -> "Geofence".
 func consumerID(name string) string {
-	switch name {
-	case ConsumerLastLocation:
+	if name == config.ConsumerLastLocation {
 		return "LastLocation"
-	case ConsumerMonitor:
-		return "Monitor"
 	}
-	return name
+	return strings.ToUpper(name[:1]) + name[1:]
 }

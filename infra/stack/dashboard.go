@@ -7,11 +7,14 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/interfaces/interfacesawscloudwatch"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
+
+	"github.com/nsqk/nsqk/infra/config"
 )
 
 // newDashboard lays out the flow left to right, top to bottom: NSQ in (bridge), Kinesis in,
 // Kinesis out, consumers (lag, latency, errors), DLQs, and the bridge service itself.
-func newDashboard(scope constructs.Construct, cfg *Config, st *StreamResources, b *Bridge, consumers []*Consumer, tasksBelow awscloudwatch.MathExpression, alarms []awscloudwatch.Alarm) awscloudwatch.Dashboard {
+func newDashboard(scope constructs.Construct, cfg *config.Config, s *NsqkStack, tasksBelow awscloudwatch.MathExpression, alarms []awscloudwatch.Alarm) awscloudwatch.Dashboard {
+	st, b, consumers := s.Stream, s.Bridge, s.Consumers
 	d := awscloudwatch.NewDashboard(scope, jsii.String("Dashboard"), &awscloudwatch.DashboardProps{
 		DashboardName:   jsii.String(cfg.StackName + "-flow"),
 		DefaultInterval: threeHours(),
@@ -36,8 +39,8 @@ func newDashboard(scope constructs.Construct, cfg *Config, st *StreamResources, 
 	}
 	d.AddWidgets(awscloudwatch.NewTextWidget(&awscloudwatch.TextWidgetProps{
 		Markdown: jsii.String(fmt.Sprintf("# nsqk `%s`\nNSQ topic `%s` / channel `%s` → bridge (ECS Fargate) → Kinesis stream `%s` → Lambda consumers. "+
-			"Bridge metrics: namespace `%s`; consumer metrics: `%s`. Alarm runbook: README.md, section Operations.",
-			cfg.StackName, cfg.NSQ.Topic, cfg.NSQ.Channel, cfg.Stream.Name, BridgeNamespace, ConsumerNamespace)),
+			"Bridge metrics: namespace `%s`; consumer metrics: `%s`. Alarm runbook: %s.",
+			cfg.StackName, cfg.NSQ.Topic, cfg.NSQ.Channel, cfg.Stream.Name, BridgeNamespace, ConsumerNamespace, RunbookLocation)),
 		Width: jsii.Number(24), Height: jsii.Number(2),
 	}))
 	d.AddWidgets(awscloudwatch.NewAlarmStatusWidget(&awscloudwatch.AlarmStatusWidgetProps{
@@ -89,7 +92,7 @@ func newDashboard(scope constructs.Construct, cfg *Config, st *StreamResources, 
 	)
 
 	d.AddWidgets(section("## 4. Consumers"))
-	var lag, latency, records, errs, dlq []awscloudwatch.IMetric
+	var lag, latency, records, errs, dlq, dlqAge, deadLettered []awscloudwatch.IMetric
 	for _, c := range consumers {
 		n := c.Config.Name
 		lag = append(lag,
@@ -102,12 +105,20 @@ func newDashboard(scope constructs.Construct, cfg *Config, st *StreamResources, 
 		errs = append(errs,
 			c.Function.MetricErrors(opts("Sum", oneMinute(), n+" errors")),
 			c.Function.MetricThrottles(opts("Sum", oneMinute(), n+" throttles")))
-		if n == ConsumerMonitor {
+		if n == config.ConsumerMonitor {
 			errs = append(errs,
 				consumerMetric(c.FunctionName, "OrderViolations", "Sum", oneMinute(), "monitor order violations"),
 				consumerMetric(c.FunctionName, "Gaps", "Sum", oneMinute(), "monitor gaps (seq skipped)"))
 		}
-		dlq = append(dlq, c.DLQ.MetricApproximateNumberOfMessagesVisible(opts("Maximum", oneMinute(), n+" DLQ visible")))
+		if c.DLQ != nil {
+			dlq = append(dlq, c.DLQ.MetricApproximateNumberOfMessagesVisible(opts("Maximum", oneMinute(), n+" failed batches (on-failure queue)")))
+			dlqAge = append(dlqAge, c.DLQ.MetricApproximateAgeOfOldestMessage(opts("Maximum", oneMinute(), n+" oldest failed batch")))
+		}
+		dlq = append(dlq, c.DeadLetters.MetricApproximateNumberOfMessagesVisible(opts("Maximum", oneMinute(), n+" dead letters (user records)")))
+		deadLettered = append(deadLettered, consumerMetric(c.FunctionName, "DeadLetteredRecords", "Sum", oneMinute(), n+" dead-lettered records"))
+	}
+	if s.FailedBatches != nil {
+		dlq = append(dlq, failedBatchesMetric(s.FailedBatches, "Sum", oneMinute(), "failed batches stored in S3"))
 	}
 	d.AddWidgets(
 		graph("Consumer lag (ms)", 6, lag, nil),
@@ -116,9 +127,16 @@ func newDashboard(scope constructs.Construct, cfg *Config, st *StreamResources, 
 		graph("Errors, throttles, order violations", 6, errs, nil),
 	)
 
-	d.AddWidgets(section("## 5. Dead-letter queues and the bridge service"))
+	d.AddWidgets(section("## 5. Failed batches, dead letters and the bridge service"))
+	failed := graph("Failed batches and dead letters waiting", 8, dlq, nil)
+	if len(dlqAge) > 0 {
+		failed = graph("Failed batches and dead letters waiting (right: age of the oldest failed batch, s)", 8, dlq, dlqAge)
+	}
 	d.AddWidgets(
-		graph("DLQ messages visible", 8, dlq, nil),
+		failed,
+		graph("User records dead-lettered per minute", 8, deadLettered, nil),
+	)
+	d.AddWidgets(
 		graph("Bridge tasks", 8, []awscloudwatch.IMetric{
 			containerInsightsMetric(b, "RunningTaskCount", "running"),
 			containerInsightsMetric(b, "DesiredTaskCount", "desired"),

@@ -22,6 +22,8 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/assertions"
 	"github.com/aws/jsii-runtime-go"
 	"github.com/cdklabs/cdk-nag-go/cdknag/v2"
+
+	"github.com/nsqk/nsqk/infra/config"
 )
 
 // must runs a CDK assertion and turns its panic into a test failure with the assertion's message.
@@ -62,7 +64,7 @@ func cdkJSONContext(t testing.TB) map[string]any {
 
 // variant is one synthesized stack and everything the tests inspect.
 type variant struct {
-	cfg      *Config
+	cfg      *config.Config
 	stack    *NsqkStack
 	template assertions.Template
 	annots   assertions.Annotations
@@ -89,7 +91,7 @@ func synthVariant(t *testing.T, name string, overrides map[string]any) *variant 
 			ctx[k] = v
 		}
 	}
-	cfg, err := ParseConfig(MapContext(ctx))
+	cfg, err := config.Parse(config.MapContext(ctx))
 	if err != nil {
 		t.Fatalf("variant %s: %v", name, err)
 	}
@@ -103,7 +105,7 @@ func synthVariant(t *testing.T, name string, overrides map[string]any) *variant 
 		t.Fatal(err)
 	}
 	codeDirs := map[string]string{}
-	for _, n := range ConsumerNames {
+	for _, n := range cfg.ConsumerNames() {
 		dir := filepath.Join(outdir, "..", filepath.Base(outdir)+"-dist", n)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)

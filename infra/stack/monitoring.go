@@ -2,16 +2,20 @@ package stack
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/aws/aws-cdk-go/awscdk/v2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awscloudwatch"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awscloudwatchactions"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awss3"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
+
+	"github.com/nsqk/nsqk/infra/config"
 )
 
-// Alarm name suffixes; the full name is <stackName>-<suffix>[-<consumer>]. The runbook in
-// README.md (Operations: alarm runbook) is keyed by these.
+// Alarm name suffixes; the full name is <stackName>-<suffix>[-<consumer>]. The alarm runbook
+// (RunbookLocation) is keyed by these.
 const (
 	AlarmStreamWriteThrottled = "stream-write-throttled"
 	AlarmStreamIteratorAge    = "stream-iterator-age"
@@ -25,9 +29,17 @@ const (
 	AlarmLambdaIteratorAge    = "lambda-iterator-age"
 	AlarmDLQVisible           = "dlq-messages-visible"
 	AlarmOrderViolations      = "monitor-order-violations"
+	AlarmDLQExpiring          = "dlq-records-expiring"
+	AlarmDeadLettersVisible   = "dead-letters-visible"
+	AlarmDeadLetteredRecords  = "dead-lettered-records"
+	AlarmFailedBatchesStored  = "failed-batches-stored"
 )
 
-const runbook = "Runbook: README.md, section 'Operations: alarm runbook'."
+// RunbookLocation is where an operator finds the alarm runbook; every alarm description and the
+// dashboard point there.
+const RunbookLocation = "README.md, section 'Operations: alarm runbook'"
+
+const runbook = "Runbook: " + RunbookLocation + "."
 
 // Monitoring holds the alarms and the dashboard.
 type Monitoring struct {
@@ -35,7 +47,7 @@ type Monitoring struct {
 	Dashboard awscloudwatch.Dashboard
 
 	scope  constructs.Construct
-	cfg    *Config
+	cfg    *config.Config
 	action awscloudwatchactions.SnsAction
 }
 
@@ -79,7 +91,7 @@ func opts(stat string, period awscdk.Duration, label string) *awscloudwatch.Metr
 }
 
 // bridgeMetric is one of the bridge's EMF metrics (namespace NSQK/Bridge, dimension Stream).
-func bridgeMetric(cfg *Config, name, stat string, period awscdk.Duration, label string) awscloudwatch.Metric {
+func bridgeMetric(cfg *config.Config, name, stat string, period awscdk.Duration, label string) awscloudwatch.Metric {
 	return awscloudwatch.NewMetric(&awscloudwatch.MetricProps{
 		Namespace:     jsii.String(BridgeNamespace),
 		MetricName:    jsii.String(name),
@@ -109,6 +121,19 @@ func labelOrNil(s string) *string {
 	return jsii.String(s)
 }
 
+// failedBatchesMetric counts the objects Lambda puts into the failed-batches bucket (S3 request
+// metrics of the whole bucket).
+func failedBatchesMetric(b awss3.Bucket, stat string, period awscdk.Duration, label string) awscloudwatch.Metric {
+	return awscloudwatch.NewMetric(&awscloudwatch.MetricProps{
+		Namespace:     jsii.String("AWS/S3"),
+		MetricName:    jsii.String("PutRequests"),
+		DimensionsMap: &map[string]*string{"BucketName": b.BucketName(), "FilterId": jsii.String(failedBatchesMetricsID)},
+		Statistic:     jsii.String(stat),
+		Period:        period,
+		Label:         labelOrNil(label),
+	})
+}
+
 // containerInsightsMetric is a service-level ECS Container Insights metric.
 func containerInsightsMetric(b *Bridge, name, label string) awscloudwatch.Metric {
 	return awscloudwatch.NewMetric(&awscloudwatch.MetricProps{
@@ -124,8 +149,9 @@ func containerInsightsMetric(b *Bridge, name, label string) awscloudwatch.Metric
 	})
 }
 
-func newMonitoring(scope constructs.Construct, cfg *Config, st *StreamResources, b *Bridge, consumers []*Consumer, ops *OpsResources) *Monitoring {
-	m := &Monitoring{scope: scope, cfg: cfg, action: awscloudwatchactions.NewSnsAction(ops.Topic)}
+func newMonitoring(scope constructs.Construct, cfg *config.Config, s *NsqkStack) *Monitoring {
+	st, b, consumers := s.Stream, s.Bridge, s.Consumers
+	m := &Monitoring{scope: scope, cfg: cfg, action: awscloudwatchactions.NewSnsAction(s.Ops.Topic)}
 	t := cfg.Alarms
 	notBreaching := awscloudwatch.TreatMissingData_NOT_BREACHING
 
@@ -216,14 +242,39 @@ func newMonitoring(scope constructs.Construct, cfg *Config, st *StreamResources,
 			metric:     fn.Metric(jsii.String("IteratorAge"), opts("Maximum", oneMinute(), "")),
 			threshold:  t.LambdaIteratorAgeMs, evaluationPeriods: 5, datapoints: 3, missing: notBreaching,
 		})
+		if c.DLQ != nil {
+			m.alarm(alarmSpec{
+				id: id + "DlqAlarm", name: AlarmDLQVisible + "-" + c.Config.Name,
+				meaning:    fmt.Sprintf("%s gave up on at least one batch (retries or record age exhausted): its on-failure queue holds the shard and sequence range.", c.FunctionName),
+				firstCheck: "receive one DLQ message (shard id, start/end sequence numbers), read the function logs at that time, fix the cause, then re-read that range from the stream (AT_SEQUENCE_NUMBER iterator) while it is within retention.",
+				metric:     c.DLQ.MetricApproximateNumberOfMessagesVisible(opts("Maximum", fiveMinutes(), "")),
+				threshold:  t.DLQMessagesVisible, evaluationPeriods: 1, datapoints: 1, missing: notBreaching,
+			})
+			warn := cfg.ExpiryWarning()
+			m.alarm(alarmSpec{
+				id: id + "DlqExpiringAlarm", name: AlarmDLQExpiring + "-" + c.Config.Name,
+				meaning: fmt.Sprintf("A failed batch of %s has waited %s in its on-failure queue: in %s the stream (retention %dh) or the queue (14 days) drops it and the records it names cannot be re-read.",
+					c.FunctionName, warn, min(time.Duration(cfg.Stream.RetentionHours)*time.Hour, 14*24*time.Hour)-warn, cfg.Stream.RetentionHours),
+				firstCheck: "re-read the range named by the oldest DLQ message from the stream now (AT_SEQUENCE_NUMBER iterator) and keep the records; then fix the cause. The S3 on-failure destination keeps whole batches beyond retention.",
+				metric:     c.DLQ.MetricApproximateAgeOfOldestMessage(opts("Maximum", fiveMinutes(), "")),
+				threshold:  warn.Seconds(), evaluationPeriods: 1, datapoints: 1, missing: notBreaching,
+			})
+		}
 		m.alarm(alarmSpec{
-			id: id + "DlqAlarm", name: AlarmDLQVisible + "-" + c.Config.Name,
-			meaning:    fmt.Sprintf("%s gave up on at least one batch (retries or record age exhausted): its on-failure queue holds the shard and sequence range.", c.FunctionName),
-			firstCheck: "receive one DLQ message (shard id, start/end sequence numbers), read the function logs at that time, fix the cause, then re-read that range from the stream (AT_SEQUENCE_NUMBER iterator) while it is within retention.",
-			metric:     c.DLQ.MetricApproximateNumberOfMessagesVisible(opts("Maximum", fiveMinutes(), "")),
-			threshold:  t.DLQMessagesVisible, evaluationPeriods: 1, datapoints: 1, missing: notBreaching,
+			id: id + "DeadLettersAlarm", name: AlarmDeadLettersVisible + "-" + c.Config.Name,
+			meaning:    fmt.Sprintf("%s holds user records it can never process (a permanent error) in its dead-letter queue; the rest of their aggregates went on.", c.FunctionName),
+			firstCheck: "receive one message: it carries the record's data, partition key, shard, sequence and sub-sequence numbers and the reason; fix the producer or the consumer, then replay or delete the messages.",
+			metric:     c.DeadLetters.MetricApproximateNumberOfMessagesVisible(opts("Maximum", fiveMinutes(), "")),
+			threshold:  t.DeadLetterQueueVisible, evaluationPeriods: 1, datapoints: 1, missing: notBreaching,
 		})
-		if c.Config.Name == ConsumerMonitor {
+		m.alarm(alarmSpec{
+			id: id + "DeadLetteredAlarm", name: AlarmDeadLetteredRecords + "-" + c.Config.Name,
+			meaning:    fmt.Sprintf("%s sent user records to its dead-letter queue in the last 5 minutes (a permanent error per record).", c.FunctionName),
+			firstCheck: "the function's logs at that time (each dead-lettered record is logged with its reason), then the dead-letter queue.",
+			metric:     consumerMetric(c.FunctionName, "DeadLetteredRecords", "Sum", fiveMinutes(), ""),
+			threshold:  t.DeadLetteredRecords, evaluationPeriods: 1, datapoints: 1, missing: notBreaching,
+		})
+		if c.Config.Name == config.ConsumerMonitor {
 			m.alarm(alarmSpec{
 				id: "MonitorOrderViolationsAlarm", name: AlarmOrderViolations,
 				meaning:    "The monitor saw records of one key out of publish order in the last 5 minutes.",
@@ -234,6 +285,16 @@ func newMonitoring(scope constructs.Construct, cfg *Config, st *StreamResources,
 		}
 	}
 
-	m.Dashboard = newDashboard(scope, cfg, st, b, consumers, tasksBelow, m.Alarms)
+	if s.FailedBatches != nil {
+		m.alarm(alarmSpec{
+			id: "FailedBatchesStoredAlarm", name: AlarmFailedBatchesStored,
+			meaning:    "A consumer gave up on at least one batch (retries or record age exhausted) in the last 5 minutes: Lambda stored the whole batch in the failed-batches bucket.",
+			firstCheck: "the newest objects in the failed-batches bucket: each names the function (requestContext.functionArn) and the condition, and holds the batch to replay; then that function's logs at that time.",
+			metric:     failedBatchesMetric(s.FailedBatches, "Sum", fiveMinutes(), ""),
+			threshold:  t.FailedBatchesStored, evaluationPeriods: 1, datapoints: 1, missing: notBreaching,
+		})
+	}
+
+	m.Dashboard = newDashboard(scope, cfg, s, tasksBelow, m.Alarms)
 	return m
 }

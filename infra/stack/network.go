@@ -1,23 +1,30 @@
 package stack
 
 import (
+	"maps"
+	"slices"
+
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsec2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
+
+	"github.com/nsqk/nsqk/infra/config"
 )
 
 // Network is the VPC the bridge runs in and the subnets it uses.
 type Network struct {
-	Vpc     awsec2.IVpc
-	Subnets *awsec2.SubnetSelection
+	Vpc       awsec2.IVpc
+	Subnets   *awsec2.SubnetSelection
+	Endpoints map[string]awsec2.InterfaceVpcEndpoint // by service (InterfaceEndpointServices); none for an imported VPC
 }
 
 // newNetwork imports the VPC given in context (vpcId + vpcSubnetIds + vpcAvailabilityZones, no
 // lookup: synth stays offline and deterministic) or creates one: public subnets for the NAT
 // gateways, private subnets with egress for the bridge, an S3 gateway endpoint (ECR image layers
 // without NAT data charges) and VPC flow logs to CloudWatch Logs.
-func newNetwork(scope constructs.Construct, cfg *Config) *Network {
+func newNetwork(scope constructs.Construct, cfg *config.Config) *Network {
 	n := cfg.Network
 	if n.Imported() {
 		vpc := awsec2.Vpc_FromVpcAttributes(scope, jsii.String("Vpc"), &awsec2.VpcAttributes{
@@ -56,10 +63,78 @@ func newNetwork(scope constructs.Construct, cfg *Config) *Network {
 		props.MaxAzs = jsii.Number(float64(n.MaxAZs))
 	}
 	vpc := awsec2.NewVpc(scope, jsii.String("Vpc"), props)
-	return &Network{Vpc: vpc, Subnets: &awsec2.SubnetSelection{SubnetType: awsec2.SubnetType_PRIVATE_WITH_EGRESS}}
+	net := &Network{Vpc: vpc, Subnets: &awsec2.SubnetSelection{SubnetType: awsec2.SubnetType_PRIVATE_WITH_EGRESS}}
+	if n.InterfaceEndpoints {
+		net.addInterfaceEndpoints(scope, cfg)
+	}
+	return net
 }
 
-// retentionDays maps a day count (validated by ParseConfig) onto the CDK enum.
+// InterfaceEndpointServices are the AWS APIs the bridge task reaches through interface endpoints
+// in its own subnets instead of the NAT gateway: the stream, the image registry (API and layers;
+// the layers themselves come through the S3 gateway endpoint), its logs, its secret (only when
+// nsqAuthSecretArn is set), and KMS.
+var InterfaceEndpointServices = map[string]func() awsec2.InterfaceVpcEndpointAwsService{
+	"Kinesis":        awsec2.InterfaceVpcEndpointAwsService_KINESIS_STREAMS,
+	"EcrApi":         awsec2.InterfaceVpcEndpointAwsService_ECR,
+	"EcrDocker":      awsec2.InterfaceVpcEndpointAwsService_ECR_DOCKER,
+	"Logs":           awsec2.InterfaceVpcEndpointAwsService_CLOUDWATCH_LOGS,
+	"SecretsManager": awsec2.InterfaceVpcEndpointAwsService_SECRETS_MANAGER,
+	"Kms":            awsec2.InterfaceVpcEndpointAwsService_KMS,
+}
+
+// addInterfaceEndpoints creates the interface endpoints (private DNS on, so the SDK's default
+// endpoints resolve to them) behind one security group open to HTTPS from the VPC only.
+func (n *Network) addInterfaceEndpoints(scope constructs.Construct, cfg *config.Config) {
+	sg := awsec2.NewSecurityGroup(scope, jsii.String("EndpointsSecurityGroup"), &awsec2.SecurityGroupProps{
+		Vpc:              n.Vpc,
+		Description:      jsii.String("nsqk interface endpoints: HTTPS from inside the VPC only"),
+		AllowAllOutbound: jsii.Bool(false),
+	})
+	sg.AddIngressRule(awsec2.Peer_Ipv4(jsii.String(cfg.Network.Cidr)), awsec2.Port_Tcp(jsii.Number(443)), jsii.String("HTTPS from the VPC"), nil)
+	n.Endpoints = map[string]awsec2.InterfaceVpcEndpoint{}
+	for _, name := range slices.Sorted(maps.Keys(InterfaceEndpointServices)) {
+		if name == "SecretsManager" && cfg.NSQ.AuthSecretArn == "" {
+			continue // the bridge reads no secret: an endpoint would only cost
+		}
+		n.Endpoints[name] = n.Vpc.AddInterfaceEndpoint(jsii.String(name+"Endpoint"), &awsec2.InterfaceVpcEndpointOptions{
+			Service:           InterfaceEndpointServices[name](),
+			Subnets:           n.Subnets,
+			SecurityGroups:    &[]awsec2.ISecurityGroup{sg},
+			PrivateDnsEnabled: jsii.Bool(true),
+			Open:              jsii.Bool(false),
+		})
+	}
+}
+
+// scopeEndpoints gives the endpoints whose services support endpoint policies a policy that admits
+// only the calls this stack's bridge makes, on this stack's resources: nothing else in the VPC can
+// use them to reach other streams, log groups, keys or secrets. (The ECR endpoints keep the default
+// policy: image pulls go to the CDK bootstrap's repository, which this stack does not own.)
+func (n *Network) scopeEndpoints(cfg *config.Config, st *StreamResources, b *Bridge) {
+	allow := func(name, sid string, actions []string, resources ...*string) {
+		if ep, ok := n.Endpoints[name]; ok {
+			ep.AddToPolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+				Sid:        jsii.String(sid),
+				Principals: &[]awsiam.IPrincipal{awsiam.NewAnyPrincipal()},
+				Actions:    jsii.Strings(actions...),
+				Resources:  &resources,
+			}))
+		}
+	}
+	allow("Kinesis", "OnlyTheBridgeCallsOnThisStream", BridgeTaskActions, st.Stream.StreamArn())
+	allow("Logs", "OnlyTheBridgeLogs", ConsumerLogActions, b.LogGroup.LogGroupArn())
+	keys := []*string{st.Key.KeyArn()}
+	if cfg.NSQ.AuthSecretKmsKeyArn != "" {
+		keys = append(keys, jsii.String(cfg.NSQ.AuthSecretKmsKeyArn))
+	}
+	allow("Kms", "OnlyThisStacksKeys", []string{"kms:Decrypt", "kms:GenerateDataKey"}, keys...)
+	if cfg.NSQ.AuthSecretArn != "" {
+		allow("SecretsManager", "OnlyTheNsqAuthSecret", []string{"secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue"}, jsii.String(cfg.NSQ.AuthSecretArn))
+	}
+}
+
+// retentionDays maps a day count (validated by config.Parse) onto the CDK enum.
 func retentionDays(days int) awslogs.RetentionDays {
 	m := map[int]awslogs.RetentionDays{
 		1: awslogs.RetentionDays_ONE_DAY, 3: awslogs.RetentionDays_THREE_DAYS, 5: awslogs.RetentionDays_FIVE_DAYS,

@@ -7,15 +7,18 @@ import (
 
 	"github.com/aws/aws-cdk-go/awscdk/v2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsdynamodb"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awss3"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
+
+	"github.com/nsqk/nsqk/infra/config"
 )
 
-// NsqkStackProps are the inputs of the nsqk stack. Config comes from context (ParseConfig); the
+// NsqkStackProps are the inputs of the nsqk stack. Config comes from context (config.Load); the
 // code locations are props so that tests do not depend on `make lambda` having run.
 type NsqkStackProps struct {
 	awscdk.StackProps
-	Config *Config
+	Config *config.Config
 	// LambdaCodeDirs maps each consumer name to a directory holding its `bootstrap` binary
 	// (the app uses dist/<name>).
 	LambdaCodeDirs map[string]string
@@ -33,6 +36,9 @@ type NsqkStack struct {
 	Bridge         *Bridge
 	Consumers      []*Consumer
 	LocationsTable awsdynamodb.Table
+	Checkpoints    awsdynamodb.Table
+	FailedBatches  awss3.Bucket // the S3 on-failure destination; nil with the queues
+	Archive        *Archive     // nil unless the archive is enabled
 	Ops            *OpsResources
 	Alarms         *Monitoring
 }
@@ -69,24 +75,56 @@ func NewNsqkStack(scope constructs.Construct, id string, props *NsqkStackProps) 
 	s.Ops = newOpsResources(stack, cfg)
 	s.Network = newNetwork(stack, cfg)
 	s.Bridge = newBridge(stack, cfg, s.Network, s.Stream, props.BridgeImageDir, props.BridgeDockerfile)
+	s.Network.scopeEndpoints(cfg, s.Stream, s.Bridge)
 	s.LocationsTable = newLocationsTable(stack, cfg)
-	for _, cc := range cfg.Consumers {
-		var table awsdynamodb.Table
-		if cc.Name == ConsumerLastLocation {
-			table = s.LocationsTable
-		}
-		s.Consumers = append(s.Consumers, newConsumer(stack, cfg, cc, props.LambdaCodeDirs[cc.Name], s.Stream, s.Ops, table))
+	s.Checkpoints = newCheckpointTable(stack, cfg)
+	if cfg.OnFailure.Destination == config.OnFailureS3 {
+		s.FailedBatches = newFailedBatchesBucket(stack, cfg, s.Stream)
 	}
-	s.Alarms = newMonitoring(stack, cfg, s.Stream, s.Bridge, s.Consumers, s.Ops)
+	for _, cc := range cfg.Consumers {
+		d := consumerDeps{cfg: cfg, stream: s.Stream, ops: s.Ops, checkpoints: s.Checkpoints, failed: s.FailedBatches}
+		if cc.Name == config.ConsumerLastLocation {
+			d.locations = s.LocationsTable
+		}
+		s.Consumers = append(s.Consumers, newConsumer(stack, cc, props.LambdaCodeDirs[cc.Name], d))
+	}
+	if cfg.Archive.Enabled {
+		s.Archive = newArchive(stack, cfg, s.Stream)
+	}
+	s.Alarms = newMonitoring(stack, cfg, s)
 	s.addOutputs(cfg)
 	return s, nil
+}
+
+// BridgeDockerfile is the bridge image's Dockerfile, relative to the repository root (the image's
+// build context).
+const BridgeDockerfile = "functions/bridge/Dockerfile"
+
+// RepositoryProps are the props for a stack built from a checkout at root: the bridge image from
+// its Dockerfile, each consumer's code from <lambdaDistDir>/<name> (`make lambda`).
+func RepositoryProps(root string, cfg *config.Config) (*NsqkStackProps, error) {
+	if _, err := os.Stat(filepath.Join(root, BridgeDockerfile)); err != nil {
+		return nil, fmt.Errorf("run the CDK CLI from the repository root (where cdk.json is): %w", err)
+	}
+	dist := cfg.LambdaDistDir
+	if !filepath.IsAbs(dist) {
+		dist = filepath.Join(root, dist)
+	}
+	codeDirs := map[string]string{}
+	for _, name := range cfg.ConsumerNames() {
+		codeDirs[name] = filepath.Join(dist, name)
+	}
+	if err := config.CheckConsumerSources(root, cfg); err != nil {
+		return nil, err
+	}
+	return &NsqkStackProps{Config: cfg, LambdaCodeDirs: codeDirs, BridgeImageDir: root, BridgeDockerfile: BridgeDockerfile}, nil
 }
 
 func (p *NsqkStackProps) validate() error {
 	if p == nil || p.Config == nil {
 		return fmt.Errorf("nsqk stack: Config is required")
 	}
-	for _, name := range ConsumerNames {
+	for _, name := range p.Config.ConsumerNames() {
 		dir, ok := p.LambdaCodeDirs[name]
 		if !ok || dir == "" {
 			return fmt.Errorf("nsqk stack: no code directory for consumer %q", name)
@@ -105,7 +143,7 @@ func (p *NsqkStackProps) validate() error {
 }
 
 // addOutputs exports the names operators and tools need (aws cloudformation describe-stacks).
-func (s *NsqkStack) addOutputs(cfg *Config) {
+func (s *NsqkStack) addOutputs(cfg *config.Config) {
 	out := func(id string, value *string, desc string) {
 		awscdk.NewCfnOutput(s.Stack, jsii.String(id), &awscdk.CfnOutputProps{Value: value, Description: jsii.String(desc)})
 	}
@@ -115,19 +153,30 @@ func (s *NsqkStack) addOutputs(cfg *Config) {
 	out("BridgeServiceName", s.Bridge.Service.ServiceName(), "ECS service of the bridge")
 	out("BridgeLogGroup", s.Bridge.LogGroup.LogGroupName(), "bridge logs and EMF metrics")
 	out("LocationsTableName", s.LocationsTable.TableName(), "lastlocation's DynamoDB table")
+	out("CheckpointTableName", s.Checkpoints.TableName(), "the consumers' checkpoints inside aggregated records")
+	if s.FailedBatches != nil {
+		out("FailedBatchesBucketName", s.FailedBatches.BucketName(), "on-failure destination of every consumer (whole failed batches)")
+	}
+	if s.Archive != nil {
+		out("ArchiveBucketName", s.Archive.Bucket.BucketName(), "archive of every user record, by day")
+		out("ArchiveDeliveryStreamName", s.Archive.Delivery.Ref(), "Firehose delivery stream writing the archive")
+	}
 	out("AlarmTopicArn", s.Ops.Topic.TopicArn(), "SNS topic of every alarm")
 	out("DashboardName", s.Alarms.Dashboard.DashboardName(), "CloudWatch dashboard of the flow")
 	for _, c := range s.Consumers {
 		id := consumerID(c.Config.Name)
 		out(id+"FunctionName", c.Function.FunctionName(), c.Config.Name+" Lambda function")
 		out(id+"LogGroup", c.LogGroup.LogGroupName(), c.Config.Name+" logs and EMF metrics")
-		out(id+"DlqUrl", c.DLQ.QueueUrl(), c.Config.Name+" on-failure destination (failed batch ranges)")
+		if c.DLQ != nil {
+			out(id+"DlqUrl", c.DLQ.QueueUrl(), c.Config.Name+" on-failure destination (failed batch ranges)")
+		}
+		out(id+"DeadLettersUrl", c.DeadLetters.QueueUrl(), c.Config.Name+" dead-letter queue (user records that failed permanently)")
 	}
 }
 
 // removalPolicy maps the configured policy onto CDK's.
-func removalPolicy(cfg *Config) awscdk.RemovalPolicy {
-	if cfg.RemovalPolicy == RemovalDestroy {
+func removalPolicy(cfg *config.Config) awscdk.RemovalPolicy {
+	if cfg.RemovalPolicy == config.RemovalDestroy {
 		return awscdk.RemovalPolicy_DESTROY
 	}
 	return awscdk.RemovalPolicy_RETAIN

@@ -8,6 +8,7 @@ package stack
 //     threshold overrides, fixed task count, destroy.
 
 import (
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -22,6 +23,8 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awssqs"
 	"github.com/aws/jsii-runtime-go"
 	"github.com/cdklabs/cdk-nag-go/cdknag/v2"
+
+	"github.com/nsqk/nsqk/infra/config"
 )
 
 func defaultVariant(t *testing.T) *variant { return synthVariant(t, "default", nil) }
@@ -34,35 +37,35 @@ const (
 
 func prodVariant(t *testing.T) *variant {
 	return synthVariant(t, "prod", map[string]any{
-		KeyStackName:           "nsqk-prod",
-		KeyAccount:             "123456789012",
-		KeyRegion:              "eu-west-1",
-		KeyStreamName:          "prod-locations",
-		KeyStreamMode:          "on-demand",
-		KeyRetentionHours:      168,
-		KeyLookupdHTTP:         nil,
-		KeyNsqdTCP:             "nsqd-0.prod:4150,nsqd-1.prod:4150",
-		KeyNsqdHTTP:            []any{"nsqd-0.prod:4151", "nsqd-1.prod:4151"},
-		KeyBridgeEnvironment:   map[string]any{"NSQK_ORDERING": "strict", "NSQK_MAX_ATTEMPTS": 10.0},
-		KeyTopic:               "positions",
-		KeyChannel:             "kinesis",
-		KeyDeadLetterTopic:     "positions-dlq",
-		KeyAuthSecretArn:       prodSecretArn,
-		KeyAuthSecretKmsKeyArn: prodSecretKey,
-		KeyTLS:                 true,
-		KeyMaxInFlight:         2000,
-		KeyKeyBuckets:          8,
-		KeyBridgeCPU:           1024,
-		KeyBridgeMemory:        2048,
-		KeyBridgeTaskCount:     2,
-		KeyBridgeMinTasks:      2,
-		KeyBridgeMaxTasks:      6,
-		KeyBridgeCPUTarget:     50,
-		KeyShutdownTimeout:     "60s",
-		KeyVpcID:               "vpc-0123456789abcdef0",
-		KeyVpcSubnetIDs:        "subnet-0aaaaaaaaaaaaaaa1,subnet-0aaaaaaaaaaaaaaa2,subnet-0aaaaaaaaaaaaaaa3",
-		KeyVpcAZs:              "eu-west-1a,eu-west-1b,eu-west-1c",
-		KeyConsumers: map[string]any{
+		config.KeyStackName:           "nsqk-prod",
+		config.KeyAccount:             "123456789012",
+		config.KeyRegion:              "eu-west-1",
+		config.KeyStreamName:          "prod-locations",
+		config.KeyStreamMode:          "on-demand",
+		config.KeyRetentionHours:      168,
+		config.KeyLookupdHTTP:         nil,
+		config.KeyNsqdTCP:             "nsqd-0.prod:4150,nsqd-1.prod:4150",
+		config.KeyNsqdHTTP:            []any{"nsqd-0.prod:4151", "nsqd-1.prod:4151"},
+		config.KeyBridgeEnvironment:   map[string]any{"NSQK_ORDERING": "strict", "NSQK_MAX_ATTEMPTS": 10.0},
+		config.KeyTopic:               "positions",
+		config.KeyChannel:             "kinesis",
+		config.KeyDeadLetterTopic:     "positions-dlq",
+		config.KeyAuthSecretArn:       prodSecretArn,
+		config.KeyAuthSecretKmsKeyArn: prodSecretKey,
+		config.KeyTLS:                 true,
+		config.KeyMaxInFlight:         2000,
+		config.KeyKeyBuckets:          8,
+		config.KeyBridgeCPU:           1024,
+		config.KeyBridgeMemory:        2048,
+		config.KeyBridgeTaskCount:     2,
+		config.KeyBridgeMinTasks:      2,
+		config.KeyBridgeMaxTasks:      6,
+		config.KeyBridgeCPUTarget:     50,
+		config.KeyShutdownTimeout:     "60s",
+		config.KeyVpcID:               "vpc-0123456789abcdef0",
+		config.KeyVpcSubnetIDs:        "subnet-0aaaaaaaaaaaaaaa1,subnet-0aaaaaaaaaaaaaaa2,subnet-0aaaaaaaaaaaaaaa3",
+		config.KeyVpcAZs:              "eu-west-1a,eu-west-1b,eu-west-1c",
+		config.KeyConsumers: map[string]any{
 			"monitor": map[string]any{
 				"enabled": false, "startingPosition": "AT_TIMESTAMP", "startingPositionTimestamp": "2025-01-31T00:00:00Z",
 				"batchSize": 50, "batchingWindow": "1s",
@@ -72,10 +75,11 @@ func prodVariant(t *testing.T) *variant {
 				"retryAttempts": 100, "maxRecordAge": "24h", "memoryMiB": 512, "timeout": "120s",
 			},
 		},
-		KeyAlarms:           map[string]any{"bridgeNsqBacklog": 50000, "lambdaIteratorAgeMs": 300000},
-		KeyAlarmEmail:       "ops@example.com,oncall@example.com",
-		KeyLogRetentionDays: 90,
-		KeyRemovalPolicy:    "destroy",
+		config.KeyAlarms:           map[string]any{"bridgeNsqBacklog": 50000, "lambdaIteratorAgeMs": 300000},
+		config.KeyAlarmEmail:       "ops@example.com,oncall@example.com",
+		config.KeyLogRetentionDays: 90,
+		config.KeyRemovalPolicy:    "destroy",
+		config.KeyAcceptReordering: true,
 	})
 }
 
@@ -90,20 +94,20 @@ func TestDefaultStack(t *testing.T) {
 		want := map[string]int{
 			"AWS::ApplicationAutoScaling::ScalableTarget": 1,
 			"AWS::ApplicationAutoScaling::ScalingPolicy":  1,
-			"AWS::CloudWatch::Alarm":                      16,
+			"AWS::CloudWatch::Alarm":                      22,
 			"AWS::CloudWatch::Dashboard":                  1,
-			"AWS::DynamoDB::Table":                        1,
+			"AWS::DynamoDB::Table":                        2, // locations, checkpoints
 			"AWS::EC2::EIP":                               1,
 			"AWS::EC2::FlowLog":                           1,
 			"AWS::EC2::InternetGateway":                   1,
 			"AWS::EC2::NatGateway":                        1,
 			"AWS::EC2::Route":                             4,
 			"AWS::EC2::RouteTable":                        4,
-			"AWS::EC2::SecurityGroup":                     1,
+			"AWS::EC2::SecurityGroup":                     2, // bridge, interface endpoints
 			"AWS::EC2::Subnet":                            4,
 			"AWS::EC2::SubnetRouteTableAssociation":       4,
 			"AWS::EC2::VPC":                               1,
-			"AWS::EC2::VPCEndpoint":                       1,
+			"AWS::EC2::VPCEndpoint":                       6, // S3 gateway + 5 interface endpoints (no secret, no Secrets Manager endpoint)
 			"AWS::EC2::VPCGatewayAttachment":              1,
 			"AWS::ECS::Cluster":                           1,
 			"AWS::ECS::Service":                           1,
@@ -118,8 +122,8 @@ func TestDefaultStack(t *testing.T) {
 			"AWS::Logs::LogGroup":                         4, // bridge, 2 consumers, flow logs
 			"AWS::SNS::Topic":                             1,
 			"AWS::SNS::TopicPolicy":                       1,
-			"AWS::SQS::Queue":                             2,
-			"AWS::SQS::QueuePolicy":                       2,
+			"AWS::SQS::Queue":                             4, // per consumer: on-failure queue, dead letters
+			"AWS::SQS::QueuePolicy":                       4,
 			"Custom::VpcRestrictDefaultSG":                1,
 		}
 		got := map[string]int{}
@@ -251,8 +255,9 @@ func TestDefaultStack(t *testing.T) {
 			}
 		}
 		wantEq(t, "subnet count", len(subnets), 2)
-		_, sg := v.one(t, "AWS::EC2::SecurityGroup")
+		_, sg := v.byPath(t, "BridgeSecurityGroup/Resource")
 		wantEq(t, "no inbound rules", props(sg)["SecurityGroupIngress"], nil)
+		wantEq(t, "outbound: HTTPS and the NSQ ports only", egressPorts(sg), []string{"0.0.0.0/0 tcp 4150", "0.0.0.0/0 tcp 4151", "0.0.0.0/0 tcp 4161", "0.0.0.0/0 tcp 443"})
 
 		must(t, "scalable target", func() {
 			v.template.HasResourceProperties(jsii.String("AWS::ApplicationAutoScaling::ScalableTarget"), map[string]any{
@@ -305,20 +310,24 @@ func TestDefaultStack(t *testing.T) {
 		streamID, _ := v.one(t, "AWS::Kinesis::Stream")
 		streamKey, _ := v.byPath(t, "StreamKey/Resource")
 		opsKey, _ := v.byPath(t, "OpsKey/Resource")
-		tableID, _ := v.one(t, "AWS::DynamoDB::Table")
-		for _, name := range ConsumerNames {
+		tableID, _ := v.byPath(t, "LocationsTable/Resource")
+		checkpointsID, _ := v.byPath(t, "CheckpointTable/Resource")
+		for _, name := range v.cfg.ConsumerNames() {
 			id := consumerID(name)
 			roleID, role := v.byPath(t, id+"Role/Resource")
 			logsID, _ := v.byPath(t, id+"Logs/Resource")
 			dlqID, _ := v.byPath(t, id+"Dlq/Resource")
+			deadID, _ := v.byPath(t, id+"DeadLetters/Resource")
 			want := [][]string{
 				pairs(logsID+".Arn", "logs:CreateLogStream", "logs:PutLogEvents"),
 				pairs(streamID+".Arn", "kinesis:DescribeStream", "kinesis:DescribeStreamSummary", "kinesis:GetRecords", "kinesis:GetShardIterator", "kinesis:ListShards"),
 				pairs(streamKey+".Arn", "kms:Decrypt"),
+				pairs(checkpointsID+".Arn", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
 				pairs(dlqID+".Arn", "sqs:SendMessage"),
+				pairs(deadID+".Arn", "sqs:SendMessage"),
 				pairs(opsKey+".Arn", "kms:Decrypt", "kms:GenerateDataKey"),
 			}
-			if name == ConsumerLastLocation {
+			if name == config.ConsumerLastLocation {
 				want = append(want, pairs(tableID+".Arn", "dynamodb:GetItem", "dynamodb:UpdateItem"))
 			}
 			equalStrings(t, name+" role", v.grants(t, roleID), sortedConcat(want...))
@@ -327,10 +336,12 @@ func TestDefaultStack(t *testing.T) {
 	})
 
 	t.Run("ConsumerFunctions", func(t *testing.T) {
-		tableID, _ := v.one(t, "AWS::DynamoDB::Table")
-		for _, name := range ConsumerNames {
+		tableID, _ := v.byPath(t, "LocationsTable/Resource")
+		checkpointsID, _ := v.byPath(t, "CheckpointTable/Resource")
+		for _, name := range v.cfg.ConsumerNames() {
 			id := consumerID(name)
 			_, fn := v.byPath(t, id+"Function/Resource")
+			deadID, _ := v.byPath(t, id+"DeadLetters/Resource")
 			p := props(fn)
 			logsID, logs := v.byPath(t, id+"Logs/Resource")
 			roleID, _ := v.byPath(t, id+"Role/Resource")
@@ -345,11 +356,14 @@ func TestDefaultStack(t *testing.T) {
 			if !strings.Contains(ref(fn["DependsOn"]), policyID) {
 				t.Errorf("%s: function does not depend on its policy: %v", name, fn["DependsOn"])
 			}
-			var wantEnv any
-			if name == ConsumerLastLocation {
-				wantEnv = map[string]any{"Variables": map[string]any{"NSQK_LOCATIONS_TABLE": map[string]any{"Ref": tableID}}}
+			wantEnv := map[string]any{
+				"NSQK_CHECKPOINT_TABLE":      map[string]any{"Ref": checkpointsID},
+				"NSQK_DEAD_LETTER_QUEUE_URL": map[string]any{"Ref": deadID},
 			}
-			wantEq(t, name+" environment", p["Environment"], wantEnv)
+			if name == config.ConsumerLastLocation {
+				wantEnv["NSQK_LOCATIONS_TABLE"] = map[string]any{"Ref": tableID}
+			}
+			wantEq(t, name+" environment", p["Environment"], map[string]any{"Variables": wantEnv})
 		}
 		_, mon := v.byPath(t, "MonitorFunction/Resource")
 		wantEq(t, "monitor memory", props(mon)["MemorySize"], 128)
@@ -362,10 +376,10 @@ func TestDefaultStack(t *testing.T) {
 	t.Run("EventSourceMappings", func(t *testing.T) {
 		streamID, _ := v.one(t, "AWS::Kinesis::Stream")
 		want := map[string]map[string]any{
-			ConsumerMonitor:      {"StartingPosition": "LATEST", "MaximumRetryAttempts": 2, "MaximumRecordAgeInSeconds": 600},
-			ConsumerLastLocation: {"StartingPosition": "TRIM_HORIZON", "MaximumRetryAttempts": 5, "MaximumRecordAgeInSeconds": 3600},
+			config.ConsumerMonitor:      {"StartingPosition": "LATEST", "MaximumRetryAttempts": 2, "MaximumRecordAgeInSeconds": 600},
+			config.ConsumerLastLocation: {"StartingPosition": "TRIM_HORIZON", "MaximumRetryAttempts": 5, "MaximumRecordAgeInSeconds": 3600},
 		}
-		for _, name := range ConsumerNames {
+		for _, name := range v.cfg.ConsumerNames() {
 			id := consumerID(name)
 			mid, m := v.byPath(t, id+"Mapping")
 			fnID, _ := v.byPath(t, id+"Function/Resource")
@@ -394,8 +408,9 @@ func TestDefaultStack(t *testing.T) {
 
 	t.Run("DeadLetterQueues", func(t *testing.T) {
 		opsKey, _ := v.byPath(t, "OpsKey/Resource")
-		for _, name := range ConsumerNames {
-			dlqID, dlq := v.byPath(t, consumerID(name)+"Dlq/Resource")
+		for _, path := range []string{"MonitorDlq", "MonitorDeadLetters", "LastLocationDlq", "LastLocationDeadLetters"} {
+			name := path
+			dlqID, dlq := v.byPath(t, path+"/Resource")
 			wantEq(t, name+" dlq kms", props(dlq)["KmsMasterKeyId"], map[string]any{"Fn::GetAtt": []any{opsKey, "Arn"}})
 			wantEq(t, name+" dlq retention", props(dlq)["MessageRetentionPeriod"], 1209600)
 			wantEq(t, name+" dlq deletion", dlq["DeletionPolicy"], "Retain")
@@ -425,6 +440,35 @@ func TestDefaultStack(t *testing.T) {
 				"DeletionPolicy": "Retain",
 			})
 		})
+	})
+
+	t.Run("CheckpointTable", func(t *testing.T) {
+		_, table := v.byPath(t, "CheckpointTable/Resource")
+		p := props(table)
+		wantEq(t, "key", p["KeySchema"], []any{map[string]any{"AttributeName": "id", "KeyType": "HASH"}})
+		wantEq(t, "attributes", p["AttributeDefinitions"], []any{map[string]any{"AttributeName": "id", "AttributeType": "S"}})
+		wantEq(t, "on demand", p["BillingMode"], "PAY_PER_REQUEST")
+		wantEq(t, "ttl", p["TimeToLiveSpecification"], map[string]any{"AttributeName": "ttl", "Enabled": true})
+		wantEq(t, "encrypted", p["SSESpecification"], map[string]any{"SSEEnabled": true})
+		wantEq(t, "retained", table["DeletionPolicy"], "Retain")
+		// Only the consumers may touch it, and only with the four calls of the checkpoint store.
+		checkpointsID, _ := v.byPath(t, "CheckpointTable/Resource")
+		var users []string
+		for _, pol := range v.resources("AWS::IAM::Policy") {
+			for _, st := range asList(get(props(pol), "PolicyDocument", "Statement")) {
+				for _, r := range asList(get(st, "Resource")) {
+					if ref(r) == checkpointsID+".Arn" {
+						users = append(users, ref(asList(props(pol)["Roles"])[0]))
+					}
+				}
+			}
+		}
+		sort.Strings(users)
+		monRole, _ := v.byPath(t, "MonitorRole/Resource")
+		llRole, _ := v.byPath(t, "LastLocationRole/Resource")
+		want := []string{"Ref:" + llRole, "Ref:" + monRole}
+		sort.Strings(want)
+		wantEq(t, "roles granted on the checkpoint table", users, want)
 	})
 
 	t.Run("AlarmTopic", func(t *testing.T) {
@@ -463,6 +507,74 @@ func TestDefaultStack(t *testing.T) {
 		must(t, "s3 gateway endpoint", func() {
 			v.template.HasResourceProperties(jsii.String("AWS::EC2::VPCEndpoint"), map[string]any{"VpcEndpointType": "Gateway"})
 		})
+		for _, svc := range []string{"kinesis-streams", "ecr.api", "ecr.dkr", "logs", "kms"} {
+			found := false
+			for _, ep := range v.resources("AWS::EC2::VPCEndpoint") {
+				p := props(ep)
+				if strings.HasSuffix(ref(p["ServiceName"]), "."+svc+`"]]}`) || strings.HasSuffix(ref(p["ServiceName"]), "."+svc) {
+					found = true
+					wantEq(t, svc+" interface", p["VpcEndpointType"], "Interface")
+					wantEq(t, svc+" private DNS", p["PrivateDnsEnabled"], true)
+					wantEq(t, svc+" subnets", len(asList(p["SubnetIds"])), 2)
+					for _, sn := range asList(p["SubnetIds"]) {
+						if !strings.Contains(ref(sn), "Vpcbridge") {
+							t.Errorf("%s endpoint in a non-private subnet: %s", svc, ref(sn))
+						}
+					}
+				}
+			}
+			if !found {
+				t.Errorf("no interface endpoint for %s", svc)
+			}
+		}
+		epSG, sg := v.byPath(t, "EndpointsSecurityGroup/Resource")
+		wantEq(t, "endpoint ingress", props(sg)["SecurityGroupIngress"], []any{map[string]any{
+			"CidrIp": "10.80.0.0/16", "Description": "HTTPS from the VPC",
+			"FromPort": 443, "IpProtocol": "tcp", "ToPort": 443,
+		}})
+		for _, ep := range v.resources("AWS::EC2::VPCEndpoint") {
+			if props(ep)["VpcEndpointType"] == "Interface" {
+				wantEq(t, "endpoint security group", props(ep)["SecurityGroupIds"], []any{map[string]any{"Fn::GetAtt": []any{epSG, "GroupId"}}})
+			}
+		}
+		// The endpoints carry only the bridge's calls on this stack's resources.
+		streamID, _ := v.one(t, "AWS::Kinesis::Stream")
+		streamKey, _ := v.byPath(t, "StreamKey/Resource")
+		logsID, _ := v.byPath(t, "BridgeLogs/Resource")
+		wantPolicies := map[string]any{
+			"kinesis-streams": map[string]any{
+				"Sid": "OnlyTheBridgeCallsOnThisStream", "Effect": "Allow", "Principal": map[string]any{"AWS": "*"},
+				"Action":   []any{"kinesis:DescribeStreamSummary", "kinesis:ListShards", "kinesis:PutRecord", "kinesis:PutRecords"},
+				"Resource": map[string]any{"Fn::GetAtt": []any{streamID, "Arn"}},
+			},
+			"logs": map[string]any{
+				"Sid": "OnlyTheBridgeLogs", "Effect": "Allow", "Principal": map[string]any{"AWS": "*"},
+				"Action":   []any{"logs:CreateLogStream", "logs:PutLogEvents"},
+				"Resource": map[string]any{"Fn::GetAtt": []any{logsID, "Arn"}},
+			},
+			"kms": map[string]any{
+				"Sid": "OnlyThisStacksKeys", "Effect": "Allow", "Principal": map[string]any{"AWS": "*"},
+				"Action":   []any{"kms:Decrypt", "kms:GenerateDataKey"},
+				"Resource": map[string]any{"Fn::GetAtt": []any{streamKey, "Arn"}},
+			},
+			"ecr.api": nil, "ecr.dkr": nil, "s3": nil,
+		}
+		checked := 0
+		defer func() { wantEq(t, "endpoints with a checked policy", checked, len(wantPolicies)) }()
+		for _, ep := range v.resources("AWS::EC2::VPCEndpoint") {
+			name := ref(props(ep)["ServiceName"])
+			for svc, want := range wantPolicies {
+				if strings.Contains(name, "."+svc+`"`) || strings.HasSuffix(name, "."+svc) {
+					checked++
+					var got any
+					if st := asList(get(props(ep), "PolicyDocument", "Statement")); len(st) > 0 {
+						got = st[0]
+						wantEq(t, svc+" endpoint statements", len(st), 1)
+					}
+					wantEq(t, svc+" endpoint policy", got, want)
+				}
+			}
+		}
 		must(t, "default SG restricted", func() {
 			v.template.ResourceCountIs(jsii.String("Custom::VpcRestrictDefaultSG"), jsii.Number(1))
 		})
@@ -476,7 +588,7 @@ func TestDefaultStack(t *testing.T) {
 	})
 
 	t.Run("Alarms", func(t *testing.T) {
-		checkAlarms(t, v, DefaultAlarmThresholds())
+		checkAlarms(t, v, config.DefaultAlarmThresholds())
 	})
 
 	t.Run("Dashboard", func(t *testing.T) {
@@ -488,7 +600,8 @@ func TestDefaultStack(t *testing.T) {
 			"IncomingRecords", "WriteProvisionedThroughputExceeded", "PutRecordsFailedEntries", "Retries", // Kinesis in
 			"GetRecords.Records", "GetRecords.IteratorAgeMilliseconds", "ReadProvisionedThroughputExceeded", // Kinesis out
 			"IteratorAge", "Lag", "E2ELatency", "Records", "Failures", "OrderViolations", "Errors", "Throttles", // consumers
-			"ApproximateNumberOfMessagesVisible", "RunningTaskCount", "DesiredTaskCount", "CPUUtilization", // DLQ, bridge
+			"ApproximateNumberOfMessagesVisible", "ApproximateAgeOfOldestMessage", "DeadLetteredRecords", // failed batches, dead letters
+			"RunningTaskCount", "DesiredTaskCount", "CPUUtilization", // bridge
 			"NSQK/Bridge", "NSQK/Consumer", "nsqk-monitor", "nsqk-lastlocation", "alarm",
 		} {
 			if !strings.Contains(body, s) {
@@ -504,9 +617,9 @@ func TestDefaultStack(t *testing.T) {
 		}
 		sort.Strings(got)
 		wantEq(t, "outputs", got, []string{
-			"AlarmTopicArn", "BridgeClusterName", "BridgeLogGroup", "BridgeServiceName", "DashboardName",
-			"LastLocationDlqUrl", "LastLocationFunctionName", "LastLocationLogGroup", "LocationsTableName",
-			"MonitorDlqUrl", "MonitorFunctionName", "MonitorLogGroup", "StreamArn", "StreamName",
+			"AlarmTopicArn", "BridgeClusterName", "BridgeLogGroup", "BridgeServiceName", "CheckpointTableName", "DashboardName",
+			"LastLocationDeadLettersUrl", "LastLocationDlqUrl", "LastLocationFunctionName", "LastLocationLogGroup", "LocationsTableName",
+			"MonitorDeadLettersUrl", "MonitorDlqUrl", "MonitorFunctionName", "MonitorLogGroup", "StreamArn", "StreamName",
 		})
 		streamID, _ := v.one(t, "AWS::Kinesis::Stream")
 		wantEq(t, "stream name output", get(v.json, "Outputs", "StreamName", "Value"), map[string]any{"Ref": streamID})
@@ -515,32 +628,16 @@ func TestDefaultStack(t *testing.T) {
 	t.Run("NagClean", func(t *testing.T) { checkNagClean(t, v) })
 
 	t.Run("NagSuppressionsAreSpecific", func(t *testing.T) {
-		type sup struct{ path, id, appliesTo string }
-		var got []sup
-		for _, r := range v.json["Resources"].(map[string]any) {
-			md, _ := r.(map[string]any)["Metadata"].(map[string]any)
-			for _, s := range asList(get(md, "cdk_nag", "rules_to_suppress")) {
-				reason, _ := get(s, "reason").(string)
-				if len(reason) < 100 {
-					t.Errorf("%s %v: reason too short to be specific: %q", md["aws:cdk:path"], get(s, "id"), reason)
-				}
-				var applies []string
-				for _, a := range asList(get(s, "applies_to")) {
-					applies = append(applies, ref(a))
-				}
-				got = append(got, sup{md["aws:cdk:path"].(string), get(s, "id").(string), strings.Join(applies, ",")})
-			}
-		}
-		sort.Slice(got, func(i, j int) bool { return got[i].path+got[i].id < got[j].path+got[j].id })
-		want := []sup{
-			{"nsqk/BridgeTask/ExecutionRole/DefaultPolicy/Resource", "AwsSolutions-IAM5", "Resource::*"},
-			{"nsqk/BridgeTask/ExecutionRole/Resource", "AwsSolutions-IAM5", "Resource::*"},
-			{"nsqk/BridgeTask/Resource", "AwsSolutions-ECS2", ""},
-			{"nsqk/LastLocationDlq/Resource", "AwsSolutions-SQS3", ""},
-			{"nsqk/MonitorDlq/Resource", "AwsSolutions-SQS3", ""},
-			{"nsqk/Stream/Resource", "AwsSolutions-KDS3", ""},
-		}
-		wantEq(t, "suppressions", got, want)
+		wantEq(t, "suppressions", suppressions(t, v), []string{
+			"nsqk/BridgeTask/ExecutionRole/DefaultPolicy/Resource AwsSolutions-IAM5 Resource::*",
+			"nsqk/BridgeTask/ExecutionRole/Resource AwsSolutions-IAM5 Resource::*",
+			"nsqk/BridgeTask/Resource AwsSolutions-ECS2 ",
+			"nsqk/LastLocationDeadLetters/Resource AwsSolutions-SQS3 ",
+			"nsqk/LastLocationDlq/Resource AwsSolutions-SQS3 ",
+			"nsqk/MonitorDeadLetters/Resource AwsSolutions-SQS3 ",
+			"nsqk/MonitorDlq/Resource AwsSolutions-SQS3 ",
+			"nsqk/Stream/Resource AwsSolutions-KDS3 ",
+		})
 	})
 
 	t.Run("ImageAssetIsTheBridgeSourcesOnly", func(t *testing.T) {
@@ -549,7 +646,7 @@ func TestDefaultStack(t *testing.T) {
 }
 
 // checkAlarms compares every alarm with the expected table.
-func checkAlarms(t *testing.T, v *variant, th AlarmThresholds) {
+func checkAlarms(t *testing.T, v *variant, th config.AlarmThresholds) {
 	t.Helper()
 	s := v.cfg.StackName
 	topicID, _ := v.one(t, "AWS::SNS::Topic")
@@ -570,11 +667,20 @@ func checkAlarms(t *testing.T, v *variant, th AlarmThresholds) {
 		s + "-bridge-nsq-backlog":               {"NSQK/Bridge", "NSQBacklog", "Maximum", 60, th.BridgeNSQBacklog, 5, 5, "notBreaching"},
 		s + "-monitor-order-violations":         {"NSQK/Consumer", "OrderViolations", "Sum", 300, th.MonitorOrderViolations, 1, 1, "notBreaching"},
 	}
-	for _, c := range ConsumerNames {
+	s3 := v.cfg.OnFailure.Destination == config.OnFailureS3
+	if s3 {
+		want[s+"-failed-batches-stored"] = exp{"AWS/S3", "PutRequests", "Sum", 300, th.FailedBatchesStored, 1, 1, "notBreaching"}
+	}
+	for _, c := range v.cfg.ConsumerNames() {
 		want[s+"-lambda-errors-"+c] = exp{"AWS/Lambda", "Errors", "Sum", 300, th.LambdaErrors, 1, 1, "notBreaching"}
 		want[s+"-lambda-throttles-"+c] = exp{"AWS/Lambda", "Throttles", "Sum", 60, th.LambdaThrottles, 5, 3, "notBreaching"}
 		want[s+"-lambda-iterator-age-"+c] = exp{"AWS/Lambda", "IteratorAge", "Maximum", 60, th.LambdaIteratorAgeMs, 5, 3, "notBreaching"}
-		want[s+"-dlq-messages-visible-"+c] = exp{"AWS/SQS", "ApproximateNumberOfMessagesVisible", "Maximum", 300, th.DLQMessagesVisible, 1, 1, "notBreaching"}
+		want[s+"-dead-letters-visible-"+c] = exp{"AWS/SQS", "ApproximateNumberOfMessagesVisible", "Maximum", 300, th.DeadLetterQueueVisible, 1, 1, "notBreaching"}
+		want[s+"-dead-lettered-records-"+c] = exp{"NSQK/Consumer", "DeadLetteredRecords", "Sum", 300, th.DeadLetteredRecords, 1, 1, "notBreaching"}
+		if !s3 {
+			want[s+"-dlq-messages-visible-"+c] = exp{"AWS/SQS", "ApproximateNumberOfMessagesVisible", "Maximum", 300, th.DLQMessagesVisible, 1, 1, "notBreaching"}
+			want[s+"-dlq-records-expiring-"+c] = exp{"AWS/SQS", "ApproximateAgeOfOldestMessage", "Maximum", 300, v.cfg.ExpiryWarning().Seconds(), 1, 1, "notBreaching"}
+		}
 	}
 	alarms := v.resources("AWS::CloudWatch::Alarm")
 	if len(alarms) != len(want) {
@@ -632,7 +738,14 @@ func checkAlarms(t *testing.T, v *variant, th AlarmThresholds) {
 		case "NSQK/Bridge":
 			wantEq(t, name+" dimensions", dims, map[string]string{"Stream": v.cfg.Stream.Name})
 		case "NSQK/Consumer":
-			wantEq(t, name+" dimensions", dims, map[string]string{"Function": v.cfg.FunctionName(ConsumerMonitor)})
+			fn := v.cfg.FunctionName(config.ConsumerMonitor)
+			if c, ok := strings.CutPrefix(name, s+"-dead-lettered-records-"); ok {
+				fn = v.cfg.FunctionName(c)
+			}
+			wantEq(t, name+" dimensions", dims, map[string]string{"Function": fn})
+		case "AWS/S3":
+			bucketID, _ := v.byPath(t, "FailedBatches/Resource")
+			wantEq(t, name+" dimensions", dims, map[string]string{"BucketName": "Ref:" + bucketID, "FilterId": "FailedBatches"})
 		case "AWS/Kinesis":
 			streamID, _ := v.one(t, "AWS::Kinesis::Stream")
 			wantEq(t, name+" dimensions", dims, map[string]string{"StreamName": "Ref:" + streamID})
@@ -799,6 +912,10 @@ func TestProdStack(t *testing.T) {
 			[]any{"subnet-0aaaaaaaaaaaaaaa1", "subnet-0aaaaaaaaaaaaaaa2", "subnet-0aaaaaaaaaaaaaaa3"})
 		_, sg := v.one(t, "AWS::EC2::SecurityGroup")
 		wantEq(t, "sg vpc", props(sg)["VpcId"], "vpc-0123456789abcdef0")
+		wantEq(t, "outbound: HTTPS and the configured nsqd ports", egressPorts(sg), []string{"0.0.0.0/0 tcp 4150", "0.0.0.0/0 tcp 4151", "0.0.0.0/0 tcp 443"})
+		if n := len(v.resources("AWS::EC2::VPCEndpoint")); n != 0 {
+			t.Errorf("imported VPC: %d endpoints created", n)
+		}
 	})
 
 	t.Run("BridgeSettings", func(t *testing.T) {
@@ -888,7 +1005,7 @@ func TestProdStack(t *testing.T) {
 				t.Errorf("lastlocation role lacks %s", w)
 			}
 		}
-		wantEq(t, "grant count (5 stream + 2 fan-out + logs 2 + kms 1 + sqs 1 + dlq kms 2 + table 2)", len(got), 15)
+		wantEq(t, "grant count (5 stream + 2 fan-out + logs 2 + kms 1 + checkpoints 4 + sqs 2 + queue kms 2 + table 2)", len(got), 20)
 		monRole, _ := v.byPath(t, "MonitorRole/Resource")
 		for _, g := range v.grants(t, monRole) {
 			if strings.Contains(g, "SubscribeToShard") {
@@ -939,15 +1056,16 @@ func TestProdStack(t *testing.T) {
 				wantEq(t, id+" deletion policy", r["DeletionPolicy"], "Delete")
 			}
 		}
-		_, table := v.one(t, "AWS::DynamoDB::Table")
-		wantEq(t, "table deletion protection", props(table)["DeletionProtectionEnabled"], false)
+		for id, table := range v.resources("AWS::DynamoDB::Table") {
+			wantEq(t, id+" deletion protection", props(table)["DeletionProtectionEnabled"], false)
+		}
 		for id, lg := range v.resources("AWS::Logs::LogGroup") {
 			wantEq(t, id+" retention", props(lg)["RetentionInDays"], 90)
 		}
 	})
 
 	t.Run("Alarms", func(t *testing.T) {
-		th := DefaultAlarmThresholds()
+		th := config.DefaultAlarmThresholds()
 		th.BridgeNSQBacklog = 50000
 		th.LambdaIteratorAgeMs = 300000
 		checkAlarms(t, v, th)
@@ -974,14 +1092,14 @@ func TestNagPackCatchesViolations(t *testing.T) {
 
 // TestStackPropsValidation: missing Lambda code or Dockerfile is a clear error, not a jsii panic.
 func TestStackPropsValidation(t *testing.T) {
-	cfg, err := ParseConfig(MapContext(minimal()))
+	cfg, err := config.Parse(config.MapContext(map[string]any{config.KeyLookupdHTTP: "lookupd:4161", config.KeyTopic: "locations"}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	empty := t.TempDir()
 	_, err = NewNsqkStack(nil, "x", &NsqkStackProps{
 		Config:           cfg,
-		LambdaCodeDirs:   map[string]string{ConsumerMonitor: empty, ConsumerLastLocation: empty},
+		LambdaCodeDirs:   map[string]string{config.ConsumerMonitor: empty, config.ConsumerLastLocation: empty},
 		BridgeImageDir:   repoRoot(t),
 		BridgeDockerfile: "functions/bridge/Dockerfile",
 	})
@@ -993,7 +1111,7 @@ func TestStackPropsValidation(t *testing.T) {
 	}
 	_, err = NewNsqkStack(nil, "x", &NsqkStackProps{
 		Config:           cfg,
-		LambdaCodeDirs:   map[string]string{ConsumerMonitor: empty, ConsumerLastLocation: empty},
+		LambdaCodeDirs:   map[string]string{config.ConsumerMonitor: empty, config.ConsumerLastLocation: empty},
 		BridgeImageDir:   repoRoot(t),
 		BridgeDockerfile: "functions/nope/Dockerfile",
 	})
@@ -1003,4 +1121,45 @@ func TestStackPropsValidation(t *testing.T) {
 	if _, err := NewNsqkStack(nil, "x", &NsqkStackProps{}); err == nil {
 		t.Error("nil config accepted")
 	}
+}
+
+// egressPorts lists a security group's egress rules as "cidr protocol port".
+func egressPorts(sg map[string]any) []string {
+	var out []string
+	for _, r := range asList(props(sg)["SecurityGroupEgress"]) {
+		from, to := get(r, "FromPort"), get(r, "ToPort")
+		port := fmt.Sprint(from)
+		if fmt.Sprint(to) != port {
+			port += "-" + fmt.Sprint(to)
+		}
+		out = append(out, fmt.Sprintf("%v %v %s", get(r, "CidrIp"), get(r, "IpProtocol"), port))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// suppressions lists every cdk-nag suppression as "path rule appliesTo", sorted, and fails a
+// suppression whose reason is too short to say why it is right.
+func suppressions(t *testing.T, v *variant) []string {
+	t.Helper()
+	var got []string
+	for _, r := range v.json["Resources"].(map[string]any) {
+		md, _ := r.(map[string]any)["Metadata"].(map[string]any)
+		for _, s := range asList(get(md, "cdk_nag", "rules_to_suppress")) {
+			reason, _ := get(s, "reason").(string)
+			if len(reason) < 100 {
+				t.Errorf("%s %v: reason too short to be specific: %q", md["aws:cdk:path"], get(s, "id"), reason)
+			}
+			var applies []string
+			for _, a := range asList(get(s, "applies_to")) {
+				if re, ok := get(a, "regex").(string); ok {
+					a = "regex:" + re
+				}
+				applies = append(applies, ref(a))
+			}
+			got = append(got, fmt.Sprintf("%s %s %s", md["aws:cdk:path"], get(s, "id"), strings.Join(applies, ",")))
+		}
+	}
+	sort.Strings(got)
+	return got
 }

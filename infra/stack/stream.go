@@ -12,6 +12,8 @@ import (
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
 	"github.com/cdklabs/cdk-nag-go/cdknag/v2"
+
+	"github.com/nsqk/nsqk/infra/config"
 )
 
 // StreamResources is the Kinesis data stream and the customer managed key that encrypts it.
@@ -20,7 +22,7 @@ type StreamResources struct {
 	Stream awskinesis.Stream
 }
 
-func newStreamResources(scope constructs.Construct, cfg *Config) *StreamResources {
+func newStreamResources(scope constructs.Construct, cfg *config.Config) *StreamResources {
 	rp := removalPolicy(cfg)
 	key := awskms.NewKey(scope, jsii.String("StreamKey"), &awskms.KeyProps{
 		Description:       jsii.String(fmt.Sprintf("nsqk %s: server-side encryption of Kinesis stream %s", cfg.StackName, cfg.Stream.Name)),
@@ -37,7 +39,7 @@ func newStreamResources(scope constructs.Construct, cfg *Config) *StreamResource
 		EncryptionKey:   key,
 		RemovalPolicy:   rp,
 	}
-	if cfg.Stream.Mode == StreamModeOnDemand {
+	if cfg.Stream.Mode == config.StreamModeOnDemand {
 		props.StreamMode = awskinesis.StreamMode_ON_DEMAND
 	} else {
 		props.StreamMode = awskinesis.StreamMode_PROVISIONED
@@ -46,7 +48,7 @@ func newStreamResources(scope constructs.Construct, cfg *Config) *StreamResource
 	stream := awskinesis.NewStream(scope, jsii.String("Stream"), props)
 	cdknag.NagSuppressions_AddResourceSuppressions(stream, &[]*cdknag.NagPackSuppression{{
 		Id: jsii.String("AwsSolutions-KDS3"),
-		Reason: jsii.String("Issue #5 requires a customer managed key with rotation instead of aws/kinesis: its key policy is ours " +
+		Reason: jsii.String("The stream is encrypted with a customer managed key with rotation instead of aws/kinesis: its key policy is ours " +
 			"(the bridge gets only kms:GenerateDataKey, the consumers only kms:Decrypt), its use is auditable per principal in " +
 			"CloudTrail, and disabling it crypto-shreds the retained records. The extra KMS request cost is accepted."),
 	}}, jsii.Bool(false))
@@ -61,9 +63,9 @@ type OpsResources struct {
 	Topic awssns.Topic
 }
 
-func newOpsResources(scope constructs.Construct, cfg *Config) *OpsResources {
+func newOpsResources(scope constructs.Construct, cfg *config.Config) *OpsResources {
 	key := awskms.NewKey(scope, jsii.String("OpsKey"), &awskms.KeyProps{
-		Description:       jsii.String(fmt.Sprintf("nsqk %s: encryption of the alarm topic and the consumer on-failure queues", cfg.StackName)),
+		Description:       jsii.String(fmt.Sprintf("nsqk %s: encryption of the alarm topic and the consumers' queues", cfg.StackName)),
 		Alias:             jsii.String(fmt.Sprintf("alias/%s/ops", cfg.StackName)),
 		EnableKeyRotation: jsii.Bool(true),
 		RemovalPolicy:     removalPolicy(cfg),

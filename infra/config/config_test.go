@@ -1,12 +1,11 @@
-package stack
-
-// Configuration parsing tests: plain Go, no jsii, fast.
+package config
 
 import (
 	"encoding/json"
 	"os"
 	"path/filepath"
-	"reflect"
+	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -33,9 +32,9 @@ func with(base map[string]any, kv ...any) map[string]any {
 
 func parse(t *testing.T, ctx map[string]any) *Config {
 	t.Helper()
-	c, err := ParseConfig(MapContext(ctx))
+	c, err := Parse(MapContext(ctx))
 	if err != nil {
-		t.Fatalf("ParseConfig: %v", err)
+		t.Fatalf("Parse: %v", err)
 	}
 	return c
 }
@@ -67,10 +66,16 @@ func TestParseConfigDefaults(t *testing.T) {
 		{"vpc cidr", c.Network.Cidr, "10.80.0.0/16"},
 		{"azs", c.Network.MaxAZs, 2},
 		{"nat", c.Network.NatGateways, 1},
+		{"interface endpoints", c.Network.InterfaceEndpoints, true},
+		{"reordering not accepted", c.Bridge.AcceptReordering, false},
 		{"log retention", c.LogRetentionDays, 30},
 		{"removal", c.RemovalPolicy, RemovalRetain},
 		{"alarms", c.Alarms, DefaultAlarmThresholds()},
-		{"consumers", len(c.Consumers), 2},
+		{"consumers", strings.Join(c.ConsumerNames(), ","), "monitor,lastlocation"},
+		{"on-failure destination", c.OnFailure.Destination, OnFailureSQS},
+		{"on-failure expiry (queue)", c.OnFailure.ExpiryDays, 0},
+		{"archive", c.Archive.Enabled, false},
+		{"expiry warning", c.ExpiryWarning(), 18 * time.Hour},
 		{"function name", c.FunctionName(ConsumerMonitor), "nsqk-monitor"},
 	}
 	for _, ch := range checks {
@@ -146,6 +151,99 @@ func TestParseConfigAtTimestamp(t *testing.T) {
 	}
 }
 
+// TestParseConfigOwnConsumer: a name other than the built-in ones adds a consumer with the
+// generic defaults, after the built-in ones, in name order.
+func TestParseConfigOwnConsumer(t *testing.T) {
+	c := parse(t, with(minimal(), KeyConsumers, `{"zones":{},"geofence":{"batchSize":10,"parallelizationFactor":2}}`))
+	if got := strings.Join(c.ConsumerNames(), ","); got != "monitor,lastlocation,geofence,zones" {
+		t.Fatalf("consumers: %s", got)
+	}
+	g, _ := c.Consumer("geofence")
+	if g.BatchSize != 10 || g.ParallelizationFactor != 2 || g.StartingPosition != StartTrimHorizon || g.RetryAttempts != 5 ||
+		g.MaxRecordAge != time.Hour || g.MemoryMiB != 256 || !g.Enabled {
+		t.Errorf("geofence: %+v", g)
+	}
+	if c.FunctionName("geofence") != "nsqk-geofence" {
+		t.Errorf("function name %s", c.FunctionName("geofence"))
+	}
+}
+
+// TestCheckConsumerSources: every consumer needs its main package; the built-in ones have theirs
+// in this repository, a misspelt or unwritten one is named in the error.
+func TestCheckConsumerSources(t *testing.T) {
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Join(filepath.Dir(file), "..", "..")
+	if err := CheckConsumerSources(root, parse(t, minimal())); err != nil {
+		t.Errorf("built-in consumers: %v", err)
+	}
+	err := CheckConsumerSources(root, parse(t, with(minimal(), KeyConsumers, map[string]any{"lastlocaton": map[string]any{}})))
+	if err == nil || !strings.Contains(err.Error(), `consumer "lastlocaton" has no functions/lastlocaton/main.go`) {
+		t.Errorf("misspelt consumer: %v", err)
+	}
+	own := t.TempDir()
+	for _, name := range []string{"monitor", "lastlocation", "geofence"} {
+		if err := os.MkdirAll(filepath.Join(own, "functions", name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(own, "functions", name, "main.go"), []byte("package main\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := CheckConsumerSources(own, parse(t, with(minimal(), KeyConsumers, map[string]any{"geofence": nil}))); err != nil {
+		t.Errorf("own consumer with its main package: %v", err)
+	}
+}
+
+func TestParseConfigFailureAndArchive(t *testing.T) {
+	c := parse(t, with(minimal(), KeyOnFailure, "s3", KeyArchive, "true", KeyArchiveExpiryDays, "400", KeyRetentionHours, 168))
+	if c.OnFailure.Destination != OnFailureS3 || c.OnFailure.ExpiryDays != 90 || !c.Archive.Enabled || c.Archive.ExpiryDays != 400 {
+		t.Errorf("%+v %+v", c.OnFailure, c.Archive)
+	}
+	if c.ExpiryWarning() != 162*time.Hour {
+		t.Errorf("expiry warning with 7 days' retention: %s", c.ExpiryWarning())
+	}
+	// Beyond 14 days the queue forgets the failed batch first.
+	if c := parse(t, with(minimal(), KeyRetentionHours, 720)); c.ExpiryWarning() != 14*24*time.Hour-6*time.Hour {
+		t.Errorf("expiry warning with 30 days' retention: %s", c.ExpiryWarning())
+	}
+}
+
+// TestParseConfigOneBridgePerChannel: the default channel is the stack's own, and several bridge
+// tasks are accepted only when order does not matter or the user says so.
+func TestParseConfigOneBridgePerChannel(t *testing.T) {
+	if c := parse(t, with(minimal(), KeyStackName, "fleet-eu")); c.NSQ.Channel != "fleet-eu-kinesis" {
+		t.Errorf("default channel of stack fleet-eu: %q", c.NSQ.Channel)
+	}
+	if c := parse(t, with(minimal(), KeyStackName, "fleet-eu", KeyChannel, "shared")); c.NSQ.Channel != "shared" {
+		t.Errorf("explicit channel: %q", c.NSQ.Channel)
+	}
+	c := parse(t, with(minimal(), KeyBridgeMaxTasks, 4, KeyAcceptReordering, true))
+	if !c.Bridge.AcceptReordering || c.Bridge.MaxCount != 4 || c.Bridge.Ordering() != "strict" {
+		t.Errorf("accepted reordering: %+v", c.Bridge)
+	}
+	c = parse(t, with(minimal(), KeyBridgeMaxTasks, "4", KeyBridgeEnvironment, `{"NSQK_ORDERING":"relaxed"}`))
+	if c.Bridge.MaxCount != 4 || c.Bridge.Ordering() != "relaxed" {
+		t.Errorf("relaxed: %+v", c.Bridge)
+	}
+}
+
+func TestNSQPorts(t *testing.T) {
+	c := parse(t, minimal())
+	if got := c.NSQ.Ports(); !slices.Equal(got, []int{4150, 4151, 4161}) {
+		t.Errorf("lookupd defaults: %v", got)
+	}
+	for _, ports := range []any{[]any{14150.0, 14151.0}, []any{"14150", " 14151"}, "14150, 14151", "[14150,14151]"} {
+		c = parse(t, with(minimal(), KeyNsqdPorts, ports))
+		if got := c.NSQ.Ports(); !slices.Equal(got, []int{4161, 14150, 14151}) {
+			t.Errorf("lookupd with nsqdPorts %v: %v", ports, got)
+		}
+	}
+	c = parse(t, with(minimal(), KeyLookupdHTTP, nil, KeyNsqdTCP, "a:4150,b:5150", KeyNsqdHTTP, "a:4151"))
+	if got := c.NSQ.Ports(); !slices.Equal(got, []int{4150, 4151, 5150}) {
+		t.Errorf("nsqd addresses: %v", got)
+	}
+}
+
 func TestParseConfigImportedVPC(t *testing.T) {
 	c := parse(t, with(minimal(),
 		KeyVpcID, "vpc-0123456789abcdef0",
@@ -211,7 +309,16 @@ func TestParseConfigRejects(t *testing.T) {
 		{"no NAT gateway", with(minimal(), KeyVpcNatGateways, 0), "out of range 1..6"},
 		{"bad cidr", with(minimal(), KeyVpcCidr, "10.0.0.0/24"), "/16 to /18"},
 		{"bad AZ name", with(minimal(), KeyVpcAZs, "west"), "not an availability zone name"},
-		{"unknown consumer", with(minimal(), KeyConsumers, map[string]any{"lastlocaton": map[string]any{}}), `unknown consumer "lastlocaton"`},
+		{"consumer name with capitals", with(minimal(), KeyConsumers, map[string]any{"GeoFence": map[string]any{}}), `consumer name "GeoFence": use 1-23 lowercase letters`},
+		{"consumer name too long", with(minimal(), KeyConsumers, map[string]any{strings.Repeat("g", 24): map[string]any{}}), "use 1-23 lowercase letters"},
+		{"the bridge as a consumer", with(minimal(), KeyConsumers, map[string]any{"bridge": map[string]any{}}), "is the bridge program"},
+		{"custom consumer checked like the built-in ones", with(minimal(), KeyConsumers, map[string]any{"geofence": map[string]any{"batchSize": 0}}), `context "consumers.geofence": batchSize: 0`},
+		{"unknown on-failure destination", with(minimal(), KeyOnFailure, "sns"), `"sns": use "sqs"`},
+		{"bucket expiry with the queue destination", with(minimal(), KeyOnFailureExpiryDays, 30), "only valid with onFailureDestination=s3"},
+		{"bucket expiry out of range", with(minimal(), KeyOnFailure, "s3", KeyOnFailureExpiryDays, 0), "out of range 1..3650"},
+		{"archive expiry without archive", with(minimal(), KeyArchiveExpiryDays, 30), "only valid with archive=true"},
+		{"archive not a boolean", with(minimal(), KeyArchive, "on"), `want true or false, got "on"`},
+		{"archive expiry negative", with(minimal(), KeyArchive, true, KeyArchiveExpiryDays, -1), "out of range 0..36500"},
 		{"unknown consumer field", consumer("monitor", "batchsize", 10), `unknown field "batchsize"`},
 		{"consumers not an object", with(minimal(), KeyConsumers, "monitor"), "want a JSON object"},
 		{"batch size 0", consumer("monitor", "batchSize", 0), "batchSize: 0 is not a whole number in 1..10000"},
@@ -245,10 +352,24 @@ func TestParseConfigRejects(t *testing.T) {
 		{"extra env secret", with(minimal(), KeyBridgeEnvironment, `{"NSQK_AUTH_SECRET":"hunter2"}`), "set nsqAuthSecretArn instead"},
 		{"extra env object value", with(minimal(), KeyBridgeEnvironment, map[string]any{"NSQK_ORDERING": []any{"x"}}), "want a string, number or boolean"},
 		{"string for a number", with(minimal(), KeyShardCount, "four"), `want a whole number, got "four"`},
+		{"several tasks with strict order", with(minimal(), KeyBridgeMaxTasks, 2), "2 tasks with strict ordering"},
+		{"several tasks with explicit strict order", with(minimal(), KeyBridgeMaxTasks, 3, KeyBridgeEnvironment, map[string]any{"NSQK_ORDERING": "strict"}), "set acceptKeyReordering=true"},
+		{"nsqd ports with nsqd addresses", with(minimal(), KeyLookupdHTTP, nil, KeyNsqdTCP, "nsqd:4150", KeyNsqdPorts, "4150"), "only valid with \"nsqLookupdHttpAddresses\""},
+		{"bad nsqd port", with(minimal(), KeyNsqdPorts, "4150,http"), `want a whole number, got "http"`},
+		{"nsqd port out of range", with(minimal(), KeyNsqdPorts, []any{4150.0, 70000.0}), "70000 is not a TCP port"},
+		{"empty nsqd ports", with(minimal(), KeyNsqdPorts, []any{}), "name the nsqd TCP and HTTP ports"},
+		{"interface endpoints on an imported VPC", importVPC(KeyVpcEndpoints, false), "only valid when the stack creates the VPC"},
+		{"boolean for a number", with(minimal(), KeyShardCount, true), "want a whole number, got bool (true)"},
+		{"number in a list", with(minimal(), KeyLookupdHTTP, []any{"l:4161", 4161.0}), "want a list of strings, found float64 (4161)"},
+		{"bad JSON text", with(minimal(), KeyConsumers, `{"monitor":`), "want a JSON object: unexpected end of JSON input"},
+		{"numeric consumer duration", consumer("monitor", "timeout", 30.0), `timeout: want a Go duration string such as "30s"`},
+		{"misspelt consumer field", consumer("monitor", "BatchSize", 10), `unknown field "BatchSize"`},
+		{"ill-typed extra env", with(minimal(), KeyBridgeEnvironment, map[string]any{"NSQK_ORDERING": map[string]any{}}), "NSQK_ORDERING: want a string, number or boolean"},
+		{"threshold not a number", with(minimal(), KeyAlarms, map[string]any{"lambdaErrors": "many"}), `want a number, got "many"`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ParseConfig(MapContext(tc.ctx))
+			_, err := Parse(MapContext(tc.ctx))
 			if err == nil {
 				t.Fatalf("want an error containing %q, got none", tc.want)
 			}
@@ -261,7 +382,7 @@ func TestParseConfigRejects(t *testing.T) {
 
 // TestParseConfigReportsEveryProblem: one run lists all mistakes, each naming its key.
 func TestParseConfigReportsEveryProblem(t *testing.T) {
-	_, err := ParseConfig(MapContext(map[string]any{
+	_, err := Parse(MapContext(map[string]any{
 		KeyStreamMode:     "fast",
 		KeyRetentionHours: 1,
 		KeyTopic:          "t",
@@ -272,6 +393,22 @@ func TestParseConfigReportsEveryProblem(t *testing.T) {
 	for _, key := range []string{KeyStreamMode, KeyRetentionHours, KeyLookupdHTTP} {
 		if !strings.Contains(err.Error(), `context "`+key+`"`) {
 			t.Errorf("error does not mention %q:\n%v", key, err)
+		}
+	}
+}
+
+// TestParseConfigReportsEveryProblemOfAConsumer: within one "consumers" entry too, every wrong
+// field is named at once (an unknown one beside ill-typed ones).
+func TestParseConfigReportsEveryProblemOfAConsumer(t *testing.T) {
+	_, err := Parse(MapContext(with(minimal(), KeyConsumers, map[string]any{
+		"lastlocation": map[string]any{"batchSize": "many", "timeout": 5.0, "retries": 3},
+	})))
+	if err == nil {
+		t.Fatal("want errors")
+	}
+	for _, w := range []string{`batchSize: want a whole number, got "many"`, "timeout: want a Go duration", `unknown field "retries"`} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error does not say %q:\n%v", w, err)
 		}
 	}
 }
@@ -302,7 +439,8 @@ func TestStopTimeoutExceedsShutdownTimeout(t *testing.T) {
 // TestCdkJSON: the committed cdk.json is valid, synthesizes with the pinned CLI settings the
 // design notes ask for, and its context parses.
 func TestCdkJSON(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join(repoRoot(t), "cdk.json"))
+	_, file, _, _ := runtime.Caller(0)
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "..", "cdk.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -323,40 +461,7 @@ func TestCdkJSON(t *testing.T) {
 	if err := CheckUnknownKeys(ctx); err != nil {
 		t.Error(err)
 	}
-	if _, err := ParseConfig(MapContext(ctx)); err != nil {
+	if _, err := Load(ctx); err != nil {
 		t.Errorf("cdk.json context: %v", err)
-	}
-}
-
-// TestReadmeDocumentsEverything keeps the README's deployment and operations sections in step with
-// the code: every context key, consumer field, alarm threshold and alarm name is documented.
-func TestReadmeDocumentsEverything(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join(repoRoot(t), "README.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	doc := string(b)
-	var want []string
-	for _, k := range KnownKeys {
-		want = append(want, "`"+k+"`")
-	}
-	for _, k := range alarmKeys() {
-		want = append(want, "`"+k+"`")
-	}
-	ov := consumerOverrides{}
-	rt := reflect.TypeOf(ov)
-	for i := 0; i < rt.NumField(); i++ {
-		tag, _, _ := strings.Cut(rt.Field(i).Tag.Get("json"), ",")
-		want = append(want, "`"+tag+"`")
-	}
-	for _, a := range []string{AlarmStreamWriteThrottled, AlarmStreamIteratorAge, AlarmPutRecordsFailed, AlarmBridgeTasksBelow,
-		AlarmBridgeDeadLettered, AlarmBridgeAckLatency, AlarmBridgeNSQBacklog, AlarmLambdaErrors + "-<consumer>",
-		AlarmLambdaThrottles + "-<consumer>", AlarmLambdaIteratorAge + "-<consumer>", AlarmDLQVisible + "-<consumer>", AlarmOrderViolations} {
-		want = append(want, "| `"+a+"` |")
-	}
-	for _, w := range want {
-		if !strings.Contains(doc, w) {
-			t.Errorf("README.md does not document %s", w)
-		}
 	}
 }

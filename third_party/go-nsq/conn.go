@@ -372,6 +372,9 @@ func (c *Conn) identify() (*IdentifyResponse, error) {
 	// check to see if the server was able to respond w/ capabilities
 	// i.e. it was a JSON response
 	if data[0] != '{' {
+		if c.config.TlsV1 {
+			return nil, errTLSNotNegotiated // nsqk patch: TLS or nothing
+		}
 		return nil, nil
 	}
 
@@ -384,6 +387,12 @@ func (c *Conn) identify() (*IdentifyResponse, error) {
 	c.log(LogLevelDebug, "IDENTIFY response: %+v", resp)
 
 	c.maxRdyCount = resp.MaxRdyCount
+
+	// nsqk patch: with tls_v1, TLS or nothing. Upstream goes on in plaintext (and sends the AUTH
+	// secret next) when the plaintext answer does not ask for the upgrade.
+	if c.config.TlsV1 && !resp.TLSv1 {
+		return nil, errTLSNotNegotiated
+	}
 
 	if resp.TLSv1 {
 		c.log(LogLevelInfo, "upgrading to TLS")
@@ -418,6 +427,10 @@ func (c *Conn) identify() (*IdentifyResponse, error) {
 
 	return resp, nil
 }
+
+// errTLSNotNegotiated fails a tls_v1 connection whose IDENTIFY answer does not upgrade to TLS
+// (nsqk patch).
+var errTLSNotNegotiated = ErrIdentify{"TLS requested (tls_v1) but nsqd did not negotiate it"}
 
 func (c *Conn) upgradeTLS(tlsConf *tls.Config) error {
 	host, _, err := net.SplitHostPort(c.addr)

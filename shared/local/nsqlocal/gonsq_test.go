@@ -5,6 +5,7 @@ package nsqlocal_test
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -87,16 +88,24 @@ func stopConsumer(t *testing.T, c *nsq.Consumer) {
 // A handler that returns errors, with go-nsq's default backoff settings: the consumer backs off
 // (RDY 0), resumes (RDY 1), leaves backoff once a message succeeds (RDY back to max-in-flight), and
 // every message is FINished at nsqd. The write loop runs the delegates that do this, and they
-// write RDY on the same connection.
+// write RDY on its own connection and on the consumer's others.
 func TestConsumerBackoffResumesAfterHandlerErrors(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		auto bool // go-nsq answers from the handler's return value; else the handler calls Requeue/Finish
-	}{{"auto-response", true}, {"explicit-requeue", false}} {
+		name  string
+		auto  bool // go-nsq answers from the handler's return value; else the handler calls Requeue/Finish
+		nsqds int
+	}{{"auto-response", true, 1}, {"explicit-requeue", false, 1}, {"two-nsqd", true, 2}} {
 		t.Run(tc.name, func(t *testing.T) {
-			n := localtest.NSQD(t, nsqlocal.Options{})
-			const topic, channel, total, maxInFlight, failures = "backoff", "c", 60, 8, 3
-			publish(t, n, topic, total)
+			const topic, channel, perNSQD, maxInFlight, failures = "backoff", "c", 60, 8, 3
+			// Every nsqd keeps messages waiting until the end, so go-nsq's resume (RDY 1 on a
+			// randomly chosen connection) always finds one.
+			var ns []*nsqlocal.NSQD
+			for range tc.nsqds {
+				n := localtest.NSQD(t, nsqlocal.Options{})
+				publish(t, n, topic, perNSQD)
+				ns = append(ns, n)
+			}
+			total, perConnRDY := uint64(perNSQD*tc.nsqds), int64(maxInFlight/tc.nsqds)
 
 			cfg := nsq.NewConfig()
 			cfg.MaxInFlight = maxInFlight
@@ -135,30 +144,38 @@ func TestConsumerBackoffResumesAfterHandlerErrors(t *testing.T) {
 				}
 				return nil
 			}), 4)
-			if err := c.ConnectToNSQD(n.TCPAddr); err != nil {
-				t.Fatal(err)
+			for _, n := range ns {
+				if err := c.ConnectToNSQD(n.TCPAddr); err != nil {
+					t.Fatal(err)
+				}
 			}
 			defer stopConsumer(t, c)
 
 			deadline := time.Now().Add(60 * time.Second)
 			for {
-				finished, rdy := clientStats(n, topic, channel)
-				if finished == total && n.Depth(topic, channel) == 0 && len(rdy) == 1 && rdy[0] == maxInFlight {
+				var finished uint64
+				var depth int64
+				var rdy []int64
+				for _, n := range ns {
+					f, r := clientStats(n, topic, channel)
+					finished, depth, rdy = finished+f, depth+n.Depth(topic, channel), append(rdy, r...)
+				}
+				if finished == total && depth == 0 && len(rdy) == tc.nsqds && !slices.ContainsFunc(rdy, func(r int64) bool { return r != perConnRDY }) {
 					break
 				}
 				if time.Now().After(deadline) {
 					mu.Lock()
 					handled := len(done)
 					mu.Unlock()
-					t.Fatalf("after 60s: nsqd counts %d of %d FINished, depth %d, client RDY %v; handler saw %d distinct successes, consumer stats %+v",
-						finished, total, n.Depth(topic, channel), rdy, handled, *c.Stats())
+					t.Fatalf("after 60s: nsqd counts %d of %d FINished, depth %d, client RDY %v (want %d each); handler saw %d distinct successes, consumer stats %+v",
+						finished, total, depth, rdy, perConnRDY, handled, *c.Stats())
 				}
 				time.Sleep(20 * time.Millisecond)
 			}
 			if st := c.Stats(); st.MessagesRequeued != failures || st.MessagesFinished != total {
 				t.Errorf("consumer stats %+v, want %d requeued and %d finished", *st, failures, total)
 			}
-			for _, want := range []string{"backing off for", "backoff timeout expired, sending RDY 1", fmt.Sprintf("exiting backoff, returning all to RDY %d", maxInFlight)} {
+			for _, want := range []string{"backing off for", "backoff timeout expired, sending RDY 1", fmt.Sprintf("exiting backoff, returning all to RDY %d", perConnRDY)} {
 				if !logs.contains(want) {
 					t.Errorf("go-nsq never logged %q", want)
 				}

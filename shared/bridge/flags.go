@@ -32,12 +32,16 @@ func RegisterFlags(fs *flag.FlagSet, o *Options) {
 	fs.StringVar(&o.DeadLetterTopic, "dead-letter-topic", o.DeadLetterTopic, "NSQ topic for messages that cannot be written (default <topic>_dead)")
 	fs.IntVar(&o.DeadLetterMaxSize, "dead-letter-max-size", o.DeadLetterMaxSize, "largest dead-letter envelope in bytes (nsqd's --max-msg-size): a bigger one carries the body truncated, with its size and SHA-256")
 	fs.Var((*stringList)(&o.ConsumerOpts), "consumer-opt", "extra go-nsq option name=value, as in nsq_to_* tools (repeatable)")
-	fs.BoolVar(&o.TLS, "tls", o.TLS, "connect to nsqd with TLS")
+	fs.BoolVar(&o.TLS, "tls", o.TLS, "connect to nsqd with TLS only: a connection nsqd does not upgrade to TLS is an error, never plaintext")
 	fs.BoolVar(&o.TLSInsecureSkipVerify, "tls-insecure-skip-verify", o.TLSInsecureSkipVerify, "do not verify nsqd's TLS certificate")
 	fs.StringVar(&o.TLSRootCAFile, "tls-root-ca-file", o.TLSRootCAFile, "PEM file of CAs that sign nsqd's certificate")
 	fs.StringVar(&o.TLSCert, "tls-cert", o.TLSCert, "client certificate (PEM) for nsqd TLS client auth")
 	fs.StringVar(&o.TLSKey, "tls-key", o.TLSKey, "client key (PEM) for nsqd TLS client auth")
-	fs.StringVar(&o.AuthSecret, "auth-secret", o.AuthSecret, "nsqd AUTH secret")
+	fs.StringVar(&o.AuthSecret, "auth-secret", o.AuthSecret, "nsqd AUTH secret (needs --tls unless --allow-plaintext-auth)")
+	fs.StringVar(&o.TLSRootCAPEM, "tls-root-ca-pem", o.TLSRootCAPEM, "PEM content of the CAs that sign nsqd's certificate (instead of --tls-root-ca-file)")
+	fs.StringVar(&o.TLSCertPEM, "tls-cert-pem", o.TLSCertPEM, "PEM content of the client certificate for nsqd TLS client auth (instead of --tls-cert)")
+	fs.StringVar(&o.TLSKeyPEM, "tls-key-pem", o.TLSKeyPEM, "PEM content of the client key for nsqd TLS client auth (instead of --tls-key)")
+	fs.BoolVar(&o.AllowPlaintextAuth, "allow-plaintext-auth", o.AllowPlaintextAuth, "allow --auth-secret without --tls: the secret crosses the network in clear")
 
 	fs.StringVar(&o.PartitionKey, "partition-key", o.PartitionKey, "JSON field path of the partition key (gjson syntax, e.g. user_id or user.id)")
 	fs.Func("missing-key", "what to do without a usable key: dead-letter, fixed or random (default dead-letter)", func(s string) error {

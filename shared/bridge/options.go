@@ -76,6 +76,10 @@ type Options struct {
 	TLSRootCAFile         string
 	TLSCert, TLSKey       string
 	AuthSecret            string
+	// The TLS files' content as PEM, for a platform that can pass secrets only as environment
+	// variables (each excludes its file option).
+	TLSRootCAPEM, TLSCertPEM, TLSKeyPEM string
+	AllowPlaintextAuth                  bool // send AuthSecret without TLS
 
 	// Partition key.
 	PartitionKey    string // gjson path into the JSON body
@@ -230,6 +234,7 @@ func (o *Options) Validate() error {
 	if o.ShutdownTimeout <= 0 || o.ShardRefresh <= 0 || o.PutTimeout <= 0 {
 		bad("--shutdown-timeout, --shard-refresh and --put-timeout must be positive")
 	}
+	errs = append(errs, o.validateTLS()...)
 	return errors.Join(errs...)
 }
 

@@ -75,6 +75,7 @@ type Conn struct {
 
 	cmdChan         chan *Command
 	msgResponseChan chan *msgResponse
+	respBatch       []*msgResponse // writeLoop's (nsqk patch)
 	exitChan        chan int
 	drainReady      chan int
 
@@ -371,6 +372,9 @@ func (c *Conn) identify() (*IdentifyResponse, error) {
 	// check to see if the server was able to respond w/ capabilities
 	// i.e. it was a JSON response
 	if data[0] != '{' {
+		if c.config.TlsV1 {
+			return nil, errTLSNotNegotiated // nsqk patch: TLS or nothing
+		}
 		return nil, nil
 	}
 
@@ -383,6 +387,12 @@ func (c *Conn) identify() (*IdentifyResponse, error) {
 	c.log(LogLevelDebug, "IDENTIFY response: %+v", resp)
 
 	c.maxRdyCount = resp.MaxRdyCount
+
+	// nsqk patch: with tls_v1, TLS or nothing. Upstream goes on in plaintext (and sends the AUTH
+	// secret next) when the plaintext answer does not ask for the upgrade.
+	if c.config.TlsV1 && !resp.TLSv1 {
+		return nil, errTLSNotNegotiated
+	}
 
 	if resp.TLSv1 {
 		c.log(LogLevelInfo, "upgrading to TLS")
@@ -417,6 +427,10 @@ func (c *Conn) identify() (*IdentifyResponse, error) {
 
 	return resp, nil
 }
+
+// errTLSNotNegotiated fails a tls_v1 connection whose IDENTIFY answer does not upgrade to TLS
+// (nsqk patch).
+var errTLSNotNegotiated = ErrIdentify{"TLS requested (tls_v1) but nsqd did not negotiate it"}
 
 func (c *Conn) upgradeTLS(tlsConf *tls.Config) error {
 	host, _, err := net.SplitHostPort(c.addr)
@@ -604,31 +618,31 @@ func (c *Conn) writeLoop() {
 				continue
 			}
 		case resp := <-c.msgResponseChan:
-			// nsqk patch: answer every response already waiting, then flush once. Upstream
-			// flushes (one write syscall) per FIN/REQ, which costs a consumer that FINs tens of
-			// thousands of messages a second more CPU than all its other work together.
-			c.mtx.Lock()
-			// One deadline for the whole batch, set before the first write: the buffered writer
-			// flushes by itself whenever it fills up, not only at the end.
-			c.conn.SetWriteDeadline(time.Now().Add(c.config.WriteTimeout))
-			err := c.writeResponse(resp)
-		drain:
-			for n := 1; err == nil && n < maxResponseBatch; n++ {
+			// nsqk patch: answer every response already waiting with one flush (one write
+			// syscall) instead of one each. The delegates run first, without c.mtx: they may
+			// write themselves (OnBackoff and OnResume send RDY through WriteCommand).
+			batch := append(c.respBatch[:0], resp)
+		collect:
+			for len(batch) < maxResponseBatch {
 				select {
 				case resp = <-c.msgResponseChan:
-					err = c.writeResponse(resp)
+					batch = append(batch, resp)
 				default:
-					break drain
+					break collect
 				}
 			}
-			if err == nil {
-				err = c.Flush()
+			for _, resp := range batch {
+				c.onResponse(resp)
 			}
-			c.mtx.Unlock()
+			err := c.writeResponses(batch)
+			for i := range batch {
+				batch[i] = nil
+			}
+			c.respBatch = batch[:0]
 			if err != nil {
 				c.log(LogLevelError, "IO error - %s", err)
 				c.delegate.OnIOError(c, err)
-				c.log(LogLevelError, "error sending command %s - %s", resp.cmd, err)
+				c.log(LogLevelError, "error sending %d FIN/REQ - %s", len(batch), err)
 				c.close()
 				continue
 			}
@@ -649,8 +663,9 @@ exit:
 // maxResponseBatch bounds the responses written before a flush (nsqk patch).
 const maxResponseBatch = 1024
 
-// writeResponse accounts for a FIN or REQ and writes it without flushing (c.mtx held; nsqk patch).
-func (c *Conn) writeResponse(resp *msgResponse) error {
+// onResponse accounts for a FIN or REQ and calls the delegates, as upstream does before it writes
+// each one (nsqk patch: split from the write).
+func (c *Conn) onResponse(resp *msgResponse) {
 	// Decrement this here so it is correct even if we can't respond to nsqd
 	atomic.AddInt64(&c.messagesInFlight, -1)
 	if resp.success {
@@ -666,9 +681,21 @@ func (c *Conn) writeResponse(resp *msgResponse) error {
 			c.delegate.OnContinue(c)
 		}
 	}
-	// Straight into the writer: the deadline is set once per batch (nsqk patch).
-	_, err := resp.cmd.WriteTo(c.w)
-	return err
+}
+
+// writeResponses writes the FIN/REQ commands of batch and flushes once (nsqk patch).
+func (c *Conn) writeResponses(batch []*msgResponse) error {
+	c.mtx.Lock()
+	defer c.mtx.Unlock()
+	// One deadline for the whole batch, set before the first write: the buffered writer flushes
+	// by itself whenever it fills up, not only at the end.
+	c.conn.SetWriteDeadline(time.Now().Add(c.config.WriteTimeout))
+	for _, resp := range batch {
+		if _, err := resp.cmd.WriteTo(c.w); err != nil {
+			return err
+		}
+	}
+	return c.Flush()
 }
 
 func (c *Conn) close() {

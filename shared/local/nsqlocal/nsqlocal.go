@@ -43,6 +43,19 @@ type Options struct {
 	LookupdTCPAddresses []string
 	// Logger receives nsqd's warnings and errors; default discards them.
 	Logger *slog.Logger
+
+	// TLSCert and TLSKey (PEM files) let clients upgrade to TLS. TLSRootCAFile holds the CAs that
+	// client certificates are verified against.
+	TLSCert, TLSKey, TLSRootCAFile string
+	// TLSRequired refuses TCP clients that do not upgrade to TLS (nsqd's --tls-required=tcp-https;
+	// the HTTP API stays plaintext).
+	TLSRequired bool
+	// TLSClientAuthPolicy is nsqd's --tls-client-auth-policy: "require" or "require-verify" (a
+	// client certificate signed by TLSRootCAFile); either implies TLSRequired.
+	TLSClientAuthPolicy string
+	// AuthHTTPAddresses are nsqd's --auth-http-address: clients must AUTH, and nsqd asks these
+	// servers what the secret allows.
+	AuthHTTPAddresses []string
 }
 
 // NSQD is a running embedded nsqd.
@@ -85,6 +98,12 @@ func Start(o Options) (*NSQD, error) {
 		opts.MemQueueSize = 0
 	}
 	opts.NSQLookupdTCPAddresses = o.LookupdTCPAddresses
+	opts.TLSCert, opts.TLSKey, opts.TLSRootCAFile = o.TLSCert, o.TLSKey, o.TLSRootCAFile
+	opts.TLSClientAuthPolicy = o.TLSClientAuthPolicy
+	if o.TLSRequired || o.TLSClientAuthPolicy != "" {
+		opts.TLSRequired = nsqd.TLSRequiredExceptHTTP
+	}
+	opts.AuthHTTPAddresses = o.AuthHTTPAddresses
 	n := &NSQD{done: make(chan error, 1)}
 	opts.DataPath = o.DataPath
 	if opts.DataPath == "" {

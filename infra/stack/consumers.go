@@ -2,6 +2,7 @@ package stack
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/aws/aws-cdk-go/awscdk/v2"
@@ -42,7 +43,7 @@ var (
 var (
 	// CheckpointTableActions are the calls of the DynamoDB checkpoint store: read a checkpoint,
 	// write it, move it up conditionally, delete it when its aggregate is finished.
-	CheckpointTableActions = []string{"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
+	CheckpointTableActions = []string{"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
 	// FailedBatchBucketActions is what Lambda's poller needs to store a failed batch in S3.
 	FailedBatchBucketActions = []string{"s3:ListBucket", "s3:PutObject"}
 )
@@ -51,7 +52,9 @@ var (
 const (
 	EnvCheckpointTable = "NSQK_CHECKPOINT_TABLE"
 	EnvDeadLetterQueue = "NSQK_DEAD_LETTER_QUEUE_URL"
-	EnvLocationsTable  = "NSQK_LOCATIONS_TABLE"
+	// EnvStreamRetentionHours sets how long checkpoints live (retention + a margin).
+	EnvStreamRetentionHours = "NSQK_STREAM_RETENTION_HOURS"
+	EnvLocationsTable       = "NSQK_LOCATIONS_TABLE"
 )
 
 // Consumer is one Lambda consumer with its mapping, role, queues and log group.
@@ -199,8 +202,9 @@ func newConsumer(scope constructs.Construct, cc config.ConsumerConfig, codeDir s
 		statements = append(statements, statement("ReadThroughTheFanOutConsumer", ConsumerFanOutActions, c.FanOut.AttrConsumerArn()))
 	}
 	env := map[string]*string{
-		EnvCheckpointTable: d.checkpoints.TableName(),
-		EnvDeadLetterQueue: c.DeadLetters.QueueUrl(),
+		EnvCheckpointTable:      d.checkpoints.TableName(),
+		EnvDeadLetterQueue:      c.DeadLetters.QueueUrl(),
+		EnvStreamRetentionHours: jsii.String(strconv.Itoa(cfg.Stream.RetentionHours)),
 	}
 	if d.locations != nil {
 		statements = append(statements, statement("ReadAndUpdateLocations", LocationsTableActions, d.locations.TableArn()))

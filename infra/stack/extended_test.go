@@ -60,7 +60,7 @@ func TestExtendedStack(t *testing.T) {
 			pairs(logsID+".Arn", "logs:CreateLogStream", "logs:PutLogEvents"),
 			pairs(streamID+".Arn", "kinesis:DescribeStream", "kinesis:DescribeStreamSummary", "kinesis:GetRecords", "kinesis:GetShardIterator", "kinesis:ListShards"),
 			pairs(streamKey+".Arn", "kms:Decrypt", "kms:GenerateDataKey"),
-			pairs(checkpointsID+".Arn", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
+			pairs(checkpointsID+".Arn", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:UpdateItem"),
 			pairs(deadID+".Arn", "sqs:SendMessage"),
 			pairs(opsKey+".Arn", "kms:Decrypt", "kms:GenerateDataKey"),
 			pairs(bucketID+".Arn", "s3:ListBucket", "s3:PutObject"),

@@ -37,7 +37,7 @@ const (
 
 // RunbookLocation is where an operator finds the alarm runbook; every alarm description and the
 // dashboard point there.
-const RunbookLocation = "README.md, section 'Operations: alarm runbook'"
+const RunbookLocation = "docs/runbook.md in the nsqk repository"
 
 const runbook = "Runbook: " + RunbookLocation + "."
 

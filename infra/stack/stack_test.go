@@ -322,7 +322,7 @@ func TestDefaultStack(t *testing.T) {
 				pairs(logsID+".Arn", "logs:CreateLogStream", "logs:PutLogEvents"),
 				pairs(streamID+".Arn", "kinesis:DescribeStream", "kinesis:DescribeStreamSummary", "kinesis:GetRecords", "kinesis:GetShardIterator", "kinesis:ListShards"),
 				pairs(streamKey+".Arn", "kms:Decrypt"),
-				pairs(checkpointsID+".Arn", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
+				pairs(checkpointsID+".Arn", "dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:UpdateItem"),
 				pairs(dlqID+".Arn", "sqs:SendMessage"),
 				pairs(deadID+".Arn", "sqs:SendMessage"),
 				pairs(opsKey+".Arn", "kms:Decrypt", "kms:GenerateDataKey"),

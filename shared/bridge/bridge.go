@@ -67,19 +67,17 @@ type Bridge struct {
 	sticky  map[uint64]stickyKey // keys a reshard misplaced, held to the shard their record went to
 	written idRing               // ids of the last messages written, 4 x MaxInFlight of them (their FIN may be lost)
 
-	held        atomic.Int64 // messages received and not yet FINished or requeued
-	lastIn      atomic.Int64 // when the last message arrived (Unix ns)
-	threshold   int64        // held messages at which aggregates are sealed early (NSQ RDY starvation)
-	kick        chan struct{}
-	slots       chan struct{}
-	refresh     chan struct{}
-	fatalCh     chan struct{}
-	fatalOnce   sync.Once
-	failures    failureLog
-	ready       atomic.Bool
-	cw          *cloudWatch // nil unless EnableEMF
-	emfInterval time.Duration
-	reqs        sync.WaitGroup
+	held      atomic.Int64 // messages received and not yet FINished or requeued
+	lastIn    atomic.Int64 // when the last message arrived (Unix ns)
+	threshold int64        // held messages at which aggregates are sealed early (NSQ RDY starvation)
+	kick      chan struct{}
+	slots     chan struct{}
+	refresh   chan struct{}
+	fatalCh   chan struct{}
+	fatalOnce sync.Once
+	failures  failureLog
+	ready     atomic.Bool
+	reqs      sync.WaitGroup
 }
 
 // New validates the options and returns a bridge that has not connected to anything yet.
@@ -96,7 +94,7 @@ func New(o Options, kc Kinesis, log *slog.Logger, reg prometheus.Registerer) (*B
 		return nil, err
 	}
 	b := &Bridge{
-		o: o, kc: kc, log: log, m: newMetrics(reg), keys: newKeyExtractor(&o), nsqCfg: cfg,
+		o: o, kc: kc, log: log, m: newMetrics(reg, newCloudWatch(&o)), keys: newKeyExtractor(&o), nsqCfg: cfg,
 		kick: make(chan struct{}, 1), slots: make(chan struct{}, o.MaxRequestsInFlight),
 		refresh: make(chan struct{}, 1), fatalCh: make(chan struct{}),
 		threshold: max(1, int64(o.MaxInFlight)*3/4),

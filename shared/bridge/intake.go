@@ -20,11 +20,7 @@ func (b *Bridge) HandleMessage(m *nsq.Message) error {
 	now := time.Now() // one clock read per message: they are not cheap on every host
 	b.lastIn.Store(now.UnixNano())
 	b.m.inFlight.Set(float64(b.held.Add(1)))
-	b.m.messagesIn.Inc()
-	b.m.bytesIn.Add(float64(len(m.Body)))
-	if b.cw != nil {
-		b.cw.in.Inc()
-	}
+	b.m.received(len(m.Body))
 
 	// A message nsqd delivers again (same id, Attempts > 1) may still be held here (it timed out,
 	// e.g. past nsqd's --max-msg-timeout during a long outage) or have been written shortly before

@@ -1,11 +1,18 @@
 package bridge
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// metrics are the bridge's Prometheus series (prefix nsqk_bridge_). The README lists them.
+// metrics is the bridge's one metrics recorder: its Prometheus series (prefix nsqk_bridge_, listed
+// in the README) and, when Options.EMFOutput is set, the CloudWatch EMF subset. Code that records
+// an event that both report calls one of the methods below; Prometheus-only series are used
+// directly.
 type metrics struct {
+	cw *cloudWatch // nil without EMF
+
 	messagesIn      prometheus.Counter
 	messagesAcked   prometheus.Counter
 	messagesRequeue *prometheus.CounterVec // by cause
@@ -41,7 +48,7 @@ var ackBuckets = []float64{
 	.5, .75, 1, 1.5, 2, 3, 5, 10, 20, 30, 60, 120, 300,
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+func newMetrics(reg prometheus.Registerer, cw *cloudWatch) *metrics {
 	const ns, sub = "nsqk", "bridge"
 	c := func(name, help string) prometheus.Counter {
 		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: name, Help: help})
@@ -53,6 +60,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		return prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: name, Help: help})
 	}
 	m := &metrics{
+		cw:              cw,
 		messagesIn:      c("messages_in_total", "NSQ messages received."),
 		messagesAcked:   c("messages_acked_total", "NSQ messages FINished after Kinesis accepted the record carrying them."),
 		messagesRequeue: cv("messages_requeued_total", "NSQ messages requeued (REQ) instead of FINished, by cause.", "cause"),
@@ -90,4 +98,65 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			m.ackLatency, m.putLatency)
 	}
 	return m
+}
+
+// received records one message taken from NSQ.
+func (m *metrics) received(bytes int) {
+	m.messagesIn.Inc()
+	m.bytesIn.Add(float64(bytes))
+	if m.cw != nil {
+		m.cw.in.Inc()
+	}
+}
+
+// ackLatencyOf records the time from NSQ publish to Kinesis acceptance of one message.
+func (m *metrics) ackLatencyOf(d time.Duration) {
+	m.ackLatency.Observe(d.Seconds())
+	if m.cw != nil {
+		m.cw.ackLatency.ObserveDuration(d)
+	}
+}
+
+// acked records messages FINished after Kinesis accepted them.
+func (m *metrics) acked(n int) {
+	m.messagesAcked.Add(float64(n))
+	if m.cw != nil {
+		m.cw.acked.Add(int64(n))
+	}
+}
+
+// deadLetter records a message published to the dead-letter topic.
+func (m *metrics) deadLetter(reason Reason) {
+	m.deadLettered.WithLabelValues(string(reason)).Inc()
+	if m.cw != nil {
+		m.cw.deadLettered.Inc()
+	}
+}
+
+// retried records an entry sent again after a failure.
+func (m *metrics) retried() {
+	m.retries.Inc()
+	if m.cw != nil {
+		m.cw.retries.Inc()
+	}
+}
+
+// failedEntries records the PutRecords entries of one request that failed, by error code.
+func (m *metrics) failedEntries(codes map[string]int) {
+	n := 0
+	for code, c := range codes {
+		m.putFailed.WithLabelValues(code).Add(float64(c))
+		n += c
+	}
+	if m.cw != nil {
+		m.cw.failedEntries.Add(int64(n))
+	}
+}
+
+// nsqBacklog records the depth of the NSQ channel.
+func (m *metrics) nsqBacklog(depth int64) {
+	m.backlog.Set(float64(depth))
+	if m.cw != nil {
+		m.cw.backlog.Set(float64(depth))
+	}
 }

@@ -3,6 +3,7 @@ package bridge
 import (
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -104,6 +105,12 @@ type Options struct {
 	// Lifecycle.
 	ShutdownTimeout time.Duration
 	BacklogInterval time.Duration
+
+	// Metrics. Prometheus series go to the registerer given to New; with EMFOutput set the bridge
+	// also writes CloudWatch Embedded Metric Format lines (namespace NSQK/Bridge, dimension
+	// Stream) to it every EMFInterval.
+	EMFOutput   io.Writer
+	EMFInterval time.Duration
 }
 
 // NewOptions returns the defaults.
@@ -131,6 +138,7 @@ func NewOptions() Options {
 		ReshardQuiet:        5 * time.Minute,
 		ShutdownTimeout:     25 * time.Second,
 		BacklogInterval:     15 * time.Second,
+		EMFInterval:         time.Minute,
 	}
 }
 
@@ -229,6 +237,9 @@ func (o *Options) Validate() error {
 	}
 	if o.ShutdownTimeout <= 0 || o.ShardRefresh <= 0 || o.PutTimeout <= 0 {
 		bad("--shutdown-timeout, --shard-refresh and --put-timeout must be positive")
+	}
+	if o.EMFOutput != nil && o.EMFInterval <= 0 {
+		bad("--emf-interval must be positive")
 	}
 	return errors.Join(errs...)
 }

@@ -125,10 +125,7 @@ func (b *Bridge) send(ctx context.Context, req []*entry) {
 			r.ExplicitHashKey = aws.String(e.rec.ExplicitHashKey)
 		}
 		if e.attempts > 0 {
-			b.m.retries.Inc()
-			if b.cw != nil {
-				b.cw.retries.Inc()
-			}
+			b.m.retried()
 		}
 	}
 	cctx, cancel := context.WithTimeout(ctx, b.o.PutTimeout)
@@ -222,19 +219,12 @@ func (b *Bridge) complete(req []*entry, out *kinesis.PutRecordsOutput, err error
 	for i, m := range acked {
 		if i == 0 || acked[i-1].ID != m.ID {
 			messages++
-			lat := now.Sub(time.Unix(0, m.Timestamp))
-			b.m.ackLatency.Observe(lat.Seconds())
-			if b.cw != nil {
-				b.cw.ackLatency.ObserveDuration(lat)
-			}
+			b.m.ackLatencyOf(now.Sub(time.Unix(0, m.Timestamp)))
 		}
 		m.Finish()
 	}
 	if len(acked) > 0 {
-		b.m.messagesAcked.Add(float64(messages))
-		if b.cw != nil {
-			b.cw.acked.Add(int64(messages))
-		}
+		b.m.acked(messages)
 		b.m.inFlight.Set(float64(b.held.Add(-int64(len(acked)))))
 	}
 	switch {
@@ -246,13 +236,10 @@ func (b *Bridge) complete(req []*entry, out *kinesis.PutRecordsOutput, err error
 		b.m.putCalls.WithLabelValues("ok").Inc()
 	}
 	if len(failed) > 0 {
+		b.m.failedEntries(failed)
 		n := 0
-		for code, c := range failed {
-			b.m.putFailed.WithLabelValues(code).Add(float64(c))
+		for _, c := range failed {
 			n += c
-		}
-		if b.cw != nil {
-			b.cw.failedEntries.Add(int64(n))
 		}
 		b.failures.note(b.log, failed, n, len(req), firstErrorText(err, firstMsg))
 	}

@@ -15,7 +15,6 @@ import (
 	"os"
 	"runtime/debug"
 	runtimepprof "runtime/pprof"
-	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -29,7 +28,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/nsqk/nsqk/shared/bridge"
-	"github.com/nsqk/nsqk/shared/emf"
 )
 
 // EnvPrefix prefixes the environment variable of every flag: --max-in-flight is NSQK_MAX_IN_FLIGHT.
@@ -40,7 +38,6 @@ type Settings struct {
 	MetricsAddress string
 	LogLevel       string
 	CloudWatchEMF  bool
-	EMFInterval    time.Duration
 	Healthcheck    bool
 	Pprof          bool
 	CPUProfile     string
@@ -49,11 +46,11 @@ type Settings struct {
 // FlagSet returns the program's flag set bound to o and s: every flag the bridge accepts.
 func FlagSet(o *bridge.Options, s *Settings) *flag.FlagSet {
 	fs := flag.NewFlagSet("nsqk-bridge", flag.ContinueOnError)
-	bridge.RegisterFlags(fs, o)
+	bridgeFlags(fs, o)
 	fs.StringVar(&s.MetricsAddress, "metrics-address", ":9090", "listen address of /metrics, /healthz and /readyz (empty = off)")
 	fs.StringVar(&s.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&s.CloudWatchEMF, "cloudwatch-emf", false, "write CloudWatch Embedded Metric Format lines to stdout (namespace NSQK/Bridge)")
-	fs.DurationVar(&s.EMFInterval, "emf-interval", time.Minute, "how often EMF metrics are written")
+	fs.DurationVar(&o.EMFInterval, "emf-interval", o.EMFInterval, "how often EMF metrics are written")
 	fs.BoolVar(&s.Pprof, "pprof", false, "also serve Go's /debug/pprof/ profiles on --metrics-address")
 	fs.StringVar(&s.CPUProfile, "cpu-profile", "", "write a CPU profile (pprof) of the whole run to this file")
 	fs.BoolVar(&s.Healthcheck, "healthcheck", false, "check /healthz of a bridge running on --metrics-address and exit 0 if healthy (container health check)")
@@ -109,16 +106,15 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		log.Error("AWS configuration", "err", err)
 		return 1
 	}
+	if s.CloudWatchEMF {
+		o.EMFOutput = stdout
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	b, err := bridge.New(o, kc, log, reg)
 	if err != nil {
 		fmt.Fprintln(stderr, "nsqk-bridge:", err)
 		return 2
-	}
-	if s.CloudWatchEMF {
-		b.EnableEMF(emf.New(emf.Config{Namespace: "NSQK/Bridge", Dimensions: []emf.Dimension{{Name: "Stream", Value: streamName(o.Stream)}},
-			Output: stdout}), s.EMFInterval)
 	}
 	if s.MetricsAddress != "" {
 		ln, err := net.Listen("tcp", s.MetricsAddress)
@@ -163,14 +159,6 @@ func KinesisClient(ctx context.Context, conns int) (*kinesis.Client, error) {
 		return nil, err
 	}
 	return kinesis.NewFromConfig(cfg), nil
-}
-
-// streamName returns the name part of a stream ARN (arn:aws:kinesis:region:acct:stream/NAME).
-func streamName(s string) string {
-	if i := strings.LastIndex(s, ":stream/"); i >= 0 {
-		return s[i+len(":stream/"):]
-	}
-	return s
 }
 
 func healthcheck(addr string, stderr io.Writer) int {

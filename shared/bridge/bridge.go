@@ -245,7 +245,8 @@ func (b *Bridge) describe(ctx context.Context) error {
 	}
 	if b.o.MaxRecordSize == 0 && out.StreamDescriptionSummary != nil && out.StreamDescriptionSummary.MaxRecordSizeInKiB != nil {
 		if kib := int(*out.StreamDescriptionSummary.MaxRecordSizeInKiB); kib > 0 {
-			b.maxSize = kib << 10
+			// A lane that cannot send keeps aggregating; its records must still fit a request.
+			b.maxSize = min(kib<<10, maxRequestBytes)
 		}
 	}
 	return nil

@@ -217,8 +217,8 @@ func (o *Options) Validate() error {
 	if o.MsgTimeout < time.Second {
 		bad("--msg-timeout must be at least 1s")
 	}
-	if o.MaxRecordSize < 0 || (o.MaxRecordSize > 0 && o.MaxRecordSize < 1024) {
-		bad("--max-record-size must be 0 (from the stream) or at least 1024")
+	if o.MaxRecordSize < 0 || (o.MaxRecordSize > 0 && o.MaxRecordSize < 1024) || o.MaxRecordSize > maxRequestBytes {
+		bad("--max-record-size must be 0 (from the stream) or 1024..%d (what one PutRecords request takes)", maxRequestBytes)
 	}
 	if o.MaxRequestsInFlight < 1 {
 		bad("--max-requests-in-flight must be at least 1")

@@ -20,10 +20,12 @@ import (
 	"github.com/nsqio/go-nsq"
 )
 
-// PutRecords request limits.
+// PutRecords request limits (the SDK documents 10 MiB per request, partition keys included, and
+// per record). Records are never larger than maxRequestBytes (Options.Validate and
+// Bridge.describe cap the record limit), so any entry fits in an empty request.
 const (
 	maxRequestEntries = 500
-	maxRequestBytes   = 5 << 20
+	maxRequestBytes   = 10 << 20
 )
 
 // sendLoop packs ready entries of many lanes into PutRecords requests and sends them, at most
@@ -73,7 +75,8 @@ func (b *Bridge) buildRequest(now time.Time) (req []*entry, wake time.Time) {
 	}
 	size, n := 0, len(b.lanes)
 	i := 0
-	for ; i < n && len(req) < maxRequestEntries; i++ {
+lanes:
+	for ; i < n; i++ {
 		l := b.lanes[(b.rr+i)%n]
 		if len(l.queue) == 0 || l.retired || l.paused {
 			continue
@@ -91,8 +94,10 @@ func (b *Bridge) buildRequest(now time.Time) (req []*entry, wake time.Time) {
 			if e.inFlight {
 				continue
 			}
-			if len(req) == maxRequestEntries || size+e.size() > maxRequestBytes {
-				break
+			// An entry that does not fit ends the request, and the next one starts with it: it is
+			// then first, and an entry always fits in an empty request.
+			if len(req) == maxRequestEntries || (len(req) > 0 && size+e.size() > maxRequestBytes) {
+				break lanes
 			}
 			e.inFlight = true
 			l.flying++

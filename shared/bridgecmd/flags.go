@@ -66,7 +66,7 @@ func bridgeFlags(fs *flag.FlagSet, o *bridge.Options) {
 	})
 	fs.DurationVar(&o.LateWindow, "late-window", o.LateWindow, "how long the newest NSQ timestamp of each key is remembered for --late-redelivery")
 	fs.DurationVar(&o.MaxBufferedTime, "max-buffered-time", o.MaxBufferedTime, "longest a message waits in an aggregate before it is sent")
-	fs.IntVar(&o.MaxRecordSize, "max-record-size", o.MaxRecordSize, "Kinesis record size limit in bytes (data + partition key); 0 = the stream's, from DescribeStreamSummary")
+	fs.IntVar(&o.MaxRecordSize, "max-record-size", o.MaxRecordSize, "Kinesis record size limit in bytes (data + partition key), at most 10485760 (one PutRecords request); 0 = the stream's, from DescribeStreamSummary")
 	fs.IntVar(&o.MaxRequestsInFlight, "max-requests-in-flight", o.MaxRequestsInFlight, "concurrent PutRecords calls")
 	fs.DurationVar(&o.PutTimeout, "put-timeout", o.PutTimeout, "timeout of one PutRecords call including SDK retries")
 	fs.DurationVar(&o.RetryInitial, "retry-initial", o.RetryInitial, "first backoff after a failed entry (exponential, jittered)")

@@ -63,9 +63,10 @@ type Bridge struct {
 	stop    bool          // shutting down: seal everything now
 	gone    bool          // shutdown timed out: everything held was requeued
 	fatal   error
-	fence   fence                // newest NSQ timestamp accepted per key
-	sticky  map[uint64]stickyKey // keys a reshard misplaced, held to the shard their record went to
-	written idRing               // ids of the last messages written, 4 x MaxInFlight of them (their FIN may be lost)
+	fence   *ageMap[uint64, int64]  // newest NSQ timestamp accepted per key (64 bits of its MD5), for LateWindow
+	written *ageMap[uint64, uint32] // message id -> nsqd of the messages written (their FIN may be lost), for WrittenWindow
+	addrs   map[string]uint32       // nsqd addresses, numbered for written
+	sticky  map[uint64]stickyKey    // keys a reshard misplaced, held to the shard their record went to
 
 	held      atomic.Int64 // messages received and not yet FINished or requeued
 	lastIn    atomic.Int64 // when the last message arrived (Unix ns)
@@ -98,10 +99,16 @@ func New(o Options, kc Kinesis, log *slog.Logger, reg prometheus.Registerer) (*B
 		kick: make(chan struct{}, 1), slots: make(chan struct{}, o.MaxRequestsInFlight),
 		refresh: make(chan struct{}, 1), fatalCh: make(chan struct{}),
 		threshold: max(1, int64(o.MaxInFlight)*3/4),
-		fence:     newFence(),
 		sticky:    map[uint64]stickyKey{},
-		written:   idRing{ids: make([]nsq.MessageID, 4*o.MaxInFlight)},
+		addrs:     map[string]uint32{},
 	}
+	// A key collision in the fence (64 bits of MD5) needs ~2^32 keys to become likely.
+	b.fence = newAgeMap[uint64, int64](o.LateWindow, budgetSlots(o.LateWindowMemoryMiB), func(n int) {
+		b.m.memoryEvicted.WithLabelValues(memLateWindow).Add(float64(n))
+	})
+	b.written = newAgeMap[uint64, uint32](o.WrittenWindow, budgetSlots(o.WrittenMemoryMiB), func(n int) {
+		b.m.memoryEvicted.WithLabelValues(memWritten).Add(float64(n))
+	})
 	b.dl = newDeadLetterer(&b.o, cfg, log, b.m, b.release)
 	return b, nil
 }

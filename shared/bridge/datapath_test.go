@@ -2,10 +2,15 @@ package bridge
 
 import (
 	"bytes"
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	"github.com/nsqio/go-nsq"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/nsqk/nsqk/shared/shardmap"
 )
@@ -52,9 +57,9 @@ type testMsg struct {
 	fin, req int
 }
 
-func (m *testMsg) OnFinish(*nsq.Message)                     { m.fin++ }
+func (m *testMsg) OnFinish(*nsq.Message)                       { m.fin++ }
 func (m *testMsg) OnRequeue(*nsq.Message, time.Duration, bool) { m.req++ }
-func (m *testMsg) OnTouch(*nsq.Message)                      {}
+func (m *testMsg) OnTouch(*nsq.Message)                        {}
 
 func newTestMsg(id, addr string, attempts uint16, body []byte) *testMsg {
 	var mid nsq.MessageID
@@ -137,4 +142,113 @@ func TestEntryThatDoesNotFitStartsTheNextRequest(t *testing.T) {
 		}
 	}
 	t.Fatalf("after 3 requests only %d of 3 lanes were sent", len(seen))
+}
+
+// flushAll seals every lane and completes every request as Kinesis would accept it, on the shard
+// each lane predicts.
+func flushAll(t *testing.T, b *Bridge) {
+	t.Helper()
+	b.mu.Lock()
+	for _, l := range b.lanes {
+		b.seal(l)
+	}
+	b.mu.Unlock()
+	for range 1000 {
+		req, _ := b.buildRequest(time.Now())
+		if len(req) == 0 {
+			return
+		}
+		out := &kinesis.PutRecordsOutput{Records: make([]types.PutRecordsResultEntry, len(req))}
+		for i, e := range req {
+			out.Records[i] = types.PutRecordsResultEntry{ShardId: aws.String(e.lane.shard.ID), SequenceNumber: aws.String("1")}
+		}
+		b.complete(req, out, nil)
+	}
+	t.Fatal("lanes never drained")
+}
+
+func hexID(i int) string { return fmt.Sprintf("%016x", i) }
+
+func userBody(user string, seq int) []byte {
+	return []byte(fmt.Sprintf(`{"user_id":%q,"seq":%d}`, user, seq))
+}
+
+// A key is remembered from when the bridge last accepted one of its messages, not from its NSQ
+// publish time: while a backlog older than --late-window is caught up, a crash's redelivery of
+// an older message of the key is still recognised as late.
+func TestFenceRemembersKeysOfABacklogOlderThanTheWindow(t *testing.T) {
+	o := NewOptions()
+	o.LateWindow = time.Minute
+	b := unitBridge(t, o, 1)
+	published := time.Now().Add(-time.Hour) // the backlog was published an hour ago
+	for i := 1; i <= 2; i++ {
+		m := newTestMsg(hexID(i), "nsqd:4150", 1, userBody("u1", i))
+		m.Timestamp = published.Add(time.Duration(i) * time.Second).UnixNano()
+		b.HandleMessage(m.Message)
+	}
+	b.housekeep(time.Now()) // a housekeeping tick while catching up
+	// The previous bridge held u1#0 when it crashed: nsqd delivers it again, behind u1#1 and #2.
+	r := newTestMsg(hexID(0), "nsqd:4150", 2, userBody("u1", 0))
+	r.Timestamp = published.UnixNano()
+	b.HandleMessage(r.Message)
+	if testutil.ToFloat64(b.m.late) != 1 {
+		t.Fatal("the redelivery of an older message of a key seen a moment ago was not recognised as late")
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if n := len(b.lanes[0].held()); n != 2 {
+		t.Fatalf("%d messages in the lane, want 2 (the late one goes to the dead-letter topic)", n)
+	}
+}
+
+// A message whose FIN was lost comes back after the message timeout (30-60 s): the bridge still
+// knows it wrote it, however many messages it wrote since, and FINishes it without writing it
+// again.
+func TestRedeliveryOfAWrittenMessageIsRecognisedAfterManyOthers(t *testing.T) {
+	o := NewOptions()
+	o.MaxInFlight = 10
+	b := unitBridge(t, o, 1)
+	for i := 1; i <= 500; i++ {
+		b.HandleMessage(newTestMsg(hexID(i), "nsqd:4150", 1, userBody(fmt.Sprint("u", i), 1)).Message)
+		if i%10 == 0 {
+			flushAll(t, b)
+		}
+	}
+	flushAll(t, b)
+	r := newTestMsg(hexID(1), "nsqd:4150", 2, userBody("u1", 1))
+	b.HandleMessage(r.Message)
+	if r.fin != 1 || b.Held() != 0 {
+		t.Fatalf("redelivery of a written message: fin=%d, %d held; want it FINished at once", r.fin, b.Held())
+	}
+	if got := testutil.ToFloat64(b.m.redelivered.WithLabelValues("written")); got != 1 {
+		t.Fatalf("redelivered{state=written} = %v", got)
+	}
+}
+
+// Two nsqd with the same --node-id can issue the same message id: a message from one is neither
+// taken for a written message of the other nor joined to a held one.
+func TestSameIDFromAnotherNSQDIsAnotherMessage(t *testing.T) {
+	o := NewOptions()
+	b := unitBridge(t, o, 1)
+	b.HandleMessage(newTestMsg(hexID(7), "nsqd-a:4150", 1, userBody("a", 1)).Message)
+	flushAll(t, b)
+	other := newTestMsg(hexID(7), "nsqd-b:4150", 2, userBody("b", 1))
+	b.HandleMessage(other.Message)
+	if other.fin != 0 || b.Held() != 1 {
+		t.Fatalf("message of nsqd-b with the id of one written from nsqd-a: fin=%d, held %d; want it held to be written", other.fin, b.Held())
+	}
+	third := newTestMsg(hexID(8), "nsqd-a:4150", 1, userBody("c", 1))
+	b.HandleMessage(third.Message)
+	held8 := newTestMsg(hexID(8), "nsqd-b:4150", 2, userBody("d", 1))
+	b.HandleMessage(held8.Message)
+	b.mu.Lock()
+	n := len(b.lanes[0].held())
+	b.mu.Unlock()
+	if n != 3 {
+		t.Fatalf("%d messages held in the lane, want 3 (same id from two nsqd is two messages)", n)
+	}
+	flushAll(t, b)
+	if other.fin != 1 || third.fin != 1 || held8.fin != 1 {
+		t.Fatalf("FINs after the write: %d %d %d", other.fin, third.fin, held8.fin)
+	}
 }

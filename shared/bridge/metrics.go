@@ -33,13 +33,21 @@ type metrics struct {
 	late            prometheus.Counter
 	outOfOrder      prometheus.Counter
 	redelivered     *prometheus.CounterVec
-	inFlight        prometheus.Gauge // messages held: received, not yet FIN'd or requeued
-	buffered        prometheus.Gauge // bytes of user data held in aggregates not yet acknowledged
+	memoryEvicted   *prometheus.CounterVec // by memory: late_window, written
+	memoryEntries   *prometheus.GaugeVec   // by memory
+	inFlight        prometheus.Gauge       // messages held: received, not yet FIN'd or requeued
+	buffered        prometheus.Gauge       // bytes of user data held in aggregates not yet acknowledged
 	shards          prometheus.Gauge
 	backlog         prometheus.Gauge
 	ackLatency      prometheus.Histogram
 	putLatency      prometheus.Histogram
 }
+
+// Values of the memory label.
+const (
+	memLateWindow = "late_window"
+	memWritten    = "written"
+)
 
 // ackBuckets (seconds) are fine around the typical 20-200 ms flush window and reach into minutes
 // for outages; CloudWatch EMF percentiles are computed from the same buckets.
@@ -82,10 +90,15 @@ func newMetrics(reg prometheus.Registerer, cw *cloudWatch) *metrics {
 		redelivered: cv("redelivered_total", "Messages nsqd delivered again that the bridge still held (state=held: the new delivery replaced the old) or had just written (state=written: FINished at once); neither is written twice.", "state"),
 		late:        c("late_redeliveries_total", "Redelivered messages older than one already accepted for their key; dead-lettered or written per --late-redelivery."),
 		outOfOrder:  c("out_of_order_deliveries_total", "First deliveries older than a message already accepted for their key (nsqd interleaves its memory and disk queues once a channel is deeper than --mem-queue-size); written."),
-		inFlight:    g("in_flight_messages", "NSQ messages held by the bridge (received, not yet FINished or requeued)."),
-		buffered:    g("buffered_bytes", "User data bytes in aggregates not yet accepted by Kinesis."),
-		shards:      g("open_shards", "Open shards in the current shard map."),
-		backlog:     g("nsq_backlog_messages", "Depth of the NSQ channel (queued, not yet delivered) as reported by nsqd."),
+		memoryEvicted: cv("memory_evicted_total", "Entries forgotten before their window because the memory's budget was reached, by memory: "+
+			"late_window (keys' newest timestamps, --late-window-memory-mib: a late redelivery of such a key is no longer recognised) or "+
+			"written (messages written, --written-memory-mib: a redelivery of such a message whose FIN was lost is written again).", "memory"),
+		memoryEntries: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "memory_entries",
+			Help: "Entries remembered, by memory: late_window (keys) or written (messages)."}, []string{"memory"}),
+		inFlight: g("in_flight_messages", "NSQ messages held by the bridge (received, not yet FINished or requeued)."),
+		buffered: g("buffered_bytes", "User data bytes in aggregates not yet accepted by Kinesis."),
+		shards:   g("open_shards", "Open shards in the current shard map."),
+		backlog:  g("nsq_backlog_messages", "Depth of the NSQ channel (queued, not yet delivered) as reported by nsqd."),
 		ackLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "ack_latency_seconds",
 			Help: "NSQ publish timestamp to Kinesis acceptance, per message.", Buckets: ackBuckets}),
 		putLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "putrecords_latency_seconds",
@@ -94,7 +107,7 @@ func newMetrics(reg prometheus.Registerer, cw *cloudWatch) *metrics {
 	if reg != nil {
 		reg.MustRegister(m.messagesIn, m.messagesAcked, m.messagesRequeue, m.deadLettered, m.deadLetterFail,
 			m.bytesIn, m.bytesOut, m.aggregates, m.shardMessages, m.userRecords, m.putCalls, m.putEntries, m.putFailed,
-			m.retries, m.touches, m.misrouted, m.reshards, m.late, m.outOfOrder, m.redelivered, m.inFlight, m.buffered, m.shards, m.backlog,
+			m.retries, m.touches, m.misrouted, m.reshards, m.late, m.outOfOrder, m.redelivered, m.memoryEvicted, m.memoryEntries, m.inFlight, m.buffered, m.shards, m.backlog,
 			m.ackLatency, m.putLatency)
 	}
 	return m

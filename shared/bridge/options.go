@@ -91,7 +91,10 @@ type Options struct {
 	RecordKeys          RecordKeys
 	Ordering            Ordering
 	LateRedelivery      LatePolicy    // "" = dead-letter in strict mode, write in relaxed mode
-	LateWindow          time.Duration // how long a key's newest timestamp is remembered
+	LateWindow          time.Duration // how long a key's newest timestamp is remembered after the key was last seen
+	LateWindowMemoryMiB int           // memory budget of those timestamps; keys beyond it are forgotten early
+	WrittenWindow       time.Duration // how long a written message is remembered, to recognise a redelivery whose FIN was lost
+	WrittenMemoryMiB    int           // memory budget of the written messages; beyond it they are forgotten early
 	MaxBufferedTime     time.Duration
 	MaxRecordSize       int // 0: read from DescribeStreamSummary (default 1 MiB)
 	MaxRequestsInFlight int
@@ -128,6 +131,9 @@ func NewOptions() Options {
 		RecordKeys:          RecordKeysUser,
 		Ordering:            Strict,
 		LateWindow:          15 * time.Minute,
+		LateWindowMemoryMiB: 128,
+		WrittenWindow:       5 * time.Minute,
+		WrittenMemoryMiB:    64,
 		MaxBufferedTime:     100 * time.Millisecond,
 		MaxRequestsInFlight: 16,
 		PutTimeout:          30 * time.Second,
@@ -202,8 +208,14 @@ func (o *Options) Validate() error {
 	default:
 		bad("--late-redelivery must be dead-letter or write")
 	}
-	if o.LateWindow < time.Minute {
-		bad("--late-window must be at least 1m")
+	if o.LateWindow < time.Second {
+		bad("--late-window must be at least 1s")
+	}
+	if o.WrittenWindow < o.MsgTimeout {
+		bad("--written-window must be at least --msg-timeout: nsqd redelivers a message whose FIN was lost after its timeout")
+	}
+	if o.LateWindowMemoryMiB < 1 || o.WrittenMemoryMiB < 1 {
+		bad("--late-window-memory-mib and --written-memory-mib must be at least 1")
 	}
 	if o.KeyBuckets < 1 || o.KeyBuckets > 10000 {
 		bad("--key-buckets must be 1..10000")

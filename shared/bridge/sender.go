@@ -197,7 +197,7 @@ func (b *Bridge) complete(req []*entry, out *kinesis.PutRecordsOutput, err error
 			if !b.gone {
 				for _, r := range e.msgs {
 					acked = r.s.deliveries(acked)
-					b.written.push(r.s.m.ID)
+					b.wrote(r.s.m, now)
 				}
 			}
 			b.m.aggregates.Inc()

@@ -64,7 +64,10 @@ func bridgeFlags(fs *flag.FlagSet, o *bridge.Options) {
 		o.LateRedelivery = bridge.LatePolicy(s)
 		return nil
 	})
-	fs.DurationVar(&o.LateWindow, "late-window", o.LateWindow, "how long the newest NSQ timestamp of each key is remembered for --late-redelivery")
+	fs.DurationVar(&o.LateWindow, "late-window", o.LateWindow, "how long after a key was last seen its newest NSQ timestamp is remembered for --late-redelivery")
+	fs.IntVar(&o.LateWindowMemoryMiB, "late-window-memory-mib", o.LateWindowMemoryMiB, "memory budget in MiB of the --late-window timestamps (~38 bytes a key); beyond it the least recently seen keys are forgotten early (nsqk_bridge_memory_evicted_total{memory=\"late_window\"})")
+	fs.DurationVar(&o.WrittenWindow, "written-window", o.WrittenWindow, "how long each written message (nsqd address and id) is remembered, so that a redelivery whose FIN was lost is not written again; at least --msg-timeout")
+	fs.IntVar(&o.WrittenMemoryMiB, "written-memory-mib", o.WrittenMemoryMiB, "memory budget in MiB of the --written-window memory (~38 bytes a message); beyond it the oldest are forgotten early (nsqk_bridge_memory_evicted_total{memory=\"written\"})")
 	fs.DurationVar(&o.MaxBufferedTime, "max-buffered-time", o.MaxBufferedTime, "longest a message waits in an aggregate before it is sent")
 	fs.IntVar(&o.MaxRecordSize, "max-record-size", o.MaxRecordSize, "Kinesis record size limit in bytes (data + partition key), at most 10485760 (one PutRecords request); 0 = the stream's, from DescribeStreamSummary")
 	fs.IntVar(&o.MaxRequestsInFlight, "max-requests-in-flight", o.MaxRequestsInFlight, "concurrent PutRecords calls")

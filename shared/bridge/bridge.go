@@ -60,6 +60,7 @@ type Bridge struct {
 	lanes   []*lane   // every lane, in a stable order for round-robin sending
 	rr      int
 	pending *shardmap.Map // a new shard map waiting for its retired lanes to drain
+	stale   bool          // a record landed on a shard the map did not predict: a newer map is being fetched
 	stop    bool          // shutting down: seal everything now
 	gone    bool          // shutdown timed out: everything held was requeued
 	fatal   error

@@ -252,3 +252,38 @@ func TestSameIDFromAnotherNSQDIsAnotherMessage(t *testing.T) {
 		t.Fatalf("FINs after the write: %d %d %d", other.fin, third.fin, held8.fin)
 	}
 }
+
+// A key whose record a reshard put on a child shard keeps going to that child after the new shard
+// map is installed, even when more of its messages arrive between the misroute and the install.
+func TestStickyKeySurvivesUntilTheNewMapIsInstalled(t *testing.T) {
+	o := NewOptions()
+	b := unitBridge(t, o, 1)
+	children := equalShards(t, 2, 1) // shardId-01 (lower half), shardId-02 (upper half)
+	user := ""
+	for i := 0; user == ""; i++ { // a key the new map puts on shardId-02
+		if u := fmt.Sprint("user", i); children.Shards()[children.Lookup(shardmap.HashKey(u))].ID == "shardId-02" {
+			user = u
+		}
+	}
+	b.HandleMessage(newTestMsg(hexID(1), "nsqd:4150", 1, userBody(user, 1)).Message)
+	// Kinesis stores the aggregate on shardId-01: the parent was split and the aggregate's explicit
+	// hash key (the parent's start) is in the lower child.
+	b.mu.Lock()
+	b.seal(b.lanes[0])
+	b.mu.Unlock()
+	req, _ := b.buildRequest(time.Now())
+	b.complete(req, &kinesis.PutRecordsOutput{Records: []types.PutRecordsResultEntry{{ShardId: aws.String("shardId-01"), SequenceNumber: aws.String("1")}}}, nil)
+	// The key's next message arrives before the refreshed map is in place.
+	b.HandleMessage(newTestMsg(hexID(2), "nsqd:4150", 1, userBody(user, 2)).Message)
+	b.apply(children)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, l := range b.lanes {
+		if len(l.held()) > 0 && l.shard.ID != "shardId-01" {
+			t.Fatalf("%s#2 is on %s after the install; its previous record is on shardId-01", user, l.shard.ID)
+		}
+	}
+	if n := len(b.lanes[0].held()) + len(b.lanes[1].held()); n != 1 {
+		t.Fatalf("%d messages held, want 1", n)
+	}
+}

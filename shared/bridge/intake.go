@@ -164,6 +164,11 @@ func (b *Bridge) stickyShard(k uint64, now time.Time) int {
 		return -1
 	}
 	i := b.smap.Index(sk.shard)
+	if i < 0 && b.stale {
+		// Its shard is not in the map yet: the refreshed map is on its way. Until it is installed
+		// the key's messages wait in its paused (or retiring) lane and are re-routed here then.
+		return -1
+	}
 	if i < 0 || now.Sub(sk.last) >= b.o.ReshardQuiet { // its shard closed, or the key went quiet
 		delete(b.sticky, k)
 		return -1

@@ -67,6 +67,7 @@ func (b *Bridge) install(m *shardmap.Map, settle time.Time) {
 		b.lanes = append(b.lanes, lanes...)
 	}
 	b.rr = 0
+	b.stale = false
 	b.m.shards.Set(float64(m.Len()))
 }
 
@@ -89,6 +90,7 @@ func (b *Bridge) apply(m *shardmap.Map) {
 			for _, l := range b.lanes { // a misroute without a reshard: nothing to wait for
 				l.paused = false
 			}
+			b.stale = false
 			b.signal(b.kick)
 		}
 		return

@@ -188,6 +188,7 @@ func (b *Bridge) complete(req []*entry, out *kinesis.PutRecordsOutput, err error
 				b.m.misrouted.Inc()
 				misrouted = true
 				l.paused = true
+				b.stale = true
 				for _, r := range e.msgs {
 					b.sticky[r.hash.Low64()] = stickyKey{shard: shardID, last: now}
 				}

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/nsqio/go-nsq"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/nsqk/nsqk/shared/local/kinesisfault"
 	"github.com/nsqk/nsqk/shared/shardmap"
 )
 
@@ -286,4 +288,38 @@ func TestStickyKeySurvivesUntilTheNewMapIsInstalled(t *testing.T) {
 	if n := len(b.lanes[0].held()) + len(b.lanes[1].held()); n != 1 {
 		t.Fatalf("%d messages held, want 1", n)
 	}
+}
+
+// A shard map refresh that fails after a misroute is retried with backoff, not only at the next
+// --shard-refresh tick: the paused lanes wait seconds, not the refresh interval.
+func TestFailedRefreshAfterMisrouteIsRetriedSoon(t *testing.T) {
+	h := newHarness(t, 1)
+	front := h.faultFront()
+	o := h.options()
+	o.ShardRefresh = time.Minute
+	b, err := New(o, h.kc, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.dl.close)
+	b.maxSize = b.o.maxRecordSize()
+	b.install(h.shardMap(), time.Time{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); b.refreshLoop(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	front.Set(kinesisfault.Faults{Operations: []string{"ListShards"}, RequestErrorRate: 1,
+		RequestErrorStatus: 400, RequestErrorType: "AccessDeniedException"})
+	b.mu.Lock()
+	b.stale, b.lanes[0].paused = true, true // what a misrouted record leaves behind
+	b.mu.Unlock()
+	b.signal(b.refresh)
+	waitFor(t, 10*time.Second, "a failed refresh", func() bool { return front.Stats().RequestErrors > 0 })
+	front.Set(kinesisfault.Faults{})
+	waitFor(t, 10*time.Second, "the lane to resume (refresh interval 1m)", func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return !b.lanes[0].paused
+	})
 }

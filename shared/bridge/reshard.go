@@ -4,20 +4,27 @@ import (
 	"context"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
+
 	"github.com/nsqk/nsqk/shared/shardmap"
 )
 
 // refreshLoop reloads the shard map every ShardRefresh, and at once (at most every 250 ms) when
-// a record landed on an unexpected shard.
+// a record landed on an unexpected shard. A refresh that fails while lanes wait for it (after a
+// misroute) is retried with exponential backoff, from 250 ms up to ShardRefresh.
 func (b *Bridge) refreshLoop(ctx context.Context) {
 	t := time.NewTicker(b.o.ShardRefresh)
 	defer t.Stop()
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval, bo.MaxInterval = 250*time.Millisecond, max(b.o.ShardRefresh, 250*time.Millisecond)
 	var last time.Time
+	var retry <-chan time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-retry:
 		case <-b.refresh:
 			if wait := 250*time.Millisecond - time.Since(last); wait > 0 {
 				select {
@@ -27,6 +34,7 @@ func (b *Bridge) refreshLoop(ctx context.Context) {
 				}
 			}
 		}
+		retry = nil
 		last = time.Now()
 		m, err := shardmap.Load(ctx, b.kc, b.o.Stream)
 		if err != nil {
@@ -34,9 +42,19 @@ func (b *Bridge) refreshLoop(ctx context.Context) {
 				b.setFatal(err)
 				return
 			}
-			b.log.Warn("shard map refresh failed; keeping the current map", "err", err)
+			b.mu.Lock()
+			waiting := b.stale
+			b.mu.Unlock()
+			if waiting {
+				d := bo.NextBackOff()
+				retry = time.After(d)
+				b.log.Warn("shard map refresh failed while lanes wait for it; retrying", "err", err, "retry_in", d)
+			} else {
+				b.log.Warn("shard map refresh failed; keeping the current map", "err", err)
+			}
 			continue
 		}
+		bo.Reset()
 		b.apply(m)
 	}
 }

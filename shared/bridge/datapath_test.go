@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -322,4 +323,23 @@ func TestFailedRefreshAfterMisrouteIsRetriedSoon(t *testing.T) {
 		defer b.mu.Unlock()
 		return !b.lanes[0].paused
 	})
+}
+
+// --fixed-key is checked at start-up like any partition key: a key Kinesis or the consumers would
+// refuse must not surface only when the first message without a key arrives.
+func TestFixedKeyValidatedLikeAnyKey(t *testing.T) {
+	for _, k := range []string{"", "a\x01b", "bad\xff", strings.Repeat("😀", 129)} {
+		o := NewOptions()
+		o.NSQDTCPAddresses, o.Topic, o.Stream = []string{"x"}, "t", "s"
+		o.MissingKey, o.FixedKey = MissingKeyFixed, k
+		if err := o.Validate(); err == nil || !strings.Contains(err.Error(), "--fixed-key") {
+			t.Errorf("--fixed-key %q: Validate() = %v", k, err)
+		}
+	}
+	o := NewOptions()
+	o.NSQDTCPAddresses, o.Topic, o.Stream = []string{"x"}, "t", "s"
+	o.MissingKey, o.FixedKey = MissingKeyFixed, strings.Repeat("é", 256)
+	if err := o.Validate(); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -182,8 +182,8 @@ func (o *Options) Validate() error {
 	switch o.MissingKey {
 	case MissingKeyDeadLetter, MissingKeyRandom:
 	case MissingKeyFixed:
-		if n := len([]rune(o.FixedKey)); n < 1 || n > 256 {
-			bad("--missing-key=fixed needs --fixed-key of 1-256 characters")
+		if reason, detail := checkKey(o.FixedKey); reason != "" {
+			bad("--missing-key=fixed needs a usable --fixed-key: %s", detail)
 		}
 	default:
 		bad("--missing-key must be dead-letter, fixed or random")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -341,5 +342,56 @@ func TestFixedKeyValidatedLikeAnyKey(t *testing.T) {
 	o.MissingKey, o.FixedKey = MissingKeyFixed, strings.Repeat("é", 256)
 	if err := o.Validate(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// An entry that failed in a way that may have written it (a timeout) is kept whole when its lane
+// is retired by a reshard: it is sent again as the same record, so a duplicate is the whole record
+// next to the original, and the keys it carries follow it to the child shard it goes to.
+func TestRetiredLanesPossiblyWrittenEntryIsKeptWhole(t *testing.T) {
+	o := NewOptions()
+	b := unitBridge(t, o, 1)
+	children := equalShards(t, 2, 1)
+	var low, high string // keys of the lower and the upper child
+	for i := 0; low == "" || high == ""; i++ {
+		u := fmt.Sprint("user", i)
+		if children.Lookup(shardmap.HashKey(u)) == 0 {
+			low = u
+		} else {
+			high = u
+		}
+	}
+	b.HandleMessage(newTestMsg(hexID(1), "n:4150", 1, userBody(low, 1)).Message)
+	b.HandleMessage(newTestMsg(hexID(2), "n:4150", 1, userBody(high, 1)).Message)
+	b.mu.Lock()
+	b.seal(b.lanes[0])
+	b.mu.Unlock()
+	req, _ := b.buildRequest(time.Now())
+	rec := append([]byte(nil), req[0].rec.Data...)
+	b.complete(req, nil, context.DeadlineExceeded) // may or may not have been written
+	b.HandleMessage(newTestMsg(hexID(3), "n:4150", 1, userBody(high, 2)).Message)
+	b.apply(children)
+
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var whole *entry
+	for _, l := range b.lanes {
+		for _, e := range l.queue {
+			if bytes.Equal(e.rec.Data, rec) {
+				whole = e
+			}
+		}
+	}
+	if whole == nil {
+		t.Fatal("the possibly written entry was taken apart and re-aggregated")
+	}
+	l := whole.lane
+	if l.shard.ID != "shardId-01" || l.queue[0] != whole || whole.attempts != 1 {
+		t.Fatalf("entry on %s at queue position %d, attempts %d; want the head of shardId-01 (its explicit hash key's shard)",
+			l.shard.ID, slices.Index(l.queue, whole), whole.attempts)
+	}
+	held := l.held()
+	if len(held) != 3 || string(held[2].s.m.Body) != string(userBody(high, 2)) {
+		t.Fatalf("shardId-01's lane holds %d messages; want the entry's 2 and then %s#2, which follows its key's retried record", len(held), high)
 	}
 }

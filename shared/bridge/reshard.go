@@ -128,8 +128,15 @@ func (b *Bridge) apply(m *shardmap.Map) {
 
 // maybeFinishReshard installs the pending map once no retired lane has an entry in flight, and
 // re-routes the retired lanes' messages (b.mu held).
+//
+// An entry that may already be in the stream (its request failed as a whole) is kept whole: it
+// goes, as the same record, to the new lane of the shard its explicit hash key (the retired
+// shard's start) now belongs to, which is where Kinesis will put it, and its keys stick to that
+// shard like the keys of a misrouted record. A duplicate is then the whole record next to the
+// original. Every other message is re-aggregated in its new lane.
 func (b *Bridge) maybeFinishReshard(now time.Time) {
 	var moved []msgRef
+	var whole []*entry
 	for _, l := range b.lanes {
 		if l.retired && l.flying > 0 {
 			return
@@ -137,10 +144,15 @@ func (b *Bridge) maybeFinishReshard(now time.Time) {
 	}
 	for _, l := range b.lanes {
 		if l.retired {
-			moved = append(moved, l.held()...)
 			for _, e := range l.queue {
+				if e.maybeWritten {
+					whole = append(whole, e)
+					continue
+				}
+				moved = append(moved, e.msgs...)
 				b.m.buffered.Sub(float64(e.bytes))
 			}
+			moved = append(moved, l.open...)
 			b.m.buffered.Sub(float64(l.openB))
 			l.queue, l.open, l.openB = nil, nil, 0
 			l.agg.Reset()
@@ -152,6 +164,14 @@ func (b *Bridge) maybeFinishReshard(now time.Time) {
 	b.install(b.pending, now.Add(b.o.ReshardSettle))
 	b.pending = nil
 	b.m.reshards.Inc()
+	for _, e := range whole {
+		nl := b.table[b.smap.Lookup(e.lane.shard.Start)][e.lane.bucket]
+		e.lane = nl
+		nl.queue = append(nl.queue, e)
+		for _, r := range e.msgs {
+			b.sticky[r.hash.Low64()] = stickyKey{shard: nl.shard.ID, last: now}
+		}
+	}
 	for _, r := range moved {
 		if err := b.addToLane(b.route(r.hash, now), r, now); err != nil {
 			// Cannot happen: the record fitted before and limits did not change. Never drop it.
@@ -161,6 +181,6 @@ func (b *Bridge) maybeFinishReshard(now time.Time) {
 			}
 		}
 	}
-	b.log.Info("shard map installed", "shards", b.smap.String(), "rerouted_messages", len(moved))
+	b.log.Info("shard map installed", "shards", b.smap.String(), "rerouted_messages", len(moved), "entries_kept_whole", len(whole))
 	b.signal(b.kick)
 }

@@ -176,6 +176,7 @@ func (b *Bridge) complete(req []*entry, out *kinesis.PutRecordsOutput, err error
 		if code != "" {
 			failed[code]++
 			e.attempts++
+			e.maybeWritten = e.maybeWritten || err != nil
 			l.retryAt = now.Add(l.bo.NextBackOff())
 		} else {
 			l.queue = slices.DeleteFunc(l.queue, func(x *entry) bool { return x == e })

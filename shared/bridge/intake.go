@@ -188,6 +188,7 @@ func (b *Bridge) housekeepingLoop(ctx context.Context) {
 
 func (b *Bridge) housekeep(now time.Time) {
 	b.mu.Lock()
+	start := time.Now()
 	b.fence.expire(now)
 	b.written.expire(now)
 	for k, sk := range b.sticky {
@@ -196,7 +197,9 @@ func (b *Bridge) housekeep(now time.Time) {
 		}
 	}
 	fence, written := b.fence.len(), b.written.len()
+	held := time.Since(start)
 	b.mu.Unlock()
+	b.m.housekeeping.Observe(held.Seconds())
 	b.m.memoryEntries.WithLabelValues(memLateWindow).Set(float64(fence))
 	b.m.memoryEntries.WithLabelValues(memWritten).Set(float64(written))
 }

@@ -35,8 +35,9 @@ type metrics struct {
 	redelivered     *prometheus.CounterVec
 	memoryEvicted   *prometheus.CounterVec // by memory: late_window, written
 	memoryEntries   *prometheus.GaugeVec   // by memory
-	inFlight        prometheus.Gauge       // messages held: received, not yet FIN'd or requeued
-	buffered        prometheus.Gauge       // bytes of user data held in aggregates not yet acknowledged
+	housekeeping    prometheus.Histogram
+	inFlight        prometheus.Gauge // messages held: received, not yet FIN'd or requeued
+	buffered        prometheus.Gauge // bytes of user data held in aggregates not yet acknowledged
 	shards          prometheus.Gauge
 	backlog         prometheus.Gauge
 	ackLatency      prometheus.Histogram
@@ -107,7 +108,7 @@ func newMetrics(reg prometheus.Registerer, cw *cloudWatch) *metrics {
 	if reg != nil {
 		reg.MustRegister(m.messagesIn, m.messagesAcked, m.messagesRequeue, m.deadLettered, m.deadLetterFail,
 			m.bytesIn, m.bytesOut, m.aggregates, m.shardMessages, m.userRecords, m.putCalls, m.putEntries, m.putFailed,
-			m.retries, m.touches, m.misrouted, m.reshards, m.late, m.outOfOrder, m.redelivered, m.memoryEvicted, m.memoryEntries, m.inFlight, m.buffered, m.shards, m.backlog,
+			m.retries, m.touches, m.misrouted, m.reshards, m.late, m.outOfOrder, m.redelivered, m.memoryEvicted, m.memoryEntries, m.housekeeping, m.inFlight, m.buffered, m.shards, m.backlog,
 			m.ackLatency, m.putLatency)
 	}
 	return m

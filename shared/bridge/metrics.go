@@ -88,7 +88,7 @@ func newMetrics(reg prometheus.Registerer, cw *cloudWatch) *metrics {
 		touches:     c("touches_total", "NSQ TOUCH commands sent for messages waiting longer than half the message timeout."),
 		misrouted:   c("misrouted_entries_total", "Entries Kinesis stored on another shard than the shard map predicted (the map is then refreshed)."),
 		reshards:    c("shard_map_changes_total", "Shard map changes applied."),
-		redelivered: cv("redelivered_total", "Messages nsqd delivered again that the bridge still held (state=held: the new delivery replaced the old) or had just written (state=written: FINished at once); neither is written twice.", "state"),
+		redelivered: cv("redelivered_total", "Messages nsqd delivered again that the bridge still held (state=held: the new delivery replaced the old) or had written within --written-window (state=written: FINished at once); neither is written twice.", "state"),
 		late:        c("late_redeliveries_total", "Redelivered messages older than one already accepted for their key; dead-lettered or written per --late-redelivery."),
 		outOfOrder:  c("out_of_order_deliveries_total", "First deliveries older than a message already accepted for their key (nsqd interleaves its memory and disk queues once a channel is deeper than --mem-queue-size); written."),
 		memoryEvicted: cv("memory_evicted_total", "Entries forgotten before their window because the memory's budget was reached, by memory: "+
@@ -96,6 +96,9 @@ func newMetrics(reg prometheus.Registerer, cw *cloudWatch) *metrics {
 			"written (messages written, --written-memory-mib: a redelivery of such a message whose FIN was lost is written again).", "memory"),
 		memoryEntries: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "memory_entries",
 			Help: "Entries remembered, by memory: late_window (keys) or written (messages)."}, []string{"memory"}),
+		housekeeping: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "housekeeping_lock_seconds",
+			Help:    "How long one housekeeping pass (forgetting expired keys, messages and sticky keys) held the bridge's lock; intake, completion and sending wait meanwhile.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .002, .005, .01, .025, .05, .1, .25, 1}}),
 		inFlight: g("in_flight_messages", "NSQ messages held by the bridge (received, not yet FINished or requeued)."),
 		buffered: g("buffered_bytes", "User data bytes in aggregates not yet accepted by Kinesis."),
 		shards:   g("open_shards", "Open shards in the current shard map."),

@@ -53,6 +53,7 @@ type reshardPlan struct {
 	ops          []string
 	lateConsumer bool
 	rate         int
+	hotRate      int // > 0: one key of shard 0's upper half also gets this many messages per second
 	options      func(o *bridge.Options)
 }
 
@@ -153,6 +154,12 @@ func reshard(ctx context.Context, t *T, plan reshardPlan) error {
 	}
 	total := t.Dur(40*time.Second, 24*time.Second)
 	done := pub.Go(ctx, rate, total)
+	var hotDone <-chan error
+	if plan.hotRate > 0 {
+		if hotDone, err = startHotKey(ctx, t, r, plan.hotRate, total); err != nil {
+			return err
+		}
+	}
 	wantChanges := 0
 	for i, op := range plan.ops {
 		at := total * time.Duration(i+1) / time.Duration(len(plan.ops)+1)
@@ -168,6 +175,11 @@ func reshard(ctx context.Context, t *T, plan reshardPlan) error {
 	}
 	if err := <-done; err != nil {
 		return err
+	}
+	if plan.hotRate > 0 {
+		if err := <-hotDone; err != nil {
+			return err
+		}
 	}
 	if err := r.WaitDrained(ctx, 3*time.Minute); err != nil {
 		return err

@@ -21,6 +21,7 @@ func Cases() []Case {
 	all = append(all, inputCases()...)
 	all = append(all, consumerCases()...)
 	all = append(all, memoryCases()...)
+	all = append(all, datapathCases()...)
 	return all
 }
 

@@ -20,9 +20,12 @@ import (
 	"github.com/nsqk/nsqk/shared/shardmap"
 )
 
-// DistinctKeysEnv overrides the number of distinct keys of the memory-distinct-keys case (the
-// suite's default is smaller than the 5M a by-hand run uses).
-const DistinctKeysEnv = "NSQK_CHAOS_DISTINCT_KEYS"
+// Environment of the memory-distinct-keys case: the number of distinct keys (the suite's default
+// is smaller than the 5M a by-hand run uses) and the budget of each of the bridge's two memories.
+const (
+	DistinctKeysEnv = "NSQK_CHAOS_DISTINCT_KEYS"
+	MemoryBudgetEnv = "NSQK_CHAOS_MEMORY_MIB"
+)
 
 func datapathCases() []Case {
 	return []Case{
@@ -53,8 +56,9 @@ func datapathCases() []Case {
 		},
 		{
 			Name: "memory-distinct-keys", Group: "memory",
-			Summary: "the bridge program writes messages with distinct keys (default 300,000, quick 100,000; " + DistinctKeysEnv + " overrides, e.g. 5000000) to a null Kinesis sink " +
-				"with --late-window-memory-mib 8 and --written-memory-mib 8, so that both memories reach their budgets; VmRSS sampled every second",
+			Summary: "the bridge program writes messages with distinct keys (default 2,000,000, quick 400,000; " + DistinctKeysEnv + " overrides, e.g. 5000000), published as fast as nsqd takes them, to a null Kinesis sink " +
+				"with --late-window 10s, --written-window 10s (--msg-timeout 10s), and --late-window-memory-mib and --written-memory-mib 8 (" + MemoryBudgetEnv + " overrides), so that both memories reach their budgets; " +
+				"VmRSS sampled every second",
 			Rule: "every message written once (sink count = published, nothing dead-lettered); RSS peak <= RSS before the flood + both budgets + 64 MiB; " +
 				"the budgets evicted keys early and counted them; no housekeeping pass held the bridge's lock over 10 ms; SIGTERM exits 0",
 			Run: memoryDistinctKeys,
@@ -100,7 +104,7 @@ func backlogLateWindowSIGKILL(ctx context.Context, t *T) error {
 	if err != nil {
 		return err
 	}
-	t.Event("SIGKILL to bridge-1 (nsqd: %d in flight, %d still queued); exit code %d", before.InFlightCount, before.Depth+before.BackendDepth, code1)
+	t.Event("SIGKILL to bridge-1 (nsqd: %d in flight, %d still queued); exit code %d", before.InFlightCount, before.Depth, code1)
 	t.Metric("in_flight_at_kill", before.InFlightCount)
 	c2, err := r.StartChild(ctx, "bridge-2", args...)
 	if err != nil {
@@ -302,15 +306,14 @@ func (p *tcpProxy) Close() {
 // memoryDistinctKeys floods the bridge program with messages of distinct keys and watches its
 // RSS and its housekeeping.
 func memoryDistinctKeys(ctx context.Context, t *T) error {
-	keys := t.N(300_000, 100_000)
-	if v := os.Getenv(DistinctKeysEnv); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			return fmt.Errorf("%s=%q: want a positive count", DistinctKeysEnv, v)
-		}
-		keys = n
+	keys, err := envInt(DistinctKeysEnv, t.N(2_000_000, 400_000))
+	if err != nil {
+		return err
 	}
-	const budgetMiB = 8
+	budgetMiB, err := envInt(MemoryBudgetEnv, 8)
+	if err != nil {
+		return err
+	}
 	r, err := t.NewRig(ctx, RigOptions{Shards: 2, DiskOnly: true})
 	if err != nil {
 		return err
@@ -321,8 +324,8 @@ func memoryDistinctKeys(ctx context.Context, t *T) error {
 	}
 	t.Cleanup(func() { sink.Close() })
 	r.ChildKinesisURL = sink.URL
-	c, err := r.StartChild(ctx, "bridge", "--late-window-memory-mib", strconv.Itoa(budgetMiB), "--written-memory-mib", strconv.Itoa(budgetMiB),
-		"--max-in-flight", "2500")
+	c, err := r.StartChild(ctx, "bridge", "--late-window", "10s", "--written-window", "10s", "--msg-timeout", "10s",
+		"--late-window-memory-mib", strconv.Itoa(budgetMiB), "--written-memory-mib", strconv.Itoa(budgetMiB))
 	if err != nil {
 		return err
 	}
@@ -399,10 +402,23 @@ func memoryDistinctKeys(ctx context.Context, t *T) error {
 	}
 	base := series[startAt-1]
 	_, peak := minMax(series[startAt:])
-	limit := base + 2*budgetMiB<<10 + 64<<10
+	limit := base + int64(2*budgetMiB)<<10 + 64<<10
 	t.Check("RSS within the stated budget", peak <= limit,
 		"RSS before the flood %d MiB, peak %d MiB (limit %d MiB = before + 2 x %d MiB budgets + 64 MiB)", base>>10, peak>>10, limit>>10, budgetMiB)
 	t.Metric("rss_mib", map[string]int64{"before": base >> 10, "peak": peak >> 10})
 	t.checkNoRace(c)
 	return nil
+}
+
+// envInt reads a positive integer from the environment, def when unset.
+func envInt(name string, def int) (int, error) {
+	v := os.Getenv(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("%s=%q: want a positive integer", name, v)
+	}
+	return n, nil
 }

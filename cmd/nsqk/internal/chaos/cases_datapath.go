@@ -25,6 +25,7 @@ import (
 const (
 	DistinctKeysEnv = "NSQK_CHAOS_DISTINCT_KEYS"
 	MemoryBudgetEnv = "NSQK_CHAOS_MEMORY_MIB"
+	MemoryWindowEnv = "NSQK_CHAOS_MEMORY_WINDOW"
 )
 
 func datapathCases() []Case {
@@ -57,7 +58,7 @@ func datapathCases() []Case {
 		{
 			Name: "memory-distinct-keys", Group: "memory",
 			Summary: "the bridge program writes messages with distinct keys (default 2,000,000, quick 400,000; " + DistinctKeysEnv + " overrides, e.g. 5000000), published as fast as nsqd takes them, to a null Kinesis sink " +
-				"with --late-window 10s, --written-window 10s (--msg-timeout 10s), and --late-window-memory-mib and --written-memory-mib 8 (" + MemoryBudgetEnv + " overrides), so that both memories reach their budgets; " +
+				"with --late-window and --written-window 10s (" + MemoryWindowEnv + " overrides; --msg-timeout the same, at most 1m) and --late-window-memory-mib and --written-memory-mib 8 (" + MemoryBudgetEnv + " overrides), so that both memories reach their budgets; " +
 				"VmRSS sampled every second",
 			Rule: "every message written once (sink count = published, nothing dead-lettered); RSS peak <= RSS before the flood + both budgets + 64 MiB; " +
 				"the budgets evicted keys early and counted them; no housekeeping pass held the bridge's lock over 10 ms; SIGTERM exits 0",
@@ -314,6 +315,12 @@ func memoryDistinctKeys(ctx context.Context, t *T) error {
 	if err != nil {
 		return err
 	}
+	window := 10 * time.Second
+	if v := os.Getenv(MemoryWindowEnv); v != "" {
+		if window, err = time.ParseDuration(v); err != nil || window < time.Second {
+			return fmt.Errorf("%s=%q: want a duration of at least 1s", MemoryWindowEnv, v)
+		}
+	}
 	r, err := t.NewRig(ctx, RigOptions{Shards: 2, DiskOnly: true})
 	if err != nil {
 		return err
@@ -324,7 +331,7 @@ func memoryDistinctKeys(ctx context.Context, t *T) error {
 	}
 	t.Cleanup(func() { sink.Close() })
 	r.ChildKinesisURL = sink.URL
-	c, err := r.StartChild(ctx, "bridge", "--late-window", "10s", "--written-window", "10s", "--msg-timeout", "10s",
+	c, err := r.StartChild(ctx, "bridge", "--late-window", window.String(), "--written-window", window.String(), "--msg-timeout", min(window, time.Minute).String(),
 		"--late-window-memory-mib", strconv.Itoa(budgetMiB), "--written-memory-mib", strconv.Itoa(budgetMiB))
 	if err != nil {
 		return err

@@ -81,10 +81,16 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
 	if os.Getenv("GOGC") == "" {
-		// The live heap is small (tens of MB: bounded by --max-in-flight) and churns fast; the
-		// default GOGC=100 spends ~15 % of the bridge's CPU collecting it. 400 trades a few tens
-		// of MB for most of that. GOGC and GOMEMLIMIT in the environment still win.
+		// Besides its two memories the live heap is small (bounded by --max-in-flight) and
+		// churns fast; the default GOGC=100 spends ~15 % of the bridge's CPU collecting it. 400
+		// trades a few tens of MB for most of that. GOGC and GOMEMLIMIT in the environment win.
 		debug.SetGCPercent(400)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// GOGC=400 alone would let the heap grow to 5x the live heap, and the memories of keys
+		// and written messages make the live heap up to their budgets: a soft limit keeps the
+		// process within the budgets plus a working allowance (GC runs more often near it).
+		debug.SetMemoryLimit(MemoryLimit(&o))
 	}
 	if s.CPUProfile != "" {
 		f, err := os.Create(s.CPUProfile)
@@ -141,6 +147,16 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// WorkingMemoryMiB is what the bridge program allows itself beyond the budgets of its two
+// memories (--late-window-memory-mib, --written-memory-mib): the Go runtime, the held messages
+// and their aggregates, and the garbage between collections.
+const WorkingMemoryMiB = 256
+
+// MemoryLimit is the Go soft memory limit the bridge program sets when GOMEMLIMIT is not set.
+func MemoryLimit(o *bridge.Options) int64 {
+	return int64(o.LateWindowMemoryMiB+o.WrittenMemoryMiB+WorkingMemoryMiB) << 20
 }
 
 // KinesisClient builds the SDK client from the standard chain (AWS_REGION,

@@ -41,11 +41,12 @@ func datapathCases() []Case {
 		},
 		{
 			Name: "reshard-hot-key", Group: "reshard",
-			Summary: "kinesis-mock, 2 shards: a split of shard 0 while a hot key of its upper half takes 100 msg/s on top of 120 msg/s over 200 users; " +
+			Summary: "kinesis-mock, 2 shards: a split of shard 0 while a hot key of its upper half takes 100 msg/s on top of 120 msg/s over 200 users, " +
+				"every ListShards of the bridge taking 1 s (as when it is throttled: the hot key keeps arriving while the refreshed map is on its way); " +
 				"the consumer starts after everything was written and reads the children in parallel (the heir's first invocation takes 1 s)",
 			Rule: ruleReshard,
 			Run: func(ctx context.Context, t *T) error {
-				return reshard(ctx, t, reshardPlan{ops: []string{"split"}, lateConsumer: true, hotRate: 100})
+				return reshard(ctx, t, reshardPlan{ops: []string{"split"}, lateConsumer: true, hotRate: 100, listShards: time.Second})
 			},
 		},
 		{

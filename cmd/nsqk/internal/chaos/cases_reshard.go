@@ -16,6 +16,7 @@ import (
 	"github.com/nsqk/nsqk/shared/bridge"
 	"github.com/nsqk/nsqk/shared/consumer"
 	"github.com/nsqk/nsqk/shared/local/esm"
+	"github.com/nsqk/nsqk/shared/local/kinesisfault"
 	"github.com/nsqk/nsqk/shared/local/kinesislocal"
 	"github.com/nsqk/nsqk/shared/location"
 	"github.com/nsqk/nsqk/shared/shardmap"
@@ -53,7 +54,8 @@ type reshardPlan struct {
 	ops          []string
 	lateConsumer bool
 	rate         int
-	hotRate      int // > 0: one key of shard 0's upper half also gets this many messages per second
+	hotRate      int           // > 0: one key of shard 0's upper half also gets this many messages per second
+	listShards   time.Duration // > 0: every ListShards of the bridge takes this long (as when it is throttled)
 	options      func(o *bridge.Options)
 }
 
@@ -117,7 +119,12 @@ func reshard(ctx context.Context, t *T, plan reshardPlan) error {
 	if plan.options != nil {
 		plan.options(&o)
 	}
-	b, err := r.StartBridgeWith(o, kinesislocal.NewClient(r.Tap.URL)) // no fault front: kinesis-mock is the subject
+	var kc bridge.Kinesis = kinesislocal.NewClient(r.Tap.URL) // no fault front: kinesis-mock is the subject
+	if plan.listShards > 0 {
+		r.Front.Set(kinesisfault.Faults{Operations: []string{"ListShards"}, Delay: plan.listShards})
+		kc = r.BridgeKinesis()
+	}
+	b, err := r.StartBridgeWith(o, kc)
 	if err != nil {
 		return err
 	}

@@ -168,3 +168,26 @@ func TestAgeMapBudget(t *testing.T) {
 		t.Fatal("the oldest key survived")
 	}
 }
+
+// Forgetting works on whole generations: however many keys pass through, the memory holds a
+// handful of generations, so an expiry pass and a lookup cost a few map operations, never a walk
+// over the keys.
+func TestAgeMapGenerationsStayFew(t *testing.T) {
+	a := newAgeMap[uint64, int64](time.Minute, 0, nil)
+	t0 := time.Now()
+	for i := range 600_000 { // 10 minutes at 1,000 new keys a second
+		now := t0.Add(time.Duration(i) * time.Millisecond)
+		k := uint64(i)
+		_, g := a.get(k)
+		a.put(k, 1, g, now)
+		if i%1000 == 0 {
+			a.expire(now)
+		}
+		if len(a.gens) > 6 {
+			t.Fatalf("%d generations after %d keys", len(a.gens), i+1)
+		}
+	}
+	if n := a.len(); n < 60_000 || n > 76_000 {
+		t.Fatalf("%d keys remembered, want the last 60-75 s of them", n)
+	}
+}

@@ -104,12 +104,8 @@ func New(o Options, kc Kinesis, log *slog.Logger, reg prometheus.Registerer) (*B
 		addrs:     map[string]uint32{},
 	}
 	// A key collision in the fence (64 bits of MD5) needs ~2^32 keys to become likely.
-	b.fence = newAgeMap[uint64, int64](o.LateWindow, budgetSlots(o.LateWindowMemoryMiB), func(n int) {
-		b.m.memoryEvicted.WithLabelValues(memLateWindow).Add(float64(n))
-	})
-	b.written = newAgeMap[uint64, uint32](o.WrittenWindow, budgetSlots(o.WrittenMemoryMiB), func(n int) {
-		b.m.memoryEvicted.WithLabelValues(memWritten).Add(float64(n))
-	})
+	b.fence = newAgeMap[uint64, int64](o.LateWindow, budgetSlots(o.LateWindowMemoryMiB), func(n int) { b.m.evictedEarly(memLateWindow, n) })
+	b.written = newAgeMap[uint64, uint32](o.WrittenWindow, budgetSlots(o.WrittenMemoryMiB), func(n int) { b.m.evictedEarly(memWritten, n) })
 	b.dl = newDeadLetterer(&b.o, cfg, log, b.m, b.release)
 	return b, nil
 }

@@ -16,6 +16,7 @@ type cloudWatch struct {
 	in, acked, deadLettered, failedEntries, retries *emf.Counter
 	ackLatency                                      *emf.Histogram
 	backlog, inFlight                               *emf.Gauge
+	evicted                                         map[string]*emf.Counter // by memory
 }
 
 // newCloudWatch returns the EMF side of the metrics, or nil when o.EMFOutput is nil.
@@ -35,6 +36,10 @@ func newCloudWatch(o *Options) *cloudWatch {
 		ackLatency:    r.Histogram("AckLatency", emf.Milliseconds),
 		backlog:       r.Gauge("NSQBacklog", emf.Count),
 		inFlight:      r.Gauge("InFlightMessages", emf.Count),
+		evicted: map[string]*emf.Counter{
+			memLateWindow: r.Counter("LateWindowEvicted", emf.Count),
+			memWritten:    r.Counter("WrittenEvicted", emf.Count),
+		},
 	}
 }
 

@@ -177,3 +177,11 @@ func (m *metrics) nsqBacklog(depth int64) {
 		m.cw.backlog.Set(float64(depth))
 	}
 }
+
+// evictedEarly records entries a memory forgot before their window because of its budget.
+func (m *metrics) evictedEarly(memory string, n int) {
+	m.memoryEvicted.WithLabelValues(memory).Add(float64(n))
+	if m.cw != nil {
+		m.cw.evicted[memory].Add(int64(n))
+	}
+}

@@ -24,10 +24,12 @@ func (b *Bridge) HandleMessage(m *nsq.Message) error {
 	b.m.inFlight.Set(float64(b.held.Add(1)))
 	b.m.received(len(m.Body))
 
-	// A message nsqd delivers again (same id, Attempts > 1) may still be held here (it timed out,
-	// e.g. past nsqd's --max-msg-timeout during a long outage) or have been written shortly before
-	// its connection dropped, so that its FIN was lost: either way it must not be written twice.
-	// Redeliveries are rare, so they are looked up by scanning instead of indexing every message.
+	// A message nsqd delivers again (same nsqd and id, Attempts > 1) may still be held here (it
+	// timed out, e.g. past nsqd's --max-msg-timeout during a long outage) or have been written
+	// before its connection dropped, so that its FIN was lost and nsqd redelivers it after the
+	// message timeout (the written memory covers WrittenWindow): either way it must not be written
+	// twice. Held messages are looked up by scanning (redeliveries are rare) instead of indexing
+	// every message.
 	if m.Attempts > 1 {
 		b.mu.Lock()
 		if s := b.heldSlot(m); s != nil {

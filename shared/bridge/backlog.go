@@ -25,10 +25,7 @@ func (b *Bridge) backlogLoop(ctx context.Context) {
 		if depth, err := b.backlog(ctx, client); err != nil {
 			b.log.Debug("nsq backlog poll failed", "err", err)
 		} else {
-			b.m.backlog.Set(float64(depth))
-			if b.cw != nil {
-				b.cw.backlog.Set(float64(depth))
-			}
+			b.m.nsqBacklog(depth)
 		}
 		select {
 		case <-ctx.Done():

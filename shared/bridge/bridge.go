@@ -60,26 +60,26 @@ type Bridge struct {
 	lanes   []*lane   // every lane, in a stable order for round-robin sending
 	rr      int
 	pending *shardmap.Map // a new shard map waiting for its retired lanes to drain
+	stale   bool          // a record landed on a shard the map did not predict: a newer map is being fetched
 	stop    bool          // shutting down: seal everything now
 	gone    bool          // shutdown timed out: everything held was requeued
 	fatal   error
-	fence   fence                // newest NSQ timestamp accepted per key
-	sticky  map[uint64]stickyKey // keys a reshard misplaced, held to the shard their record went to
-	written idRing               // ids of the last messages written, 4 x MaxInFlight of them (their FIN may be lost)
+	fence   *ageMap[uint64, int64]  // newest NSQ timestamp accepted per key (64 bits of its MD5), for LateWindow
+	written *ageMap[uint64, uint32] // message id -> nsqd of the messages written (their FIN may be lost), for WrittenWindow
+	addrs   map[string]uint32       // nsqd addresses, numbered for written
+	sticky  map[uint64]stickyKey    // keys a reshard misplaced, held to the shard their record went to
 
-	held        atomic.Int64 // messages received and not yet FINished or requeued
-	lastIn      atomic.Int64 // when the last message arrived (Unix ns)
-	threshold   int64        // held messages at which aggregates are sealed early (NSQ RDY starvation)
-	kick        chan struct{}
-	slots       chan struct{}
-	refresh     chan struct{}
-	fatalCh     chan struct{}
-	fatalOnce   sync.Once
-	failures    failureLog
-	ready       atomic.Bool
-	cw          *cloudWatch // nil unless EnableEMF
-	emfInterval time.Duration
-	reqs        sync.WaitGroup
+	held      atomic.Int64 // messages received and not yet FINished or requeued
+	lastIn    atomic.Int64 // when the last message arrived (Unix ns)
+	threshold int64        // held messages at which aggregates are sealed early (NSQ RDY starvation)
+	kick      chan struct{}
+	slots     chan struct{}
+	refresh   chan struct{}
+	fatalCh   chan struct{}
+	fatalOnce sync.Once
+	failures  failureLog
+	ready     atomic.Bool
+	reqs      sync.WaitGroup
 }
 
 // New validates the options and returns a bridge that has not connected to anything yet.
@@ -96,14 +96,16 @@ func New(o Options, kc Kinesis, log *slog.Logger, reg prometheus.Registerer) (*B
 		return nil, err
 	}
 	b := &Bridge{
-		o: o, kc: kc, log: log, m: newMetrics(reg), keys: newKeyExtractor(&o), nsqCfg: cfg,
+		o: o, kc: kc, log: log, m: newMetrics(reg, newCloudWatch(&o)), keys: newKeyExtractor(&o), nsqCfg: cfg,
 		kick: make(chan struct{}, 1), slots: make(chan struct{}, o.MaxRequestsInFlight),
 		refresh: make(chan struct{}, 1), fatalCh: make(chan struct{}),
 		threshold: max(1, int64(o.MaxInFlight)*3/4),
-		fence:     newFence(),
 		sticky:    map[uint64]stickyKey{},
-		written:   idRing{ids: make([]nsq.MessageID, 4*o.MaxInFlight)},
+		addrs:     map[string]uint32{},
 	}
+	// A key collision in the fence (64 bits of MD5) needs ~2^32 keys to become likely.
+	b.fence = newAgeMap[uint64, int64](o.LateWindow, budgetSlots(o.LateWindowMemoryMiB), func(n int) { b.m.evictedEarly(memLateWindow, n) })
+	b.written = newAgeMap[uint64, uint32](o.WrittenWindow, budgetSlots(o.WrittenMemoryMiB), func(n int) { b.m.evictedEarly(memWritten, n) })
 	b.dl = newDeadLetterer(&b.o, cfg, log, b.m, b.release)
 	return b, nil
 }
@@ -247,7 +249,8 @@ func (b *Bridge) describe(ctx context.Context) error {
 	}
 	if b.o.MaxRecordSize == 0 && out.StreamDescriptionSummary != nil && out.StreamDescriptionSummary.MaxRecordSizeInKiB != nil {
 		if kib := int(*out.StreamDescriptionSummary.MaxRecordSizeInKiB); kib > 0 {
-			b.maxSize = kib << 10
+			// A lane that cannot send keeps aggregating; its records must still fit a request.
+			b.maxSize = min(kib<<10, maxRequestBytes)
 		}
 	}
 	return nil

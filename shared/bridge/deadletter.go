@@ -46,7 +46,6 @@ type deadLetterer struct {
 	log                     *slog.Logger
 	m                       *metrics
 	release                 func(m *nsq.Message, fin bool, cause string, delay time.Duration) // FIN or REQ a held message
-	onDeadLettered          func()
 
 	mu        sync.Mutex
 	producers map[string]*nsq.Producer
@@ -162,10 +161,7 @@ func (d *deadLetterer) loop() {
 		if t.Error != nil {
 			d.fail(m, reason, t.Error)
 		} else {
-			d.m.deadLettered.WithLabelValues(string(reason)).Inc()
-			if d.onDeadLettered != nil {
-				d.onDeadLettered()
-			}
+			d.m.deadLetter(reason)
 			d.log.Warn("message dead-lettered", "reason", reason, "detail", detail, "message_id", string(m.ID[:]),
 				"attempts", m.Attempts, "dead_letter_topic", d.dlTopic, "bytes", len(m.Body))
 			d.release(m, true, "", 0)

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/nsqk/nsqk/shared/emf"
@@ -15,12 +16,17 @@ type cloudWatch struct {
 	in, acked, deadLettered, failedEntries, retries *emf.Counter
 	ackLatency                                      *emf.Histogram
 	backlog, inFlight                               *emf.Gauge
+	evicted                                         map[string]*emf.Counter // by memory
 }
 
-// EnableEMF makes the bridge record its CloudWatch metrics into r (call before Run); Run flushes r
-// every interval.
-func (b *Bridge) EnableEMF(r *emf.Registry, interval time.Duration) {
-	b.cw = &cloudWatch{
+// newCloudWatch returns the EMF side of the metrics, or nil when o.EMFOutput is nil.
+func newCloudWatch(o *Options) *cloudWatch {
+	if o.EMFOutput == nil {
+		return nil
+	}
+	r := emf.New(emf.Config{Namespace: "NSQK/Bridge", Dimensions: []emf.Dimension{{Name: "Stream", Value: streamName(o.Stream)}},
+		Output: o.EMFOutput})
+	return &cloudWatch{
 		reg:           r,
 		in:            r.Counter("MessagesIn", emf.Count),
 		acked:         r.Counter("MessagesAcked", emf.Count),
@@ -30,21 +36,33 @@ func (b *Bridge) EnableEMF(r *emf.Registry, interval time.Duration) {
 		ackLatency:    r.Histogram("AckLatency", emf.Milliseconds),
 		backlog:       r.Gauge("NSQBacklog", emf.Count),
 		inFlight:      r.Gauge("InFlightMessages", emf.Count),
+		evicted: map[string]*emf.Counter{
+			memLateWindow: r.Counter("LateWindowEvicted", emf.Count),
+			memWritten:    r.Counter("WrittenEvicted", emf.Count),
+		},
 	}
-	b.emfInterval = interval
-	b.dl.onDeadLettered = b.cw.deadLettered.Inc
 }
 
+// streamName returns the name part of a stream ARN (arn:aws:kinesis:region:acct:stream/NAME).
+func streamName(s string) string {
+	if i := strings.LastIndex(s, ":stream/"); i >= 0 {
+		return s[i+len(":stream/"):]
+	}
+	return s
+}
+
+// emfLoop writes the EMF metrics every EMFInterval, and once more at shutdown.
 func (b *Bridge) emfLoop(ctx context.Context) {
-	if b.cw == nil {
+	cw := b.m.cw
+	if cw == nil {
 		return
 	}
 	flush := func(time.Time) {
-		b.cw.inFlight.Set(float64(b.held.Load()))
-		if err := b.cw.reg.Flush(); err != nil {
+		cw.inFlight.Set(float64(b.held.Load()))
+		if err := cw.reg.Flush(); err != nil {
 			b.log.Warn("EMF flush failed", "err", err)
 		}
 	}
-	every(ctx, b.emfInterval, flush)
+	every(ctx, b.o.EMFInterval, flush)
 	flush(time.Now()) // what the last interval recorded, at shutdown
 }

@@ -2,6 +2,8 @@ package bridge
 
 import (
 	"context"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"strconv"
 	"time"
@@ -20,25 +22,24 @@ func (b *Bridge) HandleMessage(m *nsq.Message) error {
 	now := time.Now() // one clock read per message: they are not cheap on every host
 	b.lastIn.Store(now.UnixNano())
 	b.m.inFlight.Set(float64(b.held.Add(1)))
-	b.m.messagesIn.Inc()
-	b.m.bytesIn.Add(float64(len(m.Body)))
-	if b.cw != nil {
-		b.cw.in.Inc()
-	}
+	b.m.received(len(m.Body))
 
-	// A message nsqd delivers again (same id, Attempts > 1) may still be held here (it timed out,
-	// e.g. past nsqd's --max-msg-timeout during a long outage) or have been written shortly before
-	// its connection dropped, so that its FIN was lost: either way it must not be written twice.
-	// Redeliveries are rare, so they are looked up by scanning instead of indexing every message.
+	// A message nsqd delivers again (same nsqd and id, Attempts > 1) may still be held here (it
+	// timed out, e.g. past nsqd's --max-msg-timeout during a long outage) or have been written
+	// before its connection dropped, so that its FIN was lost and nsqd redelivers it after the
+	// message timeout (the written memory covers WrittenWindow): either way it must not be written
+	// twice. Held messages are looked up by scanning (redeliveries are rare) instead of indexing
+	// every message.
 	if m.Attempts > 1 {
 		b.mu.Lock()
-		if s := b.heldSlot(m.ID); s != nil {
+		if s := b.heldSlot(m); s != nil {
 			s.more = append(s.more, m)
 			b.mu.Unlock()
 			b.m.redelivered.WithLabelValues("held").Inc()
 			return nil
 		}
-		written := b.written.has(m.ID)
+		addr, g := b.written.get(messageID(m.ID))
+		written := g >= 0 && addr == b.addrIndex(m.NSQDAddress)
 		b.mu.Unlock()
 		if written {
 			b.m.redelivered.WithLabelValues("written").Inc()
@@ -68,12 +69,11 @@ func (b *Bridge) HandleMessage(m *nsq.Message) error {
 	// memory and disk queues (a channel deeper than --mem-queue-size). The bridge keeps the order
 	// it receives; only a redelivery is held to the --late-redelivery policy, because only it can
 	// be told apart from a message the bridge has simply not seen yet.
-	k, fi := ref.hash.Low64(), -1
+	k, newest, fg := ref.hash.Low64(), int64(0), -1
 	if !random {
-		fi = b.fence.find(k)
+		newest, fg = b.fence.get(k)
 	}
-	newest := b.fence.newest(fi)
-	older := fi >= 0 && m.Timestamp < newest
+	older := fg >= 0 && m.Timestamp < newest
 	late := older && m.Attempts > 1
 	if older && !late {
 		b.m.outOfOrder.Inc()
@@ -86,8 +86,10 @@ func (b *Bridge) HandleMessage(m *nsq.Message) error {
 		return nil
 	}
 	err := b.add(ref, now)
-	if err == nil && !older && !random {
-		b.fence.set(fi, k, m.Timestamp)
+	if err == nil && !random {
+		// Remembered from the last message of the key the bridge accepted, not from its publish
+		// time: while a backlog older than the window is caught up, keys must not be forgotten.
+		b.fence.put(k, max(newest, m.Timestamp), fg, now)
 	}
 	b.mu.Unlock()
 	if err != nil {
@@ -98,103 +100,55 @@ func (b *Bridge) HandleMessage(m *nsq.Message) error {
 	return nil
 }
 
-// fence holds the newest NSQ timestamp accepted per key, keyed by 64 bits of the key's MD5 (a
-// collision needs ~2^32 keys to become likely). The map holds indexes into a slice rather than the
-// timestamps themselves, so that updating a known key costs one lookup, not two (b.mu guards it).
-type fence struct {
-	idx map[uint64]int32
-	ts  []int64
-	key []uint64
-}
-
-func newFence() fence { return fence{idx: map[uint64]int32{}} }
-
-// find returns the index of key k, or -1.
-func (f *fence) find(k uint64) int {
-	if i, ok := f.idx[k]; ok {
-		return int(i)
+// messageID returns the 64-bit number an NSQ message id spells in hex. An id that is not hex
+// (nsqd issues none) is folded into 64 bits instead; two such ids may then be taken for one.
+func messageID(id nsq.MessageID) uint64 {
+	var v [8]byte
+	if _, err := hex.Decode(v[:], id[:]); err == nil {
+		return binary.BigEndian.Uint64(v[:])
 	}
-	return -1
+	return binary.BigEndian.Uint64(id[:8]) ^ binary.BigEndian.Uint64(id[8:])*0x9E3779B97F4A7C15
 }
 
-// newest returns the timestamp at index i (0 for -1).
-func (f *fence) newest(i int) int64 {
-	if i < 0 {
-		return 0
+// addrIndex returns a small number for an nsqd address (b.mu held): the written-message memory
+// stores it instead of the address.
+func (b *Bridge) addrIndex(addr string) uint32 {
+	i, ok := b.addrs[addr]
+	if !ok {
+		i = uint32(len(b.addrs))
+		b.addrs[addr] = i
 	}
-	return f.ts[i]
+	return i
 }
 
-// set records ts for key k found at index i (-1: a new key).
-func (f *fence) set(i int, k uint64, ts int64) {
-	if i >= 0 {
-		f.ts[i] = ts
-		return
-	}
-	f.idx[k] = int32(len(f.ts))
-	f.ts = append(f.ts, ts)
-	f.key = append(f.key, k)
+// wrote remembers that a message was written (b.mu held). The memory is keyed by id and holds the
+// address: two nsqd issuing the same id (same --node-id) keep only the later one, so a
+// redelivery of the other is written again (a duplicate, never a loss).
+func (b *Bridge) wrote(m *nsq.Message, now time.Time) {
+	id := messageID(m.ID)
+	_, g := b.written.get(id)
+	b.written.put(id, b.addrIndex(m.NSQDAddress), g, now)
 }
 
-// prune forgets keys whose newest timestamp is before cutoff, compacting the slices.
-func (f *fence) prune(cutoff int64) {
-	n := 0
-	for i, ts := range f.ts {
-		if ts < cutoff {
-			delete(f.idx, f.key[i])
-			continue
-		}
-		f.ts[n], f.key[n] = ts, f.key[i]
-		f.idx[f.key[n]] = int32(n)
-		n++
-	}
-	f.ts, f.key = f.ts[:n], f.key[:n]
-}
-
-// heldSlot returns the slot of a held message with this id, or nil (b.mu held).
-func (b *Bridge) heldSlot(id nsq.MessageID) *slot {
+// heldSlot returns the slot of a held message with the id and nsqd of m, or nil (b.mu held).
+// Two nsqd with the same --node-id can issue the same id, so the address must match too.
+func (b *Bridge) heldSlot(m *nsq.Message) *slot {
+	match := func(x *nsq.Message) bool { return x.ID == m.ID && x.NSQDAddress == m.NSQDAddress }
 	for _, l := range b.lanes {
 		for _, e := range l.queue {
 			for _, r := range e.msgs {
-				if r.s.m.ID == id {
+				if match(r.s.m) {
 					return r.s
 				}
 			}
 		}
 		for _, r := range l.open {
-			if r.s.m.ID == id {
+			if match(r.s.m) {
 				return r.s
 			}
 		}
 	}
 	return nil
-}
-
-// idRing remembers the ids of the last messages written (b.mu guards it).
-type idRing struct {
-	ids  []nsq.MessageID
-	next int
-	full bool
-}
-
-func (r *idRing) push(id nsq.MessageID) {
-	r.ids[r.next] = id
-	if r.next++; r.next == len(r.ids) {
-		r.next, r.full = 0, true
-	}
-}
-
-func (r *idRing) has(id nsq.MessageID) bool {
-	n := r.next
-	if r.full {
-		n = len(r.ids)
-	}
-	for _, x := range r.ids[:n] {
-		if x == id {
-			return true
-		}
-	}
-	return false
 }
 
 // stickyShard returns the shard index a key sticks to after a reshard misplaced one of its records,
@@ -212,6 +166,11 @@ func (b *Bridge) stickyShard(k uint64, now time.Time) int {
 		return -1
 	}
 	i := b.smap.Index(sk.shard)
+	if i < 0 && b.stale {
+		// Its shard is not in the map yet: the refreshed map is on its way. Until it is installed
+		// the key's messages wait in its paused (or retiring) lane and are re-routed here then.
+		return -1
+	}
 	if i < 0 || now.Sub(sk.last) >= b.o.ReshardQuiet { // its shard closed, or the key went quiet
 		delete(b.sticky, k)
 		return -1
@@ -221,20 +180,30 @@ func (b *Bridge) stickyShard(k uint64, now time.Time) int {
 	return i
 }
 
-// housekeepingLoop forgets the fence entries of keys not seen for LateWindow and the sticky keys
-// quiet for ReshardQuiet, bounding both maps by the keys active in those windows.
+// housekeepingLoop forgets the fence entries of keys not seen for LateWindow, the messages
+// written longer than WrittenWindow ago and the sticky keys quiet for ReshardQuiet, bounding
+// these memories by what is active in those windows. Each tick holds b.mu for a few map
+// operations per memory, not for work that grows with the number of keys.
 func (b *Bridge) housekeepingLoop(ctx context.Context) {
-	every(ctx, min(b.o.LateWindow, b.o.ReshardQuiet)/4, func(now time.Time) {
-		cutoff := now.Add(-b.o.LateWindow).UnixNano()
-		b.mu.Lock()
-		b.fence.prune(cutoff)
-		for k, sk := range b.sticky {
-			if now.Sub(sk.last) >= b.o.ReshardQuiet {
-				delete(b.sticky, k)
-			}
+	every(ctx, min(b.o.LateWindow, b.o.ReshardQuiet, b.o.WrittenWindow)/8, b.housekeep)
+}
+
+func (b *Bridge) housekeep(now time.Time) {
+	b.mu.Lock()
+	start := time.Now()
+	b.fence.expire(now)
+	b.written.expire(now)
+	for k, sk := range b.sticky {
+		if now.Sub(sk.last) >= b.o.ReshardQuiet {
+			delete(b.sticky, k)
 		}
-		b.mu.Unlock()
-	})
+	}
+	fence, written := b.fence.len(), b.written.len()
+	held := time.Since(start)
+	b.mu.Unlock()
+	b.m.housekeeping.Observe(held.Seconds())
+	b.m.memoryEntries.WithLabelValues(memLateWindow).Set(float64(fence))
+	b.m.memoryEntries.WithLabelValues(memWritten).Set(float64(written))
 }
 
 // every calls fn at each tick of d until ctx ends.

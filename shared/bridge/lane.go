@@ -49,6 +49,9 @@ type entry struct {
 	touched  time.Time // when its messages were last received or TOUCHed
 	inFlight bool
 	attempts int
+	// maybeWritten: a request carrying it failed as a whole (timeout, connection lost, 5xx), so it
+	// may be in the stream already. It is only ever sent again as the same record.
+	maybeWritten bool
 }
 
 func (e *entry) size() int { return len(e.rec.Data) + len(e.rec.PartitionKey) }

@@ -111,29 +111,83 @@ func TestLateRedeliveryIsWrittenWhenAsked(t *testing.T) {
 	}
 }
 
-func TestFenceFindSetPrune(t *testing.T) {
-	f := newFence()
-	for k := uint64(1); k <= 5; k++ {
-		if i := f.find(k); i != -1 {
-			t.Fatalf("unknown key %d found at %d", k, i)
-		}
-		f.set(-1, k, int64(k*100))
+// The memory forgets a key by when it was last put, not by its value (an NSQ publish time), and
+// a key put again stays.
+func TestAgeMapForgetsByLastPut(t *testing.T) {
+	t0 := time.Now()
+	a := newAgeMap[uint64, int64](time.Minute, 0, nil)
+	put := func(k uint64, v int64, at time.Time) {
+		_, g := a.get(k)
+		a.put(k, v, g, at)
 	}
-	f.set(f.find(3), 3, 350)
-	f.prune(300) // forgets keys 1 and 2 (100, 200); keeps 3 (350), 4, 5
-	for k, want := range map[uint64]int64{1: -1, 2: -1, 3: 350, 4: 400, 5: 500} {
-		i := f.find(k)
-		if want < 0 {
-			if i != -1 {
-				t.Fatalf("key %d survived the prune", k)
-			}
-			continue
-		}
-		if i < 0 || f.newest(i) != want {
-			t.Fatalf("key %d: index %d newest %d, want %d", k, i, f.newest(i), want)
+	old := t0.Add(-time.Hour).UnixNano() // a backlog published an hour ago
+	for k := uint64(1); k <= 3; k++ {
+		put(k, old, t0)
+	}
+	put(3, old+1, t0.Add(50*time.Second)) // key 3 seen again
+	a.expire(t0.Add(59 * time.Second))
+	for k := uint64(1); k <= 3; k++ {
+		if _, g := a.get(k); g < 0 {
+			t.Fatalf("key %d forgotten 59s after it was put, window 1m", k)
 		}
 	}
-	if len(f.ts) != 3 || len(f.idx) != 3 {
-		t.Fatalf("%d timestamps, %d index entries after the prune", len(f.ts), len(f.idx))
+	a.expire(t0.Add(76 * time.Second)) // past 1.25 x the window for keys 1 and 2
+	for k, want := range map[uint64]bool{1: false, 2: false, 3: true} {
+		if _, g := a.get(k); (g >= 0) != want {
+			t.Fatalf("key %d remembered=%v at 76s, want %v", k, g >= 0, want)
+		}
+	}
+	if v, _ := a.get(3); v != old+1 || a.len() != 1 {
+		t.Fatalf("key 3 = %d, %d entries", v, a.len())
+	}
+	a.expire(t0.Add(50*time.Second + 76*time.Second))
+	if a.len() != 0 || len(a.gens) != 0 {
+		t.Fatalf("%d entries, %d generations after every window passed", a.len(), len(a.gens))
+	}
+}
+
+// Beyond the budget the oldest keys are forgotten early and counted; the slots held never exceed
+// the budget.
+func TestAgeMapBudget(t *testing.T) {
+	evicted := 0
+	a := newAgeMap[uint64, int64](time.Hour, 1000, func(n int) { evicted += n })
+	t0 := time.Now()
+	for k := range uint64(10_000) {
+		a.put(k, 1, -1, t0.Add(time.Duration(k)*time.Millisecond))
+		if a.slots > 1000 {
+			t.Fatalf("%d slots after %d puts, budget 1000", a.slots, k+1)
+		}
+	}
+	if a.len()+evicted != 10_000 || evicted == 0 {
+		t.Fatalf("%d remembered + %d evicted, want 10000", a.len(), evicted)
+	}
+	if _, g := a.get(9_999); g < 0 {
+		t.Fatal("the newest key was evicted")
+	}
+	if _, g := a.get(0); g >= 0 {
+		t.Fatal("the oldest key survived")
+	}
+}
+
+// Forgetting works on whole generations: however many keys pass through, the memory holds a
+// handful of generations, so an expiry pass and a lookup cost a few map operations, never a walk
+// over the keys.
+func TestAgeMapGenerationsStayFew(t *testing.T) {
+	a := newAgeMap[uint64, int64](time.Minute, 0, nil)
+	t0 := time.Now()
+	for i := range 600_000 { // 10 minutes at 1,000 new keys a second
+		now := t0.Add(time.Duration(i) * time.Millisecond)
+		k := uint64(i)
+		_, g := a.get(k)
+		a.put(k, 1, g, now)
+		if i%1000 == 0 {
+			a.expire(now)
+		}
+		if len(a.gens) > 6 {
+			t.Fatalf("%d generations after %d keys", len(a.gens), i+1)
+		}
+	}
+	if n := a.len(); n < 60_000 || n > 76_000 {
+		t.Fatalf("%d keys remembered, want the last 60-75 s of them", n)
 	}
 }

@@ -1,11 +1,18 @@
 package bridge
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// metrics are the bridge's Prometheus series (prefix nsqk_bridge_). The README lists them.
+// metrics is the bridge's one metrics recorder: its Prometheus series (prefix nsqk_bridge_, listed
+// in the README) and, when Options.EMFOutput is set, the CloudWatch EMF subset. Code that records
+// an event that both report calls one of the methods below; Prometheus-only series are used
+// directly.
 type metrics struct {
+	cw *cloudWatch // nil without EMF
+
 	messagesIn      prometheus.Counter
 	messagesAcked   prometheus.Counter
 	messagesRequeue *prometheus.CounterVec // by cause
@@ -26,6 +33,9 @@ type metrics struct {
 	late            prometheus.Counter
 	outOfOrder      prometheus.Counter
 	redelivered     *prometheus.CounterVec
+	memoryEvicted   *prometheus.CounterVec // by memory: late_window, written
+	memoryEntries   *prometheus.GaugeVec   // by memory
+	housekeeping    prometheus.Histogram
 	inFlight        prometheus.Gauge // messages held: received, not yet FIN'd or requeued
 	buffered        prometheus.Gauge // bytes of user data held in aggregates not yet acknowledged
 	shards          prometheus.Gauge
@@ -34,6 +44,12 @@ type metrics struct {
 	putLatency      prometheus.Histogram
 }
 
+// Values of the memory label.
+const (
+	memLateWindow = "late_window"
+	memWritten    = "written"
+)
+
 // ackBuckets (seconds) are fine around the typical 20-200 ms flush window and reach into minutes
 // for outages; CloudWatch EMF percentiles are computed from the same buckets.
 var ackBuckets = []float64{
@@ -41,7 +57,7 @@ var ackBuckets = []float64{
 	.5, .75, 1, 1.5, 2, 3, 5, 10, 20, 30, 60, 120, 300,
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+func newMetrics(reg prometheus.Registerer, cw *cloudWatch) *metrics {
 	const ns, sub = "nsqk", "bridge"
 	c := func(name, help string) prometheus.Counter {
 		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: name, Help: help})
@@ -53,6 +69,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		return prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: name, Help: help})
 	}
 	m := &metrics{
+		cw:              cw,
 		messagesIn:      c("messages_in_total", "NSQ messages received."),
 		messagesAcked:   c("messages_acked_total", "NSQ messages FINished after Kinesis accepted the record carrying them."),
 		messagesRequeue: cv("messages_requeued_total", "NSQ messages requeued (REQ) instead of FINished, by cause.", "cause"),
@@ -71,13 +88,21 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		touches:     c("touches_total", "NSQ TOUCH commands sent for messages waiting longer than half the message timeout."),
 		misrouted:   c("misrouted_entries_total", "Entries Kinesis stored on another shard than the shard map predicted (the map is then refreshed)."),
 		reshards:    c("shard_map_changes_total", "Shard map changes applied."),
-		redelivered: cv("redelivered_total", "Messages nsqd delivered again that the bridge still held (state=held: the new delivery replaced the old) or had just written (state=written: FINished at once); neither is written twice.", "state"),
+		redelivered: cv("redelivered_total", "Messages nsqd delivered again that the bridge still held (state=held: the new delivery replaced the old) or had written within --written-window (state=written: FINished at once); neither is written twice.", "state"),
 		late:        c("late_redeliveries_total", "Redelivered messages older than one already accepted for their key; dead-lettered or written per --late-redelivery."),
 		outOfOrder:  c("out_of_order_deliveries_total", "First deliveries older than a message already accepted for their key (nsqd interleaves its memory and disk queues once a channel is deeper than --mem-queue-size); written."),
-		inFlight:    g("in_flight_messages", "NSQ messages held by the bridge (received, not yet FINished or requeued)."),
-		buffered:    g("buffered_bytes", "User data bytes in aggregates not yet accepted by Kinesis."),
-		shards:      g("open_shards", "Open shards in the current shard map."),
-		backlog:     g("nsq_backlog_messages", "Depth of the NSQ channel (queued, not yet delivered) as reported by nsqd."),
+		memoryEvicted: cv("memory_evicted_total", "Entries forgotten before their window because the memory's budget was reached, by memory: "+
+			"late_window (keys' newest timestamps, --late-window-memory-mib: a late redelivery of such a key is no longer recognised) or "+
+			"written (messages written, --written-memory-mib: a redelivery of such a message whose FIN was lost is written again).", "memory"),
+		memoryEntries: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "memory_entries",
+			Help: "Entries remembered, by memory: late_window (keys) or written (messages)."}, []string{"memory"}),
+		housekeeping: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "housekeeping_lock_seconds",
+			Help:    "How long one housekeeping pass (forgetting expired keys, messages and sticky keys) held the bridge's lock; intake, completion and sending wait meanwhile.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .002, .005, .01, .025, .05, .1, .25, 1}}),
+		inFlight: g("in_flight_messages", "NSQ messages held by the bridge (received, not yet FINished or requeued)."),
+		buffered: g("buffered_bytes", "User data bytes in aggregates not yet accepted by Kinesis."),
+		shards:   g("open_shards", "Open shards in the current shard map."),
+		backlog:  g("nsq_backlog_messages", "Depth of the NSQ channel (queued, not yet delivered) as reported by nsqd."),
 		ackLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "ack_latency_seconds",
 			Help: "NSQ publish timestamp to Kinesis acceptance, per message.", Buckets: ackBuckets}),
 		putLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "putrecords_latency_seconds",
@@ -86,8 +111,77 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	if reg != nil {
 		reg.MustRegister(m.messagesIn, m.messagesAcked, m.messagesRequeue, m.deadLettered, m.deadLetterFail,
 			m.bytesIn, m.bytesOut, m.aggregates, m.shardMessages, m.userRecords, m.putCalls, m.putEntries, m.putFailed,
-			m.retries, m.touches, m.misrouted, m.reshards, m.late, m.outOfOrder, m.redelivered, m.inFlight, m.buffered, m.shards, m.backlog,
+			m.retries, m.touches, m.misrouted, m.reshards, m.late, m.outOfOrder, m.redelivered, m.memoryEvicted, m.memoryEntries, m.housekeeping, m.inFlight, m.buffered, m.shards, m.backlog,
 			m.ackLatency, m.putLatency)
 	}
 	return m
+}
+
+// received records one message taken from NSQ.
+func (m *metrics) received(bytes int) {
+	m.messagesIn.Inc()
+	m.bytesIn.Add(float64(bytes))
+	if m.cw != nil {
+		m.cw.in.Inc()
+	}
+}
+
+// ackLatencyOf records the time from NSQ publish to Kinesis acceptance of one message.
+func (m *metrics) ackLatencyOf(d time.Duration) {
+	m.ackLatency.Observe(d.Seconds())
+	if m.cw != nil {
+		m.cw.ackLatency.ObserveDuration(d)
+	}
+}
+
+// acked records messages FINished after Kinesis accepted them.
+func (m *metrics) acked(n int) {
+	m.messagesAcked.Add(float64(n))
+	if m.cw != nil {
+		m.cw.acked.Add(int64(n))
+	}
+}
+
+// deadLetter records a message published to the dead-letter topic.
+func (m *metrics) deadLetter(reason Reason) {
+	m.deadLettered.WithLabelValues(string(reason)).Inc()
+	if m.cw != nil {
+		m.cw.deadLettered.Inc()
+	}
+}
+
+// retried records an entry sent again after a failure.
+func (m *metrics) retried() {
+	m.retries.Inc()
+	if m.cw != nil {
+		m.cw.retries.Inc()
+	}
+}
+
+// failedEntries records the PutRecords entries of one request that failed, by error code.
+func (m *metrics) failedEntries(codes map[string]int) {
+	n := 0
+	for code, c := range codes {
+		m.putFailed.WithLabelValues(code).Add(float64(c))
+		n += c
+	}
+	if m.cw != nil {
+		m.cw.failedEntries.Add(int64(n))
+	}
+}
+
+// nsqBacklog records the depth of the NSQ channel.
+func (m *metrics) nsqBacklog(depth int64) {
+	m.backlog.Set(float64(depth))
+	if m.cw != nil {
+		m.cw.backlog.Set(float64(depth))
+	}
+}
+
+// evictedEarly records entries a memory forgot before their window because of its budget.
+func (m *metrics) evictedEarly(memory string, n int) {
+	m.memoryEvicted.WithLabelValues(memory).Add(float64(n))
+	if m.cw != nil {
+		m.cw.evicted[memory].Add(int64(n))
+	}
 }

@@ -3,6 +3,7 @@ package bridge
 import (
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -94,7 +95,10 @@ type Options struct {
 	RecordKeys          RecordKeys
 	Ordering            Ordering
 	LateRedelivery      LatePolicy    // "" = dead-letter in strict mode, write in relaxed mode
-	LateWindow          time.Duration // how long a key's newest timestamp is remembered
+	LateWindow          time.Duration // how long a key's newest timestamp is remembered after the key was last seen
+	LateWindowMemoryMiB int           // memory budget of those timestamps; keys beyond it are forgotten early
+	WrittenWindow       time.Duration // how long a written message is remembered, to recognise a redelivery whose FIN was lost
+	WrittenMemoryMiB    int           // memory budget of the written messages; beyond it they are forgotten early
 	MaxBufferedTime     time.Duration
 	MaxRecordSize       int // 0: read from DescribeStreamSummary (default 1 MiB)
 	MaxRequestsInFlight int
@@ -108,6 +112,12 @@ type Options struct {
 	// Lifecycle.
 	ShutdownTimeout time.Duration
 	BacklogInterval time.Duration
+
+	// Metrics. Prometheus series go to the registerer given to New; with EMFOutput set the bridge
+	// also writes CloudWatch Embedded Metric Format lines (namespace NSQK/Bridge, dimension
+	// Stream) to it every EMFInterval.
+	EMFOutput   io.Writer
+	EMFInterval time.Duration
 }
 
 // NewOptions returns the defaults.
@@ -125,6 +135,9 @@ func NewOptions() Options {
 		RecordKeys:          RecordKeysUser,
 		Ordering:            Strict,
 		LateWindow:          15 * time.Minute,
+		LateWindowMemoryMiB: 128,
+		WrittenWindow:       5 * time.Minute,
+		WrittenMemoryMiB:    64,
 		MaxBufferedTime:     100 * time.Millisecond,
 		MaxRequestsInFlight: 16,
 		PutTimeout:          30 * time.Second,
@@ -135,6 +148,7 @@ func NewOptions() Options {
 		ReshardQuiet:        5 * time.Minute,
 		ShutdownTimeout:     25 * time.Second,
 		BacklogInterval:     15 * time.Second,
+		EMFInterval:         time.Minute,
 	}
 }
 
@@ -172,8 +186,8 @@ func (o *Options) Validate() error {
 	switch o.MissingKey {
 	case MissingKeyDeadLetter, MissingKeyRandom:
 	case MissingKeyFixed:
-		if n := len([]rune(o.FixedKey)); n < 1 || n > 256 {
-			bad("--missing-key=fixed needs --fixed-key of 1-256 characters")
+		if reason, detail := checkKey(o.FixedKey); reason != "" {
+			bad("--missing-key=fixed needs a usable --fixed-key: %s", detail)
 		}
 	default:
 		bad("--missing-key must be dead-letter, fixed or random")
@@ -198,8 +212,14 @@ func (o *Options) Validate() error {
 	default:
 		bad("--late-redelivery must be dead-letter or write")
 	}
-	if o.LateWindow < time.Minute {
-		bad("--late-window must be at least 1m")
+	if o.LateWindow < time.Second {
+		bad("--late-window must be at least 1s")
+	}
+	if o.WrittenWindow < o.MsgTimeout {
+		bad("--written-window must be at least --msg-timeout: nsqd redelivers a message whose FIN was lost after its timeout")
+	}
+	if o.LateWindowMemoryMiB < 1 || o.WrittenMemoryMiB < 1 {
+		bad("--late-window-memory-mib and --written-memory-mib must be at least 1")
 	}
 	if o.KeyBuckets < 1 || o.KeyBuckets > 10000 {
 		bad("--key-buckets must be 1..10000")
@@ -213,8 +233,8 @@ func (o *Options) Validate() error {
 	if o.MsgTimeout < time.Second {
 		bad("--msg-timeout must be at least 1s")
 	}
-	if o.MaxRecordSize < 0 || (o.MaxRecordSize > 0 && o.MaxRecordSize < 1024) {
-		bad("--max-record-size must be 0 (from the stream) or at least 1024")
+	if o.MaxRecordSize < 0 || (o.MaxRecordSize > 0 && o.MaxRecordSize < 1024) || o.MaxRecordSize > maxRequestBytes {
+		bad("--max-record-size must be 0 (from the stream) or 1024..%d (what one PutRecords request takes)", maxRequestBytes)
 	}
 	if o.MaxRequestsInFlight < 1 {
 		bad("--max-requests-in-flight must be at least 1")
@@ -233,6 +253,9 @@ func (o *Options) Validate() error {
 	}
 	if o.ShutdownTimeout <= 0 || o.ShardRefresh <= 0 || o.PutTimeout <= 0 {
 		bad("--shutdown-timeout, --shard-refresh and --put-timeout must be positive")
+	}
+	if o.EMFOutput != nil && o.EMFInterval <= 0 {
+		bad("--emf-interval must be positive")
 	}
 	errs = append(errs, o.validateTLS()...)
 	return errors.Join(errs...)

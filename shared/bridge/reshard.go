@@ -4,20 +4,27 @@ import (
 	"context"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
+
 	"github.com/nsqk/nsqk/shared/shardmap"
 )
 
 // refreshLoop reloads the shard map every ShardRefresh, and at once (at most every 250 ms) when
-// a record landed on an unexpected shard.
+// a record landed on an unexpected shard. A refresh that fails while lanes wait for it (after a
+// misroute) is retried with exponential backoff, from 250 ms up to ShardRefresh.
 func (b *Bridge) refreshLoop(ctx context.Context) {
 	t := time.NewTicker(b.o.ShardRefresh)
 	defer t.Stop()
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval, bo.MaxInterval = 250*time.Millisecond, max(b.o.ShardRefresh, 250*time.Millisecond)
 	var last time.Time
+	var retry <-chan time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-retry:
 		case <-b.refresh:
 			if wait := 250*time.Millisecond - time.Since(last); wait > 0 {
 				select {
@@ -27,6 +34,7 @@ func (b *Bridge) refreshLoop(ctx context.Context) {
 				}
 			}
 		}
+		retry = nil
 		last = time.Now()
 		m, err := shardmap.Load(ctx, b.kc, b.o.Stream)
 		if err != nil {
@@ -34,9 +42,19 @@ func (b *Bridge) refreshLoop(ctx context.Context) {
 				b.setFatal(err)
 				return
 			}
-			b.log.Warn("shard map refresh failed; keeping the current map", "err", err)
+			b.mu.Lock()
+			waiting := b.stale
+			b.mu.Unlock()
+			if waiting {
+				d := bo.NextBackOff()
+				retry = time.After(d)
+				b.log.Warn("shard map refresh failed while lanes wait for it; retrying", "err", err, "retry_in", d)
+			} else {
+				b.log.Warn("shard map refresh failed; keeping the current map", "err", err)
+			}
 			continue
 		}
+		bo.Reset()
 		b.apply(m)
 	}
 }
@@ -67,6 +85,7 @@ func (b *Bridge) install(m *shardmap.Map, settle time.Time) {
 		b.lanes = append(b.lanes, lanes...)
 	}
 	b.rr = 0
+	b.stale = false
 	b.m.shards.Set(float64(m.Len()))
 }
 
@@ -89,6 +108,7 @@ func (b *Bridge) apply(m *shardmap.Map) {
 			for _, l := range b.lanes { // a misroute without a reshard: nothing to wait for
 				l.paused = false
 			}
+			b.stale = false
 			b.signal(b.kick)
 		}
 		return
@@ -108,8 +128,15 @@ func (b *Bridge) apply(m *shardmap.Map) {
 
 // maybeFinishReshard installs the pending map once no retired lane has an entry in flight, and
 // re-routes the retired lanes' messages (b.mu held).
+//
+// An entry that may already be in the stream (its request failed as a whole) is kept whole: it
+// goes, as the same record, to the new lane of the shard its explicit hash key (the retired
+// shard's start) now belongs to, which is where Kinesis will put it, and its keys stick to that
+// shard like the keys of a misrouted record. A duplicate is then the whole record next to the
+// original. Every other message is re-aggregated in its new lane.
 func (b *Bridge) maybeFinishReshard(now time.Time) {
 	var moved []msgRef
+	var whole []*entry
 	for _, l := range b.lanes {
 		if l.retired && l.flying > 0 {
 			return
@@ -117,10 +144,15 @@ func (b *Bridge) maybeFinishReshard(now time.Time) {
 	}
 	for _, l := range b.lanes {
 		if l.retired {
-			moved = append(moved, l.held()...)
 			for _, e := range l.queue {
+				if e.maybeWritten {
+					whole = append(whole, e)
+					continue
+				}
+				moved = append(moved, e.msgs...)
 				b.m.buffered.Sub(float64(e.bytes))
 			}
+			moved = append(moved, l.open...)
 			b.m.buffered.Sub(float64(l.openB))
 			l.queue, l.open, l.openB = nil, nil, 0
 			l.agg.Reset()
@@ -132,6 +164,14 @@ func (b *Bridge) maybeFinishReshard(now time.Time) {
 	b.install(b.pending, now.Add(b.o.ReshardSettle))
 	b.pending = nil
 	b.m.reshards.Inc()
+	for _, e := range whole {
+		nl := b.table[b.smap.Lookup(e.lane.shard.Start)][e.lane.bucket]
+		e.lane = nl
+		nl.queue = append(nl.queue, e)
+		for _, r := range e.msgs {
+			b.sticky[r.hash.Low64()] = stickyKey{shard: nl.shard.ID, last: now}
+		}
+	}
 	for _, r := range moved {
 		if err := b.addToLane(b.route(r.hash, now), r, now); err != nil {
 			// Cannot happen: the record fitted before and limits did not change. Never drop it.
@@ -141,6 +181,6 @@ func (b *Bridge) maybeFinishReshard(now time.Time) {
 			}
 		}
 	}
-	b.log.Info("shard map installed", "shards", b.smap.String(), "rerouted_messages", len(moved))
+	b.log.Info("shard map installed", "shards", b.smap.String(), "rerouted_messages", len(moved), "entries_kept_whole", len(whole))
 	b.signal(b.kick)
 }

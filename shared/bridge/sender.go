@@ -20,10 +20,12 @@ import (
 	"github.com/nsqio/go-nsq"
 )
 
-// PutRecords request limits.
+// PutRecords request limits (the SDK documents 10 MiB per request, partition keys included, and
+// per record). Records are never larger than maxRequestBytes (Options.Validate and
+// Bridge.describe cap the record limit), so any entry fits in an empty request.
 const (
 	maxRequestEntries = 500
-	maxRequestBytes   = 5 << 20
+	maxRequestBytes   = 10 << 20
 )
 
 // sendLoop packs ready entries of many lanes into PutRecords requests and sends them, at most
@@ -73,7 +75,8 @@ func (b *Bridge) buildRequest(now time.Time) (req []*entry, wake time.Time) {
 	}
 	size, n := 0, len(b.lanes)
 	i := 0
-	for ; i < n && len(req) < maxRequestEntries; i++ {
+lanes:
+	for ; i < n; i++ {
 		l := b.lanes[(b.rr+i)%n]
 		if len(l.queue) == 0 || l.retired || l.paused {
 			continue
@@ -91,8 +94,10 @@ func (b *Bridge) buildRequest(now time.Time) (req []*entry, wake time.Time) {
 			if e.inFlight {
 				continue
 			}
-			if len(req) == maxRequestEntries || size+e.size() > maxRequestBytes {
-				break
+			// An entry that does not fit ends the request, and the next one starts with it: it is
+			// then first, and an entry always fits in an empty request.
+			if len(req) == maxRequestEntries || (len(req) > 0 && size+e.size() > maxRequestBytes) {
+				break lanes
 			}
 			e.inFlight = true
 			l.flying++
@@ -125,10 +130,7 @@ func (b *Bridge) send(ctx context.Context, req []*entry) {
 			r.ExplicitHashKey = aws.String(e.rec.ExplicitHashKey)
 		}
 		if e.attempts > 0 {
-			b.m.retries.Inc()
-			if b.cw != nil {
-				b.cw.retries.Inc()
-			}
+			b.m.retried()
 		}
 	}
 	cctx, cancel := context.WithTimeout(ctx, b.o.PutTimeout)
@@ -174,6 +176,7 @@ func (b *Bridge) complete(req []*entry, out *kinesis.PutRecordsOutput, err error
 		if code != "" {
 			failed[code]++
 			e.attempts++
+			e.maybeWritten = e.maybeWritten || err != nil
 			l.retryAt = now.Add(l.bo.NextBackOff())
 		} else {
 			l.queue = slices.DeleteFunc(l.queue, func(x *entry) bool { return x == e })
@@ -186,6 +189,7 @@ func (b *Bridge) complete(req []*entry, out *kinesis.PutRecordsOutput, err error
 				b.m.misrouted.Inc()
 				misrouted = true
 				l.paused = true
+				b.stale = true
 				for _, r := range e.msgs {
 					b.sticky[r.hash.Low64()] = stickyKey{shard: shardID, last: now}
 				}
@@ -195,7 +199,7 @@ func (b *Bridge) complete(req []*entry, out *kinesis.PutRecordsOutput, err error
 			if !b.gone {
 				for _, r := range e.msgs {
 					acked = r.s.deliveries(acked)
-					b.written.push(r.s.m.ID)
+					b.wrote(r.s.m, now)
 				}
 			}
 			b.m.aggregates.Inc()
@@ -222,19 +226,12 @@ func (b *Bridge) complete(req []*entry, out *kinesis.PutRecordsOutput, err error
 	for i, m := range acked {
 		if i == 0 || acked[i-1].ID != m.ID {
 			messages++
-			lat := now.Sub(time.Unix(0, m.Timestamp))
-			b.m.ackLatency.Observe(lat.Seconds())
-			if b.cw != nil {
-				b.cw.ackLatency.ObserveDuration(lat)
-			}
+			b.m.ackLatencyOf(now.Sub(time.Unix(0, m.Timestamp)))
 		}
 		m.Finish()
 	}
 	if len(acked) > 0 {
-		b.m.messagesAcked.Add(float64(messages))
-		if b.cw != nil {
-			b.cw.acked.Add(int64(messages))
-		}
+		b.m.acked(messages)
 		b.m.inFlight.Set(float64(b.held.Add(-int64(len(acked)))))
 	}
 	switch {
@@ -246,13 +243,10 @@ func (b *Bridge) complete(req []*entry, out *kinesis.PutRecordsOutput, err error
 		b.m.putCalls.WithLabelValues("ok").Inc()
 	}
 	if len(failed) > 0 {
+		b.m.failedEntries(failed)
 		n := 0
-		for code, c := range failed {
-			b.m.putFailed.WithLabelValues(code).Add(float64(c))
+		for _, c := range failed {
 			n += c
-		}
-		if b.cw != nil {
-			b.cw.failedEntries.Add(int64(n))
 		}
 		b.failures.note(b.log, failed, n, len(req), firstErrorText(err, firstMsg))
 	}

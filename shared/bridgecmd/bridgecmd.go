@@ -15,7 +15,6 @@ import (
 	"os"
 	"runtime/debug"
 	runtimepprof "runtime/pprof"
-	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -29,7 +28,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/nsqk/nsqk/shared/bridge"
-	"github.com/nsqk/nsqk/shared/emf"
 )
 
 // EnvPrefix prefixes the environment variable of every flag: --max-in-flight is NSQK_MAX_IN_FLIGHT.
@@ -40,7 +38,6 @@ type Settings struct {
 	MetricsAddress string
 	LogLevel       string
 	CloudWatchEMF  bool
-	EMFInterval    time.Duration
 	Healthcheck    bool
 	Pprof          bool
 	CPUProfile     string
@@ -49,11 +46,11 @@ type Settings struct {
 // FlagSet returns the program's flag set bound to o and s: every flag the bridge accepts.
 func FlagSet(o *bridge.Options, s *Settings) *flag.FlagSet {
 	fs := flag.NewFlagSet("nsqk-bridge", flag.ContinueOnError)
-	bridge.RegisterFlags(fs, o)
+	bridgeFlags(fs, o)
 	fs.StringVar(&s.MetricsAddress, "metrics-address", ":9090", "listen address of /metrics, /healthz and /readyz (empty = off)")
 	fs.StringVar(&s.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&s.CloudWatchEMF, "cloudwatch-emf", false, "write CloudWatch Embedded Metric Format lines to stdout (namespace NSQK/Bridge)")
-	fs.DurationVar(&s.EMFInterval, "emf-interval", time.Minute, "how often EMF metrics are written")
+	fs.DurationVar(&o.EMFInterval, "emf-interval", o.EMFInterval, "how often EMF metrics are written")
 	fs.BoolVar(&s.Pprof, "pprof", false, "also serve Go's /debug/pprof/ profiles on --metrics-address")
 	fs.StringVar(&s.CPUProfile, "cpu-profile", "", "write a CPU profile (pprof) of the whole run to this file")
 	fs.BoolVar(&s.Healthcheck, "healthcheck", false, "check /healthz of a bridge running on --metrics-address and exit 0 if healthy (container health check)")
@@ -84,10 +81,16 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
 	if os.Getenv("GOGC") == "" {
-		// The live heap is small (tens of MB: bounded by --max-in-flight) and churns fast; the
-		// default GOGC=100 spends ~15 % of the bridge's CPU collecting it. 400 trades a few tens
-		// of MB for most of that. GOGC and GOMEMLIMIT in the environment still win.
+		// Besides its two memories the live heap is small (bounded by --max-in-flight) and
+		// churns fast; the default GOGC=100 spends ~15 % of the bridge's CPU collecting it. 400
+		// trades a few tens of MB for most of that. GOGC and GOMEMLIMIT in the environment win.
 		debug.SetGCPercent(400)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// GOGC=400 alone would let the heap grow to 5x the live heap, and the memories of keys
+		// and written messages make the live heap up to their budgets: a soft limit keeps the
+		// process within the budgets plus a working allowance (GC runs more often near it).
+		debug.SetMemoryLimit(MemoryLimit(&o))
 	}
 	if s.CPUProfile != "" {
 		f, err := os.Create(s.CPUProfile)
@@ -109,16 +112,15 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		log.Error("AWS configuration", "err", err)
 		return 1
 	}
+	if s.CloudWatchEMF {
+		o.EMFOutput = stdout
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	b, err := bridge.New(o, kc, log, reg)
 	if err != nil {
 		fmt.Fprintln(stderr, "nsqk-bridge:", err)
 		return 2
-	}
-	if s.CloudWatchEMF {
-		b.EnableEMF(emf.New(emf.Config{Namespace: "NSQK/Bridge", Dimensions: []emf.Dimension{{Name: "Stream", Value: streamName(o.Stream)}},
-			Output: stdout}), s.EMFInterval)
 	}
 	if s.MetricsAddress != "" {
 		ln, err := net.Listen("tcp", s.MetricsAddress)
@@ -147,6 +149,16 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// WorkingMemoryMiB is what the bridge program allows itself beyond the budgets of its two
+// memories (--late-window-memory-mib, --written-memory-mib): the Go runtime, the held messages
+// and their aggregates, and the garbage between collections.
+const WorkingMemoryMiB = 256
+
+// MemoryLimit is the Go soft memory limit the bridge program sets when GOMEMLIMIT is not set.
+func MemoryLimit(o *bridge.Options) int64 {
+	return int64(o.LateWindowMemoryMiB+o.WrittenMemoryMiB+WorkingMemoryMiB) << 20
+}
+
 // KinesisClient builds the SDK client from the standard chain (AWS_REGION,
 // AWS_ENDPOINT_URL_KINESIS, credentials, AWS_MAX_ATTEMPTS). The retry quota (client-side rate
 // limiter) is off: the bridge never gives up on a record, so a quota that fails requests early
@@ -163,14 +175,6 @@ func KinesisClient(ctx context.Context, conns int) (*kinesis.Client, error) {
 		return nil, err
 	}
 	return kinesis.NewFromConfig(cfg), nil
-}
-
-// streamName returns the name part of a stream ARN (arn:aws:kinesis:region:acct:stream/NAME).
-func streamName(s string) string {
-	if i := strings.LastIndex(s, ":stream/"); i >= 0 {
-		return s[i+len(":stream/"):]
-	}
-	return s
 }
 
 func healthcheck(addr string, stderr io.Writer) int {

@@ -220,7 +220,9 @@ func (p *Processor) Handle(ctx context.Context, ev events.KinesisEvent) (resp ev
 	first := &ev.Records[0]
 	resume := 0
 	if d := first.Kinesis.Data; p.store != nil && len(d) > len(kpl.Magic) && string(d[:len(kpl.Magic)]) == kpl.Magic {
-		done, err := p.store.Load(ctx, ShardID(first.EventID), first.Kinesis.SequenceNumber)
+		lctx, cancel := p.storeContext(ctx)
+		done, err := p.store.Load(lctx, ShardID(first.EventID), first.Kinesis.SequenceNumber)
+		cancel()
 		if err != nil {
 			p.log.WarnContext(ctx, "checkpoint load failed; processing the aggregate from its start",
 				"shard", ShardID(first.EventID), "sequence_number", first.Kinesis.SequenceNumber, "error", err.Error())
@@ -381,14 +383,27 @@ func (p *Processor) fail(ctx context.Context, resp events.KinesisEventResponse, 
 }
 
 func (p *Processor) saveCheckpoint(ctx context.Context, shard, seq string, done int) {
-	// The invocation context may be past its margin; a short independent deadline keeps the
-	// save from being cancelled while still bounding it.
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	sctx, cancel := p.storeContext(ctx)
 	defer cancel()
 	if err := p.store.Save(sctx, shard, seq, done); err != nil {
 		p.log.WarnContext(ctx, "checkpoint save failed; the aggregate's processed sub-records will be processed again",
 			"shard", shard, "sequence_number", seq, "done", done, "error", err.Error())
 	}
+}
+
+// storeTimeout bounds a checkpoint store call when the invocation leaves more time than that.
+const storeTimeout = 2 * time.Second
+
+// storeContext bounds a checkpoint store call: at most storeTimeout, and ending a quarter of the
+// deadline margin before the invocation deadline, so that the response still reaches Lambda (a
+// timeout would fail the whole batch and discard the progress). It is independent of the
+// invocation context's cancellation: a save after the stop must still be attempted.
+func (p *Processor) storeContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	end := time.Now().Add(storeTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Add(-p.margin/4).Before(end) {
+		end = d.Add(-p.margin / 4)
+	}
+	return context.WithDeadline(context.WithoutCancel(ctx), end)
 }
 
 func (p *Processor) finishMetrics(ev events.KinesisEvent) {

@@ -138,7 +138,11 @@ func (r *Rig) StartChild(ctx context.Context, name string, extra ...string) (*Ch
 		}
 		clean = append(clean, kv)
 	}
-	cmd.Env = append(clean, "AWS_ENDPOINT_URL_KINESIS="+r.Front.URL, "AWS_REGION="+kinesislocal.Region,
+	endpoint := r.Front.URL
+	if r.ChildKinesisURL != "" {
+		endpoint = r.ChildKinesisURL
+	}
+	cmd.Env = append(clean, "AWS_ENDPOINT_URL_KINESIS="+endpoint, "AWS_REGION="+kinesislocal.Region,
 		"AWS_ACCESS_KEY_ID=local", "AWS_SECRET_ACCESS_KEY=local", "AWS_EC2_METADATA_DISABLED=true",
 		"AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null")
 	if c.logf, err = os.Create(c.LogPath); err != nil {

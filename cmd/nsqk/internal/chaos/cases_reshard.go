@@ -16,6 +16,7 @@ import (
 	"github.com/nsqk/nsqk/shared/bridge"
 	"github.com/nsqk/nsqk/shared/consumer"
 	"github.com/nsqk/nsqk/shared/local/esm"
+	"github.com/nsqk/nsqk/shared/local/kinesisfault"
 	"github.com/nsqk/nsqk/shared/local/kinesislocal"
 	"github.com/nsqk/nsqk/shared/location"
 	"github.com/nsqk/nsqk/shared/shardmap"
@@ -53,6 +54,8 @@ type reshardPlan struct {
 	ops          []string
 	lateConsumer bool
 	rate         int
+	hotRate      int           // > 0: one key of shard 0's upper half also gets this many messages per second
+	listShards   time.Duration // > 0: every ListShards of the bridge takes this long (as when it is throttled)
 	options      func(o *bridge.Options)
 }
 
@@ -116,7 +119,12 @@ func reshard(ctx context.Context, t *T, plan reshardPlan) error {
 	if plan.options != nil {
 		plan.options(&o)
 	}
-	b, err := r.StartBridgeWith(o, kinesislocal.NewClient(r.Tap.URL)) // no fault front: kinesis-mock is the subject
+	var kc bridge.Kinesis = kinesislocal.NewClient(r.Tap.URL) // no fault front: kinesis-mock is the subject
+	if plan.listShards > 0 {
+		r.Front.Set(kinesisfault.Faults{Operations: []string{"ListShards"}, Delay: plan.listShards})
+		kc = r.BridgeKinesis()
+	}
+	b, err := r.StartBridgeWith(o, kc)
 	if err != nil {
 		return err
 	}
@@ -153,6 +161,12 @@ func reshard(ctx context.Context, t *T, plan reshardPlan) error {
 	}
 	total := t.Dur(40*time.Second, 24*time.Second)
 	done := pub.Go(ctx, rate, total)
+	var hotDone <-chan error
+	if plan.hotRate > 0 {
+		if hotDone, err = startHotKey(ctx, t, r, plan.hotRate, total); err != nil {
+			return err
+		}
+	}
 	wantChanges := 0
 	for i, op := range plan.ops {
 		at := total * time.Duration(i+1) / time.Duration(len(plan.ops)+1)
@@ -168,6 +182,11 @@ func reshard(ctx context.Context, t *T, plan reshardPlan) error {
 	}
 	if err := <-done; err != nil {
 		return err
+	}
+	if plan.hotRate > 0 {
+		if err := <-hotDone; err != nil {
+			return err
+		}
 	}
 	if err := r.WaitDrained(ctx, 3*time.Minute); err != nil {
 		return err

@@ -23,6 +23,7 @@ func Cases() []Case {
 	all = append(all, esmCases()...)
 	all = append(all, durableCases()...)
 	all = append(all, memoryCases()...)
+	all = append(all, datapathCases()...)
 	return all
 }
 

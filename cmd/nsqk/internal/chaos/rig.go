@@ -107,6 +107,9 @@ type Rig struct {
 	Ledger  *Ledger
 	DL      *DeadLetters
 	Lookupd *nsqlocal.Lookupd // nil unless RigOptions.Lookupd
+	// ChildKinesisURL is the Kinesis endpoint of bridge programs started after it is set; empty =
+	// the fault front.
+	ChildKinesisURL string
 }
 
 // RigOptions configures NewRig.

@@ -1,9 +1,11 @@
-package bridge
+package bridgecmd
 
 import (
 	"flag"
 	"strconv"
 	"strings"
+
+	"github.com/nsqk/nsqk/shared/bridge"
 )
 
 // stringList is a repeatable flag (also fed from a comma-separated environment variable).
@@ -15,10 +17,10 @@ func (s *stringList) Set(v string) error {
 	return nil
 }
 
-// RegisterFlags defines the bridge's flags on fs, bound to o (whose current values are the
+// bridgeFlags defines the flags of bridge.Options on fs, bound to o (whose current values are the
 // defaults). The names follow NSQ's own tools; each is also read from NSQK_<NAME> (upper case,
-// dashes as underscores) by the bridge command.
-func RegisterFlags(fs *flag.FlagSet, o *Options) {
+// dashes as underscores).
+func bridgeFlags(fs *flag.FlagSet, o *bridge.Options) {
 	fs.Var((*stringList)(&o.NSQDTCPAddresses), "nsqd-tcp-address", "nsqd TCP address (repeatable)")
 	fs.Var((*stringList)(&o.LookupdHTTPAddresses), "lookupd-http-address", "nsqlookupd HTTP address (repeatable)")
 	fs.Var((*stringList)(&o.NSQDHTTPAddresses), "nsqd-http-address", "nsqd HTTP address polled for the backlog gauge when using --nsqd-tcp-address (repeatable)")
@@ -45,7 +47,7 @@ func RegisterFlags(fs *flag.FlagSet, o *Options) {
 
 	fs.StringVar(&o.PartitionKey, "partition-key", o.PartitionKey, "JSON field path of the partition key (gjson syntax, e.g. user_id or user.id)")
 	fs.Func("missing-key", "what to do without a usable key: dead-letter, fixed or random (default dead-letter)", func(s string) error {
-		o.MissingKey = MissingKeyPolicy(s)
+		o.MissingKey = bridge.MissingKeyPolicy(s)
 		return nil
 	})
 	fs.StringVar(&o.FixedKey, "fixed-key", o.FixedKey, "partition key used with --missing-key=fixed")
@@ -55,20 +57,23 @@ func RegisterFlags(fs *flag.FlagSet, o *Options) {
 	fs.StringVar(&o.Stream, "stream", o.Stream, "Kinesis stream name or ARN (required)")
 	fs.IntVar(&o.KeyBuckets, "key-buckets", o.KeyBuckets, "aggregate per (shard, hash(key) mod N) with a stable outer partition key per bucket, for Lambda ParallelizationFactor")
 	fs.Func("record-keys", "keys of the user records inside an aggregate: user (each message's own partition key) or lane (one shared key per aggregate, ~12 bytes less per message; consumers read the key from the payload) (default user)", func(s string) error {
-		o.RecordKeys = RecordKeys(s)
+		o.RecordKeys = bridge.RecordKeys(s)
 		return nil
 	})
 	fs.Func("ordering", "strict (one entry in flight per lane, retries before newer records) or relaxed (default strict)", func(s string) error {
-		o.Ordering = Ordering(s)
+		o.Ordering = bridge.Ordering(s)
 		return nil
 	})
 	fs.Func("late-redelivery", "a redelivered message older than one already accepted for its key: dead-letter (keeps per-key order) or write (default dead-letter with --ordering=strict, write with relaxed)", func(s string) error {
-		o.LateRedelivery = LatePolicy(s)
+		o.LateRedelivery = bridge.LatePolicy(s)
 		return nil
 	})
-	fs.DurationVar(&o.LateWindow, "late-window", o.LateWindow, "how long the newest NSQ timestamp of each key is remembered for --late-redelivery")
+	fs.DurationVar(&o.LateWindow, "late-window", o.LateWindow, "how long after a key was last seen its newest NSQ timestamp is remembered for --late-redelivery")
+	fs.IntVar(&o.LateWindowMemoryMiB, "late-window-memory-mib", o.LateWindowMemoryMiB, "memory budget in MiB of the --late-window timestamps (~38 bytes a key); beyond it the least recently seen keys are forgotten early (nsqk_bridge_memory_evicted_total{memory=\"late_window\"})")
+	fs.DurationVar(&o.WrittenWindow, "written-window", o.WrittenWindow, "how long each written message (nsqd address and id) is remembered, so that a redelivery whose FIN was lost is not written again; at least --msg-timeout")
+	fs.IntVar(&o.WrittenMemoryMiB, "written-memory-mib", o.WrittenMemoryMiB, "memory budget in MiB of the --written-window memory (~38 bytes a message); beyond it the oldest are forgotten early (nsqk_bridge_memory_evicted_total{memory=\"written\"})")
 	fs.DurationVar(&o.MaxBufferedTime, "max-buffered-time", o.MaxBufferedTime, "longest a message waits in an aggregate before it is sent")
-	fs.IntVar(&o.MaxRecordSize, "max-record-size", o.MaxRecordSize, "Kinesis record size limit in bytes (data + partition key); 0 = the stream's, from DescribeStreamSummary")
+	fs.IntVar(&o.MaxRecordSize, "max-record-size", o.MaxRecordSize, "Kinesis record size limit in bytes (data + partition key), at most 10485760 (one PutRecords request); 0 = the stream's, from DescribeStreamSummary")
 	fs.IntVar(&o.MaxRequestsInFlight, "max-requests-in-flight", o.MaxRequestsInFlight, "concurrent PutRecords calls")
 	fs.DurationVar(&o.PutTimeout, "put-timeout", o.PutTimeout, "timeout of one PutRecords call including SDK retries")
 	fs.DurationVar(&o.RetryInitial, "retry-initial", o.RetryInitial, "first backoff after a failed entry (exponential, jittered)")

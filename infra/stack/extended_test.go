@@ -67,8 +67,9 @@ func TestExtendedStack(t *testing.T) {
 			pairs(objects, "s3:ListBucket", "s3:PutObject"),
 		))
 		wantEq(t, "environment", get(p, "Environment", "Variables"), map[string]any{
-			"NSQK_CHECKPOINT_TABLE":      map[string]any{"Ref": checkpointsID},
-			"NSQK_DEAD_LETTER_QUEUE_URL": map[string]any{"Ref": deadID},
+			"NSQK_CHECKPOINT_TABLE":       map[string]any{"Ref": checkpointsID},
+			"NSQK_DEAD_LETTER_QUEUE_URL":  map[string]any{"Ref": deadID},
+			"NSQK_STREAM_RETENTION_HOURS": "48",
 		})
 
 		_, d := v.one(t, "AWS::CloudWatch::Dashboard")

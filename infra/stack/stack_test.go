@@ -357,8 +357,9 @@ func TestDefaultStack(t *testing.T) {
 				t.Errorf("%s: function does not depend on its policy: %v", name, fn["DependsOn"])
 			}
 			wantEnv := map[string]any{
-				"NSQK_CHECKPOINT_TABLE":      map[string]any{"Ref": checkpointsID},
-				"NSQK_DEAD_LETTER_QUEUE_URL": map[string]any{"Ref": deadID},
+				"NSQK_CHECKPOINT_TABLE":       map[string]any{"Ref": checkpointsID},
+				"NSQK_DEAD_LETTER_QUEUE_URL":  map[string]any{"Ref": deadID},
+				"NSQK_STREAM_RETENTION_HOURS": "24",
 			}
 			if name == config.ConsumerLastLocation {
 				wantEnv["NSQK_LOCATIONS_TABLE"] = map[string]any{"Ref": tableID}
@@ -1005,7 +1006,7 @@ func TestProdStack(t *testing.T) {
 				t.Errorf("lastlocation role lacks %s", w)
 			}
 		}
-		wantEq(t, "grant count (5 stream + 2 fan-out + logs 2 + kms 1 + checkpoints 4 + sqs 2 + queue kms 2 + table 2)", len(got), 20)
+		wantEq(t, "grant count (5 stream + 2 fan-out + logs 2 + kms 1 + checkpoints 3 + sqs 2 + queue kms 2 + table 2)", len(got), 19)
 		monRole, _ := v.byPath(t, "MonitorRole/Resource")
 		for _, g := range v.grants(t, monRole) {
 			if strings.Contains(g, "SubscribeToShard") {

@@ -51,7 +51,7 @@ func durableCases() []Case {
 			Rule: "falls back to stop-and-report: the bad record's Kinesis record goes to the on-failure destination (records after the bad one " +
 				"in its aggregate count as on-failure), nothing else; lost=0, duplicated=0, reordered=0",
 			Run: func(ctx context.Context, t *T) error { return durableFault(ctx, t, durablePoisonDLDown) }},
-		{Name: "consumer-fresh-instances", Group: "consumer",
+		{Name: "consumer-fresh-instances-dynamodb", Group: "consumer",
 			Summary: "a transient error and a panic, each once, in the middle of two aggregates; " + common,
 			Rule:    "every user record processed exactly once (duplicated=0, lost=0) and in order per user; nothing to the on-failure destination",
 			Run:     func(ctx context.Context, t *T) error { return durableFault(ctx, t, durableFresh) }},

@@ -17,8 +17,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -26,7 +24,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
-	"github.com/nsqk/nsqk/shared/local/kinesislocal"
+	"github.com/nsqk/nsqk/shared/local/nodeproc"
 )
 
 // Region is the region every local client uses.
@@ -45,9 +43,7 @@ type Options struct {
 // Dynalite is a running dynalite process.
 type Dynalite struct {
 	Endpoint string // http://127.0.0.1:PORT
-	cmd      *exec.Cmd
-	waitErr  chan error
-	once     sync.Once
+	*nodeproc.Proc
 }
 
 // Start launches dynalite (tables leave CREATING at once) and waits until it answers ListTables.
@@ -55,70 +51,30 @@ func Start(ctx context.Context, o Options) (*Dynalite, error) {
 	if o.StartTimeout == 0 {
 		o.StartTimeout = 30 * time.Second
 	}
-	tools, err := kinesislocal.ToolsDir()
+	cli, err := nodeproc.Script("dynalite", "cli.js")
 	if err != nil {
-		return nil, err
-	}
-	cli := filepath.Join(tools, "node_modules", "dynalite", "cli.js")
-	if _, err := os.Stat(cli); err != nil {
-		return nil, fmt.Errorf("dynalocal: %s missing; run `make tools`: %w", cli, err)
+		return nil, fmt.Errorf("dynalocal: %w", err)
 	}
 	port := o.Port
 	if port == 0 {
-		if port, err = kinesislocal.FreePort(); err != nil {
+		if port, err = nodeproc.FreePort(); err != nil {
 			return nil, err
 		}
 	}
 	cmd := exec.Command("node", cli, "--host", "127.0.0.1", "--port", strconv.Itoa(port),
 		"--createTableMs", "0", "--deleteTableMs", "0", "--updateTableMs", "0")
-	cmd.Dir = tools
+	cmd.Dir = filepath.Dir(cli)
 	cmd.Stdout, cmd.Stderr = o.Stdout, o.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("dynalocal: start dynalite: %w (is node installed?)", err)
-	}
-	d := &Dynalite{Endpoint: fmt.Sprintf("http://127.0.0.1:%d", port), cmd: cmd, waitErr: make(chan error, 1)}
-	go func() { d.waitErr <- cmd.Wait() }()
-	if err := d.waitReady(ctx, o.StartTimeout); err != nil {
-		d.Close()
-		return nil, err
-	}
-	return d, nil
-}
-
-func (d *Dynalite) waitReady(ctx context.Context, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	c := d.Client()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err := c.ListTables(rctx, &dynamodb.ListTablesInput{}, func(o *dynamodb.Options) { o.RetryMaxAttempts = 1 })
-		rcancel()
-		if err == nil {
-			return nil
-		}
-		select {
-		case werr := <-d.waitErr:
-			d.waitErr <- werr
-			return fmt.Errorf("dynalocal: dynalite exited before it was ready: %v", werr)
-		case <-ctx.Done():
-			return fmt.Errorf("dynalocal: dynalite not ready after %s: %v", timeout, err)
-		case <-tick.C:
-		}
-	}
-}
-
-// Close kills dynalite (its whole process group) and waits for it.
-func (d *Dynalite) Close() error {
-	d.once.Do(func() {
-		if d.cmd.Process != nil {
-			syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
-		}
-		<-d.waitErr
+	endpoint := fmt.Sprintf("http://127.0.0.1:%d", port)
+	c := NewClient(endpoint)
+	proc, err := nodeproc.Start(ctx, "dynalite", cmd, o.StartTimeout, func(ctx context.Context) error {
+		_, err := c.ListTables(ctx, &dynamodb.ListTablesInput{}, func(o *dynamodb.Options) { o.RetryMaxAttempts = 1 })
+		return err
 	})
-	return nil
+	if err != nil {
+		return nil, fmt.Errorf("dynalocal: %w", err)
+	}
+	return &Dynalite{Endpoint: endpoint, Proc: proc}, nil
 }
 
 // Client returns an SDK client for this dynalite.

@@ -75,6 +75,7 @@ type discards struct {
 	condition   string
 	invokes     int
 	inv         invocation
+	items       []item // marked handled only once their record is written
 }
 
 // discard hands items to the on-failure destination and marks them handled. With
@@ -101,9 +102,11 @@ func (m *Mapping) discard(sr *shardRun, d *discards, items []item, condition str
 		if last.invoked {
 			d.inv = last
 		}
-	} else {
-		m.writeFailure(sr, items[0], items[len(items)-1], len(items), condition, invokes, last, log)
+		// The checkpoint passes these records only after the record naming them is written.
+		d.items = append(d.items, items...)
+		return
 	}
+	m.writeFailure(sr, items[0], items[len(items)-1], len(items), condition, invokes, last, log)
 	m.markDone(sr, items)
 }
 
@@ -119,6 +122,7 @@ func (m *Mapping) flushDiscards(sr *shardRun, batch []item, d *discards, log *sl
 		}
 	}
 	m.writeFailure(sr, d.first, d.last, size, d.condition, d.invokes, d.inv, log)
+	m.markDone(sr, d.items)
 	*d = discards{}
 }
 

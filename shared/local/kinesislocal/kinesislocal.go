@@ -11,19 +11,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+
+	"github.com/nsqk/nsqk/shared/local/nodeproc"
 )
 
 // Kind names an emulator.
@@ -57,33 +56,11 @@ type Options struct {
 type Emulator struct {
 	Kind     Kind
 	Endpoint string // http://127.0.0.1:PORT
-	cmd      *exec.Cmd
-	waitErr  chan error
-	once     sync.Once
+	*nodeproc.Proc
 }
 
-// ToolsDir finds the directory holding the pinned node_modules: $NSQK_NODE_TOOLS, or the first
-// `_tools` folder with a node_modules directory found walking up from the working directory.
-func ToolsDir() (string, error) {
-	if d := os.Getenv("NSQK_NODE_TOOLS"); d != "" {
-		return d, nil
-	}
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		cand := filepath.Join(dir, "_tools")
-		if st, err := os.Stat(filepath.Join(cand, "node_modules")); err == nil && st.IsDir() {
-			return cand, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("kinesislocal: _tools/node_modules not found above the working directory; run `make tools` (or set NSQK_NODE_TOOLS)")
-		}
-		dir = parent
-	}
-}
+// ToolsDir finds the directory holding the pinned node_modules (see nodeproc.ToolsDir).
+func ToolsDir() (string, error) { return nodeproc.ToolsDir() }
 
 // Start launches an emulator and waits until it answers ListStreams.
 func Start(ctx context.Context, o Options) (*Emulator, error) {
@@ -139,57 +116,17 @@ func Start(ctx context.Context, o Options) (*Emulator, error) {
 	}
 	cmd.Dir = tools
 	cmd.Stdout, cmd.Stderr = o.Stdout, o.Stderr
-	// Own process group so Close can kill node and anything it forks; die with the parent.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("kinesislocal: start %s: %w (is node installed?)", o.Kind, err)
-	}
-	e := &Emulator{Kind: o.Kind, Endpoint: fmt.Sprintf("http://127.0.0.1:%d", port), cmd: cmd, waitErr: make(chan error, 1)}
-	go func() { e.waitErr <- cmd.Wait() }()
-	if err := e.waitReady(ctx, o.StartTimeout); err != nil {
-		e.Close()
-		return nil, err
-	}
-	return e, nil
-}
-
-func (e *Emulator) waitReady(ctx context.Context, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	c := NewClient(e.Endpoint)
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err := c.ListStreams(rctx, &kinesis.ListStreamsInput{}, func(o *kinesis.Options) { o.RetryMaxAttempts = 1 })
-		rcancel()
-		if err == nil {
-			return nil
-		}
-		select {
-		case werr := <-e.waitErr:
-			e.waitErr <- werr
-			return fmt.Errorf("kinesislocal: %s exited before it was ready: %v", e.Kind, werr)
-		case <-ctx.Done():
-			return fmt.Errorf("kinesislocal: %s not ready after %s: %v", e.Kind, timeout, err)
-		case <-tick.C:
-		}
-	}
-}
-
-// Close kills the emulator (its whole process group) and waits for it.
-func (e *Emulator) Close() error {
-	e.once.Do(func() {
-		if e.cmd.Process != nil {
-			syscall.Kill(-e.cmd.Process.Pid, syscall.SIGKILL)
-		}
-		<-e.waitErr
+	endpoint := fmt.Sprintf("http://127.0.0.1:%d", port)
+	c := NewClient(endpoint)
+	proc, err := nodeproc.Start(ctx, string(o.Kind), cmd, o.StartTimeout, func(ctx context.Context) error {
+		_, err := c.ListStreams(ctx, &kinesis.ListStreamsInput{}, func(o *kinesis.Options) { o.RetryMaxAttempts = 1 })
+		return err
 	})
-	return nil
+	if err != nil {
+		return nil, fmt.Errorf("kinesislocal: %w", err)
+	}
+	return &Emulator{Kind: o.Kind, Endpoint: endpoint, Proc: proc}, nil
 }
-
-// Pid returns the emulator's process id (for stopping and continuing it in fault tests).
-func (e *Emulator) Pid() int { return e.cmd.Process.Pid }
 
 // Client returns an SDK client for this emulator.
 func (e *Emulator) Client(optFns ...func(*kinesis.Options)) *kinesis.Client {
@@ -239,11 +176,4 @@ func WaitActive(ctx context.Context, c *kinesis.Client, name string) error {
 }
 
 // FreePort returns a TCP port that was free on 127.0.0.1 a moment ago.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+func FreePort() (int, error) { return nodeproc.FreePort() }

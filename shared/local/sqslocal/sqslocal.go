@@ -21,8 +21,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -30,7 +28,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
-	"github.com/nsqk/nsqk/shared/local/kinesislocal"
+	"github.com/nsqk/nsqk/shared/local/nodeproc"
 )
 
 // Region is the region every local client uses.
@@ -49,86 +47,38 @@ type Options struct {
 // Server is a running local SQS endpoint.
 type Server struct {
 	Endpoint string // http://127.0.0.1:PORT
-	cmd      *exec.Cmd
-	waitErr  chan error
-	once     sync.Once
+	*nodeproc.Proc
 }
 
-// command returns how to run fauxqs on port.
-func command(port int) (*exec.Cmd, error) {
-	tools, err := kinesislocal.ToolsDir()
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command("node", filepath.Join(tools, "node_modules", "fauxqs", "dist", "cli.js"))
-	cmd.Dir = tools
-	cmd.Env = append(os.Environ(), "FAUXQS_PORT="+strconv.Itoa(port), "FAUXQS_LOGGER=false", "FAUXQS_DEFAULT_REGION="+Region)
-	return cmd, nil
-}
-
-// Start launches the server and waits until it answers ListQueues.
+// Start launches fauxqs and waits until it answers ListQueues.
 func Start(ctx context.Context, o Options) (*Server, error) {
 	if o.StartTimeout == 0 {
 		o.StartTimeout = 60 * time.Second
 	}
+	cli, err := nodeproc.Script("fauxqs", "dist", "cli.js")
+	if err != nil {
+		return nil, fmt.Errorf("sqslocal: %w", err)
+	}
 	port := o.Port
 	if port == 0 {
-		var err error
-		if port, err = kinesislocal.FreePort(); err != nil {
+		if port, err = nodeproc.FreePort(); err != nil {
 			return nil, err
 		}
 	}
-	cmd, err := command(port)
-	if err != nil {
-		return nil, err
-	}
+	cmd := exec.Command("node", cli)
+	cmd.Dir = filepath.Dir(cli)
+	cmd.Env = append(os.Environ(), "FAUXQS_PORT="+strconv.Itoa(port), "FAUXQS_LOGGER=false", "FAUXQS_DEFAULT_REGION="+Region)
 	cmd.Stdout, cmd.Stderr = o.Stdout, o.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("sqslocal: start %s: %w", cmd.Path, err)
-	}
-	s := &Server{Endpoint: fmt.Sprintf("http://127.0.0.1:%d", port), cmd: cmd, waitErr: make(chan error, 1)}
-	go func() { s.waitErr <- cmd.Wait() }()
-	if err := s.waitReady(ctx, o.StartTimeout); err != nil {
-		s.Close()
-		return nil, err
-	}
-	return s, nil
-}
-
-func (s *Server) waitReady(ctx context.Context, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	c := s.Client()
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err := c.ListQueues(rctx, &sqs.ListQueuesInput{}, func(o *sqs.Options) { o.RetryMaxAttempts = 1 })
-		rcancel()
-		if err == nil {
-			return nil
-		}
-		select {
-		case werr := <-s.waitErr:
-			s.waitErr <- werr
-			return fmt.Errorf("sqslocal: %s exited before it was ready (run `make tools`): %v", s.cmd.Path, werr)
-		case <-ctx.Done():
-			return fmt.Errorf("sqslocal: not ready after %s: %v", timeout, err)
-		case <-tick.C:
-		}
-	}
-}
-
-// Close kills the server (its whole process group) and waits for it.
-func (s *Server) Close() error {
-	s.once.Do(func() {
-		if s.cmd.Process != nil {
-			syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-		}
-		<-s.waitErr
+	endpoint := fmt.Sprintf("http://127.0.0.1:%d", port)
+	c := NewClient(endpoint)
+	proc, err := nodeproc.Start(ctx, "fauxqs", cmd, o.StartTimeout, func(ctx context.Context) error {
+		_, err := c.ListQueues(ctx, &sqs.ListQueuesInput{}, func(o *sqs.Options) { o.RetryMaxAttempts = 1 })
+		return err
 	})
-	return nil
+	if err != nil {
+		return nil, fmt.Errorf("sqslocal: %w", err)
+	}
+	return &Server{Endpoint: endpoint, Proc: proc}, nil
 }
 
 // Client returns an SDK client for this server.

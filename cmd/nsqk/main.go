@@ -37,6 +37,7 @@ func run(ctx context.Context, args []string) int {
 		Subcommands: []*ffcli.Command{
 			devCommand(),
 			decodeCommand(),
+			tailCommand(),
 			chaosCommand(),
 			bench.Command(),
 		},

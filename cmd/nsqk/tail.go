@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/mattn/go-isatty"
 	"github.com/peterbourgon/ff/v3/ffcli"
@@ -218,17 +217,24 @@ func kinesisClient(ctx context.Context) (*kinesis.Client, error) {
 	if kc.Options().Region == "" {
 		return nil, errors.New("no AWS region: set AWS_REGION (or a profile's region)")
 	}
+	// Ask for credentials now: the SDK would only say so deep inside the first call's error.
+	creds := kc.Options().Credentials
+	if creds == nil {
+		return nil, errors.New(noCredentials)
+	}
+	if _, err := creds.Retrieve(ctx); err != nil {
+		return nil, fmt.Errorf("%s: %w", noCredentials, err)
+	}
 	return kc, nil
 }
 
+const noCredentials = "no AWS credentials: the SDK's standard chain found none (set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run with an IAM role)"
+
 // explain turns the SDK's errors that users meet first into plain sentences.
 func explain(err error) error {
-	var se *v4.SigningError
 	switch {
 	case err == nil:
 		return nil
-	case errors.As(err, &se):
-		return fmt.Errorf("no AWS credentials: the SDK's standard chain found none (set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run with an IAM role): %w", err)
 	case errors.Is(err, logread.ErrStreamNotFound):
 		return fmt.Errorf("%w (check the name, AWS_REGION and AWS_ENDPOINT_URL_KINESIS)", err)
 	}

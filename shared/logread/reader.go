@@ -458,9 +458,7 @@ type shardReader struct {
 	start   Position
 	lastSeq string    // the last Kinesis record handed out
 	latest  time.Time // when a LATEST iterator was taken (to renew it without a gap)
-	d       kpl.Deaggregator
-	urs     []kpl.UserRecord
-	rec     Record
+	x       Expander
 }
 
 // iterator returns a shard iterator just after the last record read, or at the start position.
@@ -585,38 +583,24 @@ func (sr *shardReader) emitPage(recs []types.Record) (past bool, err error) {
 		if sr.lastSeq != "" && !SeqLess(sr.lastSeq, seq) {
 			continue // already handed out (a renewed iterator cannot do this, but never print twice)
 		}
-		arrival := aws.ToTime(kr.ApproximateArrivalTimestamp)
-		if !r.o.To.IsZero() && arrival.After(r.o.To) {
+		if !r.o.To.IsZero() && aws.ToTime(kr.ApproximateArrivalTimestamp).After(r.o.To) {
 			if r.o.Flush != nil {
 				return true, r.o.Flush()
 			}
 			return true, nil
 		}
-		var ierr error
-		var agg bool
-		sr.urs, agg, ierr = sr.d.Deaggregate(sr.urs[:0], kr.Data)
-		rec := &sr.rec
-		*rec = Record{ShardID: sr.id, SequenceNumber: seq, Aggregated: agg, Arrival: arrival}
-		for j := range sr.urs {
-			u := &sr.urs[j]
-			rec.SubSequence, rec.PartitionKey, rec.ExplicitHashKey, rec.Data = u.SubSequence, u.PartitionKey, u.ExplicitHashKey, u.Data
-			if !agg {
-				rec.PartitionKey = []byte(aws.ToString(kr.PartitionKey))
-			}
-			if r.keys != nil && !r.keys[string(rec.PartitionKey)] {
-				continue
-			}
+		n, ierr, err := sr.x.Expand(sr.id, kr, r.keys, func(rec *Record) error {
 			r.userRecs.Add(1)
-			if err := r.emit(rec); err != nil {
-				return false, err
-			}
+			return r.emit(rec)
+		})
+		if err != nil {
+			return false, err
 		}
 		if ierr != nil {
 			r.warned.Add(1)
 			r.o.Warn(fmt.Sprintf("shard %s sequence number %s: aggregate only partly expanded (%d user records before the fault): %v",
-				sr.id, seq, len(sr.urs), ierr))
+				sr.id, seq, n, ierr))
 		}
-		clear(sr.urs) // do not keep the page alive
 		r.kinRecs.Add(1)
 		sr.lastSeq = seq
 	}
@@ -632,4 +616,39 @@ func SeqLess(a, b string) bool {
 		return len(a) < len(b)
 	}
 	return a < b
+}
+
+// Expander turns Kinesis records into user records, reusing its buffers. It is not safe for
+// concurrent use.
+type Expander struct {
+	d   kpl.Deaggregator
+	urs []kpl.UserRecord
+	rec Record
+}
+
+// Expand calls fn for each user record of kr (only those whose partition key is in keys, when
+// keys is not nil) and returns how many user records kr holds. indexErr is set for an aggregate
+// that could only be expanded up to a bad key index (the records before it were handed out);
+// err is fn's error, which stops the expansion.
+func (x *Expander) Expand(shardID string, kr *types.Record, keys map[string]bool, fn func(*Record) error) (n int, indexErr, err error) {
+	var agg bool
+	x.urs, agg, indexErr = x.d.Deaggregate(x.urs[:0], kr.Data)
+	defer clear(x.urs) // do not keep the page alive
+	rec := &x.rec
+	*rec = Record{ShardID: shardID, SequenceNumber: aws.ToString(kr.SequenceNumber), Aggregated: agg,
+		Arrival: aws.ToTime(kr.ApproximateArrivalTimestamp)}
+	for j := range x.urs {
+		u := &x.urs[j]
+		rec.SubSequence, rec.PartitionKey, rec.ExplicitHashKey, rec.Data = u.SubSequence, u.PartitionKey, u.ExplicitHashKey, u.Data
+		if !agg {
+			rec.PartitionKey = []byte(aws.ToString(kr.PartitionKey))
+		}
+		if keys != nil && !keys[string(rec.PartitionKey)] {
+			continue
+		}
+		if err := fn(rec); err != nil {
+			return len(x.urs), indexErr, err
+		}
+	}
+	return len(x.urs), indexErr, nil
 }

@@ -50,6 +50,9 @@ type Options struct {
 	// Keys, if set, hands out only user records with one of these partition keys and reads only
 	// the shards whose hash key range holds one of them.
 	Keys []string
+	// KeyShards, if set, reads only the shards whose hash key range holds one of these keys,
+	// and hands out all their records (for records that do not carry the key themselves).
+	KeyShards []string
 	// PollInterval is the wait before polling a shard that had nothing new (default 1 s).
 	PollInterval time.Duration
 	// MinInterval spaces the GetRecords calls of one shard (default 200 ms: Kinesis allows five
@@ -62,6 +65,9 @@ type Options struct {
 	Warn func(msg string)
 	// Flush, if set, is called after each page of records has been handed out.
 	Flush func() error
+	// AtTimestampTimeout bounds an AT_TIMESTAMP GetShardIterator call (default 5 s); past it
+	// the shard is read from the trim horizon, skipping older records.
+	AtTimestampTimeout time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -126,6 +132,9 @@ func New(kc Kinesis, o Options) (*Reader, error) {
 	if o.MinInterval <= 0 {
 		o.MinInterval = 200 * time.Millisecond
 	}
+	if o.AtTimestampTimeout <= 0 {
+		o.AtTimestampTimeout = 5 * time.Second
+	}
 	if o.Limit <= 0 {
 		o.Limit = 10000
 	}
@@ -145,6 +154,9 @@ func New(kc Kinesis, o Options) (*Reader, error) {
 			r.keys[k] = true
 			r.hashes = append(r.hashes, shardmap.HashKey(k))
 		}
+	}
+	for _, k := range o.KeyShards {
+		r.hashes = append(r.hashes, shardmap.HashKey(k))
 	}
 	return r, nil
 }
@@ -459,6 +471,8 @@ type shardReader struct {
 	lastSeq string    // the last Kinesis record handed out
 	latest  time.Time // when a LATEST iterator was taken (to renew it without a gap)
 	x       Expander
+	// skipBefore drops records that arrived before it (an AT_TIMESTAMP read done by hand).
+	skipBefore time.Time
 }
 
 // iterator returns a shard iterator just after the last record read, or at the start position.
@@ -487,10 +501,29 @@ func (sr *shardReader) iterator(ctx context.Context) (*string, error) {
 	}
 	var out *kinesis.GetShardIteratorOutput
 	err := sr.r.retry(ctx, "GetShardIterator", func() error {
+		cctx, cancel := ctx, context.CancelFunc(func() {})
+		if in.ShardIteratorType == types.ShardIteratorTypeAtTimestamp {
+			cctx, cancel = context.WithTimeout(ctx, sr.r.o.AtTimestampTimeout)
+		}
+		defer cancel()
 		var err error
-		out, err = sr.r.kc.GetShardIterator(ctx, in)
+		out, err = sr.r.kc.GetShardIterator(cctx, in)
 		return err
 	})
+	if err != nil && in.ShardIteratorType == types.ShardIteratorTypeAtTimestamp && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+		// Some endpoints (kinesalite) never answer AT_TIMESTAMP for a shard with no record at or
+		// after the time. Reading from the trim horizon and skipping the older records gives
+		// the same records, only slower.
+		sr.r.warn("shard %s: no answer to an AT_TIMESTAMP iterator request within %s; reading from the trim horizon instead, skipping records that arrived before %s",
+			sr.id, sr.r.o.AtTimestampTimeout, aws.ToTime(in.Timestamp).UTC().Format(time.RFC3339Nano))
+		sr.skipBefore = aws.ToTime(in.Timestamp)
+		in.ShardIteratorType, in.Timestamp = types.ShardIteratorTypeTrimHorizon, nil
+		err = sr.r.retry(ctx, "GetShardIterator", func() error {
+			var err error
+			out, err = sr.r.kc.GetShardIterator(ctx, in)
+			return err
+		})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("shard %s: get an iterator: %w", sr.id, err)
 	}
@@ -582,6 +615,10 @@ func (sr *shardReader) emitPage(recs []types.Record) (past bool, err error) {
 		seq := aws.ToString(kr.SequenceNumber)
 		if sr.lastSeq != "" && !SeqLess(sr.lastSeq, seq) {
 			continue // already handed out (a renewed iterator cannot do this, but never print twice)
+		}
+		if !sr.skipBefore.IsZero() && aws.ToTime(kr.ApproximateArrivalTimestamp).Before(sr.skipBefore) {
+			sr.lastSeq = seq
+			continue
 		}
 		if !r.o.To.IsZero() && aws.ToTime(kr.ApproximateArrivalTimestamp).After(r.o.To) {
 			if r.o.Flush != nil {

@@ -616,3 +616,35 @@ func midpoint(a, b shardmap.Hash) string {
 	s.Rsh(&s, 1)
 	return s.String()
 }
+
+// TestFromTimeOnAQuietShard reads from a time at which one shard has no later record: kinesalite
+// never answers that AT_TIMESTAMP request, and the reader falls back to the trim horizon.
+func TestFromTimeOnAQuietShard(t *testing.T) {
+	e := localtest.Kinesis(t, kinesislocal.Options{})
+	kc := e.Client()
+	stream := localtest.Stream(t, kc, 2)
+	m, _ := shardmap.Load(context.Background(), kc, stream)
+	var onFirst []string
+	for _, k := range keys(20) {
+		if m.Lookup(shardmap.HashKey(k)) == 0 {
+			onFirst = append(onFirst, k)
+		}
+	}
+	writeKeys(t, kc, stream, keys(20), 1, 0)
+	time.Sleep(20 * time.Millisecond)
+	from := time.Now()
+	time.Sleep(20 * time.Millisecond)
+	after := writeKeys(t, kc, stream, onFirst, 2, 1)
+	res, err := read(context.Background(), t, kc, logread.Options{Stream: stream, From: logread.AtTime(from), AtTimestampTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkKeys(t, res.recs, after)
+	if len(res.warnings) != 1 || !strings.Contains(res.warnings[0], "reading from the trim horizon instead") {
+		t.Errorf("warnings %v", res.warnings)
+	}
+	// The emulator still answers.
+	if _, err := read(context.Background(), t, kc, logread.Options{Stream: stream}); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -125,14 +125,9 @@ func tailCommand() *ffcli.Command {
 			if len(args) > 0 {
 				return fmt.Errorf("tail: unexpected arguments %q", args)
 			}
-			var appendRec func([]byte, *logread.Record) []byte
-			switch format {
-			case "json":
-				appendRec = logread.AppendJSON
-			case "data":
-				appendRec = logread.AppendData
-			default:
-				return fmt.Errorf("tail: --format must be json or data, not %q", format)
+			appendRec, err := formatter(format)
+			if err != nil {
+				return fmt.Errorf("tail: %w", err)
 			}
 			o, err := sel.options(time.Now())
 			if err != nil {

@@ -45,8 +45,8 @@ credentials).`
 
 func redriveCommand() *ffcli.Command {
 	var (
-		o                   redrive.Options
-		reasons             stringList
+		o            redrive.Options
+		reasons      stringList
 		since, until string
 	)
 	fs := flag.NewFlagSet("redrive", flag.ContinueOnError)

@@ -181,7 +181,8 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	if r.c, err = nsq.NewConsumer(o.Topic, o.Channel, cfg); err != nil {
 		return nil, err
 	}
-	r.c.SetLogger(warnLogger(o.Warn), nsq.LogLevelWarning)
+	// go-nsq warns when a consumer stops with no connection left: errors only.
+	r.c.SetLogger(warnLogger(o.Warn), nsq.LogLevelError)
 	r.c.AddHandler(nsq.HandlerFunc(func(m *nsq.Message) error {
 		m.DisableAutoResponse()
 		r.in <- m

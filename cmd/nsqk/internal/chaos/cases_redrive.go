@@ -139,7 +139,7 @@ func bridgeSIGKILLRedrive(ctx context.Context, t *T) error {
 	t.Check("nothing with reason late_redelivery left in the dead-letter topic", left[string(bridge.ReasonLate)] == 0,
 		"left on channel %s: %v", redrive.DefaultChannel, left)
 	t.Judge(a, Expect{MaxDup: -1, DupWhy: fmt.Sprintf("PutRecords retried after lost answers, and messages nsqd redelivered after the kill (%d)", redelivered),
-		GoodDL: []bridge.Reason{bridge.ReasonLate},
+		GoodDL:     []bridge.Reason{bridge.ReasonLate},
 		MaxReorder: late.Redriven, ReorderWhy: "redriven messages arrive after newer ones of their key"})
 	t.checkNoRace(c1, c2)
 	return nil

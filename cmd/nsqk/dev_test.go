@@ -34,7 +34,7 @@ func TestDevRunsTheWholeFlow(t *testing.T) {
 	if res.Records >= float64(res.Published)/5 {
 		t.Fatalf("%v Kinesis records for %d messages", res.Records, res.Published)
 	}
-	for _, want := range []string{"summary", "order violations 0", "left in NSQ: 0", "dead letter example"} {
+	for _, want := range []string{"summary", "order violations 0", "left in NSQ: 0", "dead letter example", "nsqk tail --stream nsqk-dev", "nsqk redrive --nsqd-tcp-address"} {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("output lacks %q:\n%s", want, out.String())
 		}

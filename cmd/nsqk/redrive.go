@@ -24,10 +24,14 @@ FINished only after nsqd accepted the publish: a redrive killed midway loses not
 was truncated are never redriven: they are kept and counted. Two envelopes of the same original
 message (same nsqd and message id) are redriven once.
 
---skip-present first looks for each message in the stream: it reads the shard holding the
-message's partition key (--partition-key, the bridge's JSON path) from the envelope's timestamp
-minus --lookback up to the tip, and FINishes envelopes whose body is already there without
-publishing them (counted "already in the stream").
+--skip-present first looks for each late_redelivery or max_attempts message in the stream (the
+bridge may have written those on an earlier delivery; bad input it never writes): it reads the
+shard holding the message's partition key (--partition-key, the bridge's JSON path) from the
+envelope's timestamp minus --lookback up to the tip, and FINishes envelopes whose body is already
+there without publishing them (counted "already in the stream").
+
+Envelopes dead-lettered after redrive started are left for the next run: a redrive ends even
+while new dead letters keep coming, and never takes back a message it has just redriven.
 
 Redrive reads one channel of the dead-letter topic (--channel, default nsqk_redrive). NSQ gives
 a channel only the messages published after it was created (or, for a topic's first channel,

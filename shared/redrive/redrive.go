@@ -136,6 +136,11 @@ type run struct {
 	held map[nsq.MessageID]*nsq.Message // not answered yet; requeued when the run ends
 	kept map[nsq.MessageID]bool         // held on purpose until the end
 	done map[string]bool                // original messages redriven or found in this run
+	// start: envelopes dead-lettered after it are left for the next run, so that a redrive ends
+	// even while new dead letters keep coming (or its own redriven messages come back).
+	start time.Time
+	// active is when the last envelope from before the start arrived (idle is measured from it).
+	active time.Time
 }
 
 // Run redrives until the dead-letter channel is idle, ctx ends or an error occurs. Whatever it
@@ -169,7 +174,8 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 		o.Warn = func(string) {}
 	}
 	r := &run{o: o, sum: &Summary{ByReason: map[string]*Counts{}, DryRun: o.DryRun}, in: make(chan *nsq.Message, o.MaxInFlight),
-		held: map[nsq.MessageID]*nsq.Message{}, kept: map[nsq.MessageID]bool{}, done: map[string]bool{}}
+		held: map[nsq.MessageID]*nsq.Message{}, kept: map[nsq.MessageID]bool{}, done: map[string]bool{}, start: time.Now()}
+	r.active = r.start
 	cfg := nsq.NewConfig()
 	cfg.MaxInFlight = o.MaxInFlight
 	var err error
@@ -221,12 +227,17 @@ func (r *run) loop(ctx context.Context) error {
 	touch := time.NewTicker(15 * time.Second) // go-nsq's default msg_timeout is 60 s
 	defer touch.Stop()
 	for {
+		start := time.Now()
 		batch, err := r.collect(ctx, touch.C)
 		if err != nil || len(batch) == 0 {
 			return err
 		}
 		if err := r.process(ctx, batch); err != nil {
 			return err
+		}
+		// Time spent deciding (reading the stream) is not time waiting for envelopes.
+		if !r.active.Before(start) {
+			r.active = time.Now()
 		}
 	}
 }
@@ -235,7 +246,7 @@ func (r *run) loop(ctx context.Context) error {
 // batch is full), and an empty batch once none has come for Idle.
 func (r *run) collect(ctx context.Context, touch <-chan time.Time) ([]*nsq.Message, error) {
 	var batch []*nsq.Message
-	idle := time.NewTimer(r.o.Idle)
+	idle := time.NewTimer(time.Until(r.active.Add(r.o.Idle)))
 	defer idle.Stop()
 	for {
 		wait := idle.C
@@ -259,7 +270,10 @@ func (r *run) collect(ctx context.Context, touch <-chan time.Time) ([]*nsq.Messa
 			if len(batch) >= batchMax {
 				return batch, nil
 			}
-			idle.Reset(r.o.Idle)
+			if !r.newer(m) {
+				r.active = time.Now()
+				idle.Reset(r.o.Idle)
+			}
 		case <-gap:
 			return batch, nil
 		case <-touch:
@@ -271,6 +285,14 @@ func (r *run) collect(ctx context.Context, touch <-chan time.Time) ([]*nsq.Messa
 			return nil, nil
 		}
 	}
+}
+
+// newer reports an envelope dead-lettered after the run started (it does not keep the run going).
+func (r *run) newer(m *nsq.Message) bool {
+	var e struct {
+		DeadLettered time.Time `json:"dead_lettered_at"`
+	}
+	return json.Unmarshal(m.Body, &e) == nil && e.DeadLettered.After(r.start)
 }
 
 func (r *run) touchHeld() {
@@ -305,7 +327,7 @@ func (r *run) process(ctx context.Context, batch []*nsq.Message) error {
 			continue
 		}
 		it.reason = string(it.env.Reason)
-		if !r.wanted(&it.env) {
+		if !r.wanted(&it.env) || it.env.DeadLettered.After(r.start) {
 			r.keep(m, it.reason)
 			continue
 		}
@@ -348,9 +370,15 @@ func (r *run) process(ctx context.Context, batch []*nsq.Message) error {
 		return nil
 	}
 	present := map[*item]bool{}
-	if r.o.SkipPresent {
+	var look []*item
+	for _, it := range uniq {
+		if mayBeWritten(it.env.Reason) {
+			look = append(look, it)
+		}
+	}
+	if r.o.SkipPresent && len(look) > 0 {
 		var err error
-		if present, err = r.lookup(ctx, uniq); err != nil {
+		if present, err = r.lookup(ctx, look); err != nil {
 			for _, it := range uniq {
 				delete(r.done, it.orig)
 			}
@@ -404,6 +432,13 @@ func (r *run) process(ctx context.Context, batch []*nsq.Message) error {
 		}
 	}
 	return nil
+}
+
+// mayBeWritten reports the reasons whose message the bridge may have written on an earlier
+// delivery. Bad input (no usable key, not JSON, too large, ...) is dead-lettered instead of
+// being written, so it is never looked for.
+func mayBeWritten(r bridge.Reason) bool {
+	return r == bridge.ReasonLate || r == bridge.ReasonMaxAttempts
 }
 
 // fin FINishes a message (in a dry run it is held and requeued at the end instead).

@@ -220,21 +220,23 @@ func TestRedriveTimeWindowAndToTopic(t *testing.T) {
 	old := time.Now().Add(-2 * time.Hour)
 	w.deadLetter(bridge.ReasonLate, body("u1", 1), func(e *bridge.Envelope) { e.Timestamp = old })
 	recent := w.deadLetter(bridge.ReasonLate, body("u1", 2), nil)
+	// Dead-lettered after the redrive started (as its own redriven messages would be): left.
+	w.deadLetter(bridge.ReasonLate, body("u1", 3), func(e *bridge.Envelope) { e.DeadLettered = time.Now().Add(time.Hour) })
 	o := w.options()
 	o.Since, o.ToTopic = time.Now().Add(-time.Hour), "elsewhere"
 	s, err := redrive.Run(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c := s.ByReason["late_redelivery"]; c == nil || c.Redriven != 1 || c.Kept != 1 {
+	if c := s.ByReason["late_redelivery"]; c == nil || c.Redriven != 1 || c.Kept != 2 {
 		t.Errorf("%+v", c)
 	}
 	if d := w.n.Depth("elsewhere", sink); d != 1 {
 		t.Errorf("%d messages in the --to-topic, want 1", d)
 	}
 	_ = recent
-	if d, _, _ := w.deadLeft(); d != 1 {
-		t.Errorf("%d left, want the old one", d)
+	if d, _, _ := w.deadLeft(); d != 2 {
+		t.Errorf("%d left, want the old one and the new one", d)
 	}
 }
 

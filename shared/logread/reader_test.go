@@ -146,7 +146,13 @@ func keys(n int) []string {
 }
 
 func TestReadsEveryShardDeaggregatedInOrder(t *testing.T) {
-	e := localtest.Kinesis(t, kinesislocal.Options{})
+	for _, kind := range []kinesislocal.Kind{kinesislocal.Kinesalite, kinesislocal.KinesisMock} {
+		t.Run(string(kind), func(t *testing.T) { readsEveryShard(t, kind) })
+	}
+}
+
+func readsEveryShard(t *testing.T, kind kinesislocal.Kind) {
+	e := localtest.Kinesis(t, kinesislocal.Options{Kind: kind})
 	kc := e.Client()
 	stream := localtest.Stream(t, kc, 3)
 	ks := keys(12)
@@ -222,7 +228,13 @@ func (c *countingClient) GetShardIterator(ctx context.Context, in *kinesis.GetSh
 }
 
 func TestSelectedShardsAndTimeRange(t *testing.T) {
-	e := localtest.Kinesis(t, kinesislocal.Options{})
+	for _, kind := range []kinesislocal.Kind{kinesislocal.Kinesalite, kinesislocal.KinesisMock} {
+		t.Run(string(kind), func(t *testing.T) { selectedShardsAndTimeRange(t, kind) })
+	}
+}
+
+func selectedShardsAndTimeRange(t *testing.T, kind kinesislocal.Kind) {
+	e := localtest.Kinesis(t, kinesislocal.Options{Kind: kind})
 	kc := e.Client()
 	stream := localtest.Stream(t, kc, 2)
 	ks := keys(6)

@@ -31,7 +31,7 @@ func replayCommand() *ffcli.Command {
 		o   replay.Options
 	)
 	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
-	sel.register(fs, true)
+	sel.register(fs)
 	fs.StringVar(&o.NSQDTCPAddress, "nsqd-tcp-address", "", "nsqd TCP address to publish to (required)")
 	fs.StringVar(&o.Topic, "to-topic", "", "NSQ topic to publish to (required)")
 	fs.Float64Var(&o.Rate, "rate", 0, "messages per second (0 = unlimited)")

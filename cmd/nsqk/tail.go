@@ -60,14 +60,10 @@ type stringList []string
 func (s *stringList) String() string     { return strings.Join(*s, ",") }
 func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
-func (s *selection) register(fs *flag.FlagSet, follow bool) {
+func (s *selection) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.stream, "stream", "", "stream name or ARN (required)")
-	if follow {
-		fs.StringVar(&s.from, "from", "", "trim-horizon, latest, an RFC 3339 time or a duration ago such as 15m (default trim-horizon; latest with --follow)")
-		fs.BoolVar(&s.follow, "follow", false, "keep reading new records and child shards until SIGINT/SIGTERM")
-	} else {
-		fs.StringVar(&s.from, "from", "trim-horizon", "trim-horizon, latest, an RFC 3339 time or a duration ago such as 15m")
-	}
+	fs.StringVar(&s.from, "from", "", "trim-horizon, latest, an RFC 3339 time or a duration ago such as 15m (default trim-horizon; latest with --follow)")
+	fs.BoolVar(&s.follow, "follow", false, "keep reading new records and child shards until SIGINT/SIGTERM")
 	fs.StringVar(&s.to, "to", "", "end each shard at the first record that arrived after this RFC 3339 time (or duration ago)")
 	fs.Var(&s.shards, "shard", "read only this shard (repeatable)")
 	fs.Var(&s.keys, "key", "read only records with this partition key (repeatable)")
@@ -113,7 +109,7 @@ func tailCommand() *ffcli.Command {
 		format string
 	)
 	fs := flag.NewFlagSet("tail", flag.ContinueOnError)
-	sel.register(fs, true)
+	sel.register(fs)
 	fs.StringVar(&format, "format", "json", "json (one object per user record) or data (raw data, one record per line)")
 	return &ffcli.Command{
 		Name:       "tail",

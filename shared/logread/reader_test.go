@@ -660,3 +660,67 @@ func TestFromTimeOnAQuietShard(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestFollowFromLatestThroughExpiredIterators follows from LATEST while GetRecords calls fail
+// with ExpiredIteratorException, before and after the first records: nothing written after the
+// reader started may be missed (a renewed LATEST iterator would skip) or printed twice.
+func TestFollowFromLatestThroughExpiredIterators(t *testing.T) {
+	e := localtest.Kinesis(t, kinesislocal.Options{})
+	kc := e.Client()
+	stream := localtest.Stream(t, kc, 2)
+	writeKeys(t, kc, stream, keys(6), 2, 0) // before the reader: not wanted
+	front, err := kinesisfault.Start(e.Endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer front.Close()
+	front.Set(kinesisfault.Faults{Operations: []string{"GetRecords"}, RequestErrorRate: 0.5,
+		RequestErrorStatus: 400, RequestErrorType: "ExpiredIteratorException"})
+	fc := kinesislocal.NewClient(front.URL, func(o *kinesis.Options) { o.RetryMaxAttempts = 1 })
+	var mu sync.Mutex
+	var recs []got
+	r, err := logread.New(fc, logread.Options{Stream: stream, Follow: true, From: logread.Latest, Limit: 3,
+		PollInterval: 50 * time.Millisecond, MinInterval: 5 * time.Millisecond, AtTimestampTimeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- r.Run(ctx, func(rec *logread.Record) error {
+			mu.Lock()
+			recs = append(recs, got{Shard: rec.ShardID, Seq: rec.SequenceNumber, Sub: rec.SubSequence, PK: string(rec.PartitionKey), Data: string(rec.Data)})
+			mu.Unlock()
+			return nil
+		})
+	}()
+	// Both shards are being polled (and some of their iterators have expired) before writing.
+	deadline := time.Now().Add(30 * time.Second)
+	for front.Stats().RequestErrors < 4 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	want := writeKeys(t, kc, stream, keys(6), 4, 2)
+	total := 0
+	for _, d := range want {
+		total += len(d)
+	}
+	for time.Now().Before(deadline) {
+		mu.Lock()
+		n := len(recs)
+		mu.Unlock()
+		if n >= total {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	checkKeys(t, recs, want)
+	if s := r.Stats(); s.IteratorsRenewed == 0 {
+		t.Errorf("no iterator renewed: %+v", s)
+	}
+}

@@ -24,6 +24,7 @@ import (
 	"github.com/nsqk/nsqk/shared/local/kinesislocal"
 	"github.com/nsqk/nsqk/shared/local/nsqlocal"
 	"github.com/nsqk/nsqk/shared/location"
+	"github.com/nsqk/nsqk/shared/redrive"
 )
 
 type devOptions struct {
@@ -115,6 +116,9 @@ func runDev(ctx context.Context, o devOptions, out io.Writer) (res devResult, _ 
 		return res, err
 	}
 	say("%s on %s: stream %q with %d shards", o.emulator, em.Endpoint, stream, o.shards)
+	// The channel `nsqk redrive` reads: it only gets dead letters published after it exists.
+	n.GetTopic(topic + "_dead").GetChannel(redrive.DefaultChannel)
+	say("read the log back from another terminal while this runs:\n%s", readBackCommands(em.Endpoint, n.TCPAddr, stream, topic))
 
 	bo := bridge.NewOptions()
 	bo.NSQDTCPAddresses, bo.NSQDHTTPAddresses = []string{n.TCPAddr}, []string{n.HTTPAddr}
@@ -227,12 +231,21 @@ wait:
 	if e := dead.sample(); e != "" {
 		fmt.Fprintf(out, "  dead letter example: %s\n", e)
 	}
+	fmt.Fprintf(out, "\nread the log back (these endpoints lived as long as this run; `nsqk dev --duration 0` keeps them up until Ctrl-C):\n%s\n",
+		readBackCommands(em.Endpoint, n.TCPAddr, stream, topic))
 	ms, ls, mm := cons.mon.Stats(), cons.ll.Stats(), cons.mm.Stats()
 	res = devResult{Published: published.Load(), Bad: bad.Load(), LeftInNSQ: n.Depth(topic, bo.Channel),
 		Acked: f.Value("nsqk_bridge_messages_acked_total"), DeadLettered: f.Value("nsqk_bridge_dead_lettered_total"),
 		Records: f.Value("nsqk_bridge_aggregates_total"), MonitorRecords: ms.Records, OrderViolations: ms.OrderViolations,
 		Duplicates: ms.Duplicates, Applied: ls.Applied, OnFailure: mm.OnFailureRecords + cons.ml.Stats().OnFailureRecords}
 	return res, nil
+}
+
+// readBackCommands are the one-line commands that tail the local stream and redrive its dead letters.
+func readBackCommands(endpoint, nsqd, stream, topic string) string {
+	env := fmt.Sprintf("AWS_ENDPOINT_URL_KINESIS=%s AWS_REGION=%s AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local", endpoint, kinesislocal.Region)
+	return fmt.Sprintf("  %s go run ./cmd/nsqk tail --stream %s --follow\n  %s go run ./cmd/nsqk redrive --nsqd-tcp-address %s --topic %s_dead --skip-present --stream %s --dry-run   (without --dry-run: publish them back)",
+		env, stream, env, nsqd, topic, stream)
 }
 
 func durationText(d time.Duration) string {

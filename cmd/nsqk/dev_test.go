@@ -35,7 +35,8 @@ func TestDevRunsTheWholeFlow(t *testing.T) {
 		t.Fatalf("%v Kinesis records for %d messages", res.Records, res.Published)
 	}
 	for _, want := range []string{"summary", "order violations 0", "left in NSQ: 0", "dead letter example",
-		"users stored in DynamoDB (dynalite", "checkpoints in DynamoDB (dynalite", "dead-letter queues in SQS"} {
+		"users stored in DynamoDB (dynalite", "checkpoints in DynamoDB (dynalite", "dead-letter queues in SQS",
+		"nsqk tail --stream nsqk-dev", "nsqk redrive --nsqd-tcp-address"} {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("output lacks %q:\n%s", want, out.String())
 		}

@@ -37,6 +37,10 @@ func run(ctx context.Context, args []string) int {
 		Subcommands: []*ffcli.Command{
 			devCommand(),
 			decodeCommand(),
+			tailCommand(),
+			replayCommand(),
+			redriveCommand(),
+			failedCommand(),
 			chaosCommand(),
 			bench.Command(),
 		},

@@ -17,6 +17,7 @@ func Cases() []Case {
 	all = append(all, kinesisCases()...)
 	all = append(all, reshardCases()...)
 	all = append(all, processCases()...)
+	all = append(all, redriveCases()...)
 	all = append(all, backlogCases()...)
 	all = append(all, inputCases()...)
 	all = append(all, consumerCases()...)

@@ -76,8 +76,8 @@ func TestRecordsFromTheLocalEventSourceMapping(t *testing.T) {
 	_, data := write(t, kc, stream)
 	file := filepath.Join(t.TempDir(), "on-failure.jsonl")
 	fn := lambda.NewHandler(func(ctx context.Context, ev events.KinesisEvent) error { return errors.New("always fails") })
-	m := esm.New(kc, fn, esm.Config{Stream: stream, BatchSize: 2, MaximumRetryAttempts: 0, OnFailure: file,
-		PollInterval: 20 * time.Millisecond, RetryBackoff: time.Millisecond, Logger: quietLogger()})
+	m := esm.New(kc, esm.Shared(fn), esm.Config{Stream: stream, BatchSize: 2, MaximumRetryAttempts: 0, OnFailure: file,
+		FastTiming: true, PollInterval: 20 * time.Millisecond, RetryBackoff: time.Millisecond, Logger: quietLogger()})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	done := make(chan error, 1)

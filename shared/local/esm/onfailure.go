@@ -86,7 +86,6 @@ func (m *Mapping) discard(sr *shardRun, d *discards, items []item, condition str
 	log.Warn("discarding records to the on-failure destination", "condition", condition,
 		"start_sequence_number", aws.ToString(items[0].rec.SequenceNumber), "end_sequence_number", aws.ToString(items[len(items)-1].rec.SequenceNumber),
 		"records", len(items), "invocations", invokes, "destination", m.cfg.OnFailure)
-	m.update(func(s *Stats) { s.OnFailureRecords += int64(len(items)) })
 	if m.cfg.ConsolidateDiscards {
 		if d.n == 0 || items[0].idx < d.first.idx {
 			d.first = items[0]
@@ -107,6 +106,13 @@ func (m *Mapping) discard(sr *shardRun, d *discards, items []item, condition str
 		return
 	}
 	m.writeFailure(sr, items[0], items[len(items)-1], len(items), condition, invokes, last, log)
+	m.discarded(sr, items)
+}
+
+// discarded counts items as sent to the on-failure destination and marks them handled, once
+// the record naming them is written: a reader of the statistics then finds it in the file.
+func (m *Mapping) discarded(sr *shardRun, items []item) {
+	m.update(func(s *Stats) { s.OnFailureRecords += int64(len(items)) })
 	m.markDone(sr, items)
 }
 
@@ -122,7 +128,7 @@ func (m *Mapping) flushDiscards(sr *shardRun, batch []item, d *discards, log *sl
 		}
 	}
 	m.writeFailure(sr, d.first, d.last, size, d.condition, d.invokes, d.inv, log)
-	m.markDone(sr, d.items)
+	m.discarded(sr, d.items)
 	*d = discards{}
 }
 

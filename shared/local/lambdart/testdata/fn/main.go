@@ -1,0 +1,69 @@
+// Command fn is the function the lambdart tests run: what it does is named in its event.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/aws/aws-lambda-go/lambdacontext"
+)
+
+type event struct {
+	Do      string `json:"do"`      // ok, error, panic, exit, hang, meet
+	Dir     string `json:"dir"`     // meet: where the invocations leave their marks
+	Parties int    `json:"parties"` // meet: how many invocations must be running at once
+}
+
+type response struct {
+	PID        int    `json:"pid"`
+	Count      int64  `json:"count"` // invocations this process served
+	RequestID  string `json:"request_id"`
+	ARN        string `json:"arn"`
+	Function   string `json:"function"`
+	HasTimeout bool   `json:"has_deadline"`
+}
+
+var count atomic.Int64
+
+func handle(ctx context.Context, e event) (response, error) {
+	n := count.Add(1)
+	lc, _ := lambdacontext.FromContext(ctx)
+	_, hasDeadline := ctx.Deadline()
+	r := response{PID: os.Getpid(), Count: n, RequestID: lc.AwsRequestID, ARN: lc.InvokedFunctionArn,
+		Function: os.Getenv("AWS_LAMBDA_FUNCTION_NAME"), HasTimeout: hasDeadline}
+	switch e.Do {
+	case "error":
+		return r, errors.New("boom")
+	case "panic":
+		panic("kaboom")
+	case "exit":
+		os.Exit(3)
+	case "hang":
+		select {}
+	case "meet":
+		// Returns once Parties invocations are running at the same time (or fails at the deadline).
+		if err := os.WriteFile(filepath.Join(e.Dir, fmt.Sprint(os.Getpid())), nil, 0o644); err != nil {
+			return r, err
+		}
+		for {
+			m, _ := filepath.Glob(filepath.Join(e.Dir, "*"))
+			if len(m) >= e.Parties {
+				return r, nil
+			}
+			select {
+			case <-ctx.Done():
+				return r, ctx.Err()
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
+	return r, nil
+}
+
+func main() { lambda.Start(handle) }

@@ -181,7 +181,7 @@ func (in *Instance) Invoke(ctx context.Context, payload []byte) ([]byte, error) 
 	defer in.mu.Unlock()
 	r := in.rt
 	r.invocations.Add(1)
-	c := &call{payload: payload, result: make(chan result, 1), arn: consumer.FunctionARN(r.fn.Name), trace: traceID()}
+	c := &call{payload: payload, result: make(chan result, 1), released: make(chan struct{}), arn: consumer.FunctionARN(r.fn.Name), trace: traceID()}
 	if lc, ok := lambdacontext.FromContext(ctx); ok {
 		c.id, c.arn = lc.AwsRequestID, lc.InvokedFunctionArn
 	}

@@ -23,7 +23,8 @@ type call struct {
 	id, arn, trace string
 	payload        []byte
 	deadline       time.Time
-	result         chan result // the first response or error posted for id
+	result         chan result   // the first response or error posted for id
+	released       chan struct{} // closed when the runtime asks for the next event after this one
 }
 
 type result struct {
@@ -35,11 +36,11 @@ type result struct {
 type process struct {
 	cmd  *exec.Cmd
 	srv  *http.Server
-	next chan *call    // handed to the runtime's GET .../next
-	poll chan struct{} // a GET .../next arrived (capacity 1)
+	next chan *call // handed to the runtime's GET .../next
 
 	mu      sync.Mutex
-	current *call          // the invocation the runtime holds
+	current *call          // the invocation the runtime holds, until it posts its outcome
+	last    *call          // the invocation the runtime took last, until its next GET
 	initErr *FunctionError // posted to .../init/error
 
 	exited  chan struct{} // closed when the process has exited
@@ -51,7 +52,7 @@ func startProcess(fn Function, env func(api string) []string, stdout, stderr *sh
 	if err != nil {
 		return nil, err
 	}
-	p := &process{next: make(chan *call), poll: make(chan struct{}, 1), exited: make(chan struct{})}
+	p := &process{next: make(chan *call), exited: make(chan struct{})}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+apiPrefix+"/invocation/next", p.handleNext)
 	mux.HandleFunc("POST "+apiPrefix+"/invocation/{id}/response", p.handleResponse)
@@ -105,12 +106,6 @@ func (p *process) invoke(ctx context.Context, c *call) (_ []byte, crash *Functio
 	case <-ctx.Done():
 		return nil, nil, ctx.Err()
 	}
-	// The GET that took c left its token before taking it: drop it, so that the next token
-	// means the runtime is done with c.
-	select {
-	case <-p.poll:
-	default:
-	}
 	var res result
 	select {
 	case res = <-c.result:
@@ -131,7 +126,7 @@ func (p *process) invoke(ctx context.Context, c *call) (_ []byte, crash *Functio
 	// posting the error of a panic (lambda/invoke_loop.go, ShouldExit). Whichever comes first
 	// tells the two apart.
 	select {
-	case <-p.poll:
+	case <-c.released:
 		return nil, nil, res.err
 	case <-p.exited:
 		return nil, p.crashWith(res.err), nil
@@ -158,10 +153,12 @@ func (p *process) crashWith(e *FunctionError) *FunctionError {
 }
 
 func (p *process) handleNext(w http.ResponseWriter, r *http.Request) {
-	select {
-	case p.poll <- struct{}{}:
-	default:
+	p.mu.Lock()
+	if p.last != nil {
+		close(p.last.released)
+		p.last = nil
 	}
+	p.mu.Unlock()
 	var c *call
 	select {
 	case c = <-p.next:
@@ -171,7 +168,7 @@ func (p *process) handleNext(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.mu.Lock()
-	p.current = c
+	p.current, p.last = c, c
 	p.mu.Unlock()
 	h := w.Header()
 	h.Set("Lambda-Runtime-Aws-Request-Id", c.id)

@@ -15,6 +15,13 @@ import (
 )
 
 type event struct {
+	// Records makes it a Kinesis event: a record whose data is fail-once or crash-once returns an
+	// error or panics the first time it is seen (by any process: marks in FN_MARKS).
+	Records []struct {
+		Kinesis struct {
+			Data []byte `json:"data"`
+		} `json:"kinesis"`
+	} `json:"Records"`
 	Do      string `json:"do"`      // ok, error, panic, exit, hang, meet
 	Dir     string `json:"dir"`     // meet: where the invocations leave their marks
 	Parties int    `json:"parties"` // meet: how many invocations must be running at once
@@ -37,6 +44,21 @@ func handle(ctx context.Context, e event) (response, error) {
 	_, hasDeadline := ctx.Deadline()
 	r := response{PID: os.Getpid(), Count: n, RequestID: lc.AwsRequestID, ARN: lc.InvokedFunctionArn,
 		Function: os.Getenv("AWS_LAMBDA_FUNCTION_NAME"), HasTimeout: hasDeadline}
+	for _, rec := range e.Records {
+		what := string(rec.Kinesis.Data)
+		if what != "fail-once" && what != "crash-once" {
+			continue
+		}
+		f, err := os.OpenFile(filepath.Join(os.Getenv("FN_MARKS"), what), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+		if err != nil {
+			continue // seen before
+		}
+		f.Close()
+		if what == "crash-once" {
+			panic("crash requested")
+		}
+		return r, errors.New("failure requested")
+	}
 	switch e.Do {
 	case "error":
 		return r, errors.New("boom")

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -194,6 +195,32 @@ func TestCrashesPanicAndTheNextInvocationStartsAfresh(t *testing.T) {
 			}
 			if tc.do == "panic" && !strings.Contains(logs.String(), "kaboom") {
 				t.Fatalf("the runtime's log of the panic is not in the output:\n%s", logs)
+			}
+		})
+	}
+}
+
+// A process that ends before it asks for its first event fails the invocation as a crash, with
+// what it posted to init/error if it did.
+func TestInitFailures(t *testing.T) {
+	for _, tc := range []struct{ init, typ, msg string }{
+		{"exit", "Runtime.ExitError", "Runtime exited during init: exit status 2"},
+		{"report", "InitError", "no table"},
+	} {
+		t.Run(tc.init, func(t *testing.T) {
+			rt, err := New(Function{Name: "test-fn", Binary: fn(t), Env: []string{"FN_INIT=" + tc.init}, Stdout: io.Discard, Stderr: io.Discard})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rt.Close()
+			v := func() (v any) {
+				defer func() { v = recover() }()
+				invoke(t, rt.NewInstance(), withTimeout(t, time.Minute), "ok")
+				return nil
+			}()
+			fe, ok := v.(*FunctionError)
+			if !ok || fe.Type != tc.typ || !strings.Contains(fe.Message, tc.msg) {
+				t.Fatalf("recovered %#v, want a *FunctionError of type %s saying %q", v, tc.typ, tc.msg)
 			}
 		})
 	}

@@ -41,6 +41,7 @@ type process struct {
 	mu      sync.Mutex
 	current *call          // the invocation the runtime holds, until it posts its outcome
 	last    *call          // the invocation the runtime took last, until its next GET
+	taken   int            // invocations the runtime took
 	initErr *FunctionError // posted to .../init/error
 
 	exited  chan struct{} // closed when the process has exited
@@ -102,7 +103,13 @@ func (p *process) invoke(ctx context.Context, c *call) (_ []byte, crash *Functio
 	select {
 	case p.next <- c:
 	case <-p.exited:
-		return nil, p.crash(c, "init"), nil
+		p.mu.Lock()
+		phase := "before asking for the next event"
+		if p.taken == 0 {
+			phase = "init"
+		}
+		p.mu.Unlock()
+		return nil, p.crash(c, phase), nil
 	case <-ctx.Done():
 		return nil, nil, ctx.Err()
 	}
@@ -114,7 +121,7 @@ func (p *process) invoke(ctx context.Context, c *call) (_ []byte, crash *Functio
 		case res = <-c.result: // posted, then exited: a panic
 			return nil, p.crashWith(res.err), nil
 		default:
-			return nil, p.crash(c, "invoke"), nil
+			return nil, p.crash(c, "the invocation"), nil
 		}
 	case <-ctx.Done():
 		return nil, nil, ctx.Err()
@@ -169,6 +176,7 @@ func (p *process) handleNext(w http.ResponseWriter, r *http.Request) {
 	}
 	p.mu.Lock()
 	p.current, p.last = c, c
+	p.taken++
 	p.mu.Unlock()
 	h := w.Header()
 	h.Set("Lambda-Runtime-Aws-Request-Id", c.id)

@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -88,4 +90,18 @@ func handle(ctx context.Context, e event) (response, error) {
 	return r, nil
 }
 
-func main() { lambda.Start(handle) }
+func main() {
+	switch os.Getenv("FN_INIT") {
+	case "exit": // a failed initialization, as consumer.Main ends one
+		fmt.Fprintln(os.Stderr, "init failed")
+		os.Exit(2)
+	case "report": // a runtime reporting its failed initialization to the Runtime API
+		api := "http://" + os.Getenv("AWS_LAMBDA_RUNTIME_API") + "/2018-06-01/runtime/init/error"
+		resp, err := http.Post(api, "application/json", strings.NewReader(`{"errorMessage":"no table","errorType":"InitError"}`))
+		if err == nil {
+			resp.Body.Close()
+		}
+		os.Exit(1)
+	}
+	lambda.Start(handle)
+}

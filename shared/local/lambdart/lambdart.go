@@ -183,7 +183,10 @@ func (in *Instance) Invoke(ctx context.Context, payload []byte) ([]byte, error) 
 	r.invocations.Add(1)
 	c := &call{payload: payload, result: make(chan result, 1), released: make(chan struct{}), arn: consumer.FunctionARN(r.fn.Name), trace: traceID()}
 	if lc, ok := lambdacontext.FromContext(ctx); ok {
-		c.id, c.arn = lc.AwsRequestID, lc.InvokedFunctionArn
+		c.id = lc.AwsRequestID
+		if lc.InvokedFunctionArn != "" {
+			c.arn = lc.InvokedFunctionArn
+		}
 	}
 	if c.id == "" {
 		c.id = consumer.NewUUID()

@@ -248,7 +248,9 @@ func (d *devConsumers) summary(ctx context.Context, out io.Writer) {
 		s, rs := c.m.Stats(), c.rt.Stats()
 		fmt.Fprintf(out, "  %-10s %d user records processed (its Records metric) from %d Kinesis records done in %d invocations (%d function errors; %d processes, %d crashed, %d timed out); dead-lettered %s; on-failure %d\n",
 			c.name, c.userRecords(), s.RecordsDone, s.Invocations, s.FunctionErrors, rs.Processes, rs.Crashes, rs.Timeouts, count(d.deadLettered(ctx, c.function)), s.OnFailureRecords)
-		fmt.Fprintf(out, "             logs %s, EMF %s, on-failure %s\n", c.stderr, c.stdout, filepath.Join(filepath.Dir(c.stderr), c.name+"-on-failure.jsonl"))
+		e2e, _ := c.emf.Get("E2ELatency")
+		fmt.Fprintf(out, "             end-to-end (its E2ELatency metric) p50 %s, p99 %s; logs %s, EMF %s, on-failure %s\n", msf(e2e.Percentile(50)), msf(e2e.Percentile(99)),
+			c.stderr, c.stdout, filepath.Join(filepath.Dir(c.stderr), c.name+"-on-failure.jsonl"))
 	}
 	fmt.Fprintf(out, "  consumers  checkpoints in DynamoDB (dynalite, table %s); dead-letter queues in SQS (fauxqs)\n", devCheckpointTable)
 }

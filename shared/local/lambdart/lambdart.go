@@ -116,7 +116,9 @@ func New(fn Function) (*Runtime, error) {
 }
 
 // NewInstance returns a new execution environment; it has the type of esm.Factory, so that
-// esm.New(client, rt.NewInstance, cfg) runs one process per lane.
+// esm.New(client, rt.NewInstance, cfg) runs one process per lane. A process lives until it
+// crashes, times out or Close ends it: an instance its user drops (esm's InstancePerInvocation
+// drops one per invocation) leaves its process idle until Close.
 func (r *Runtime) NewInstance() lambda.Handler { return &Instance{rt: r} }
 
 // Stats returns the counts so far.

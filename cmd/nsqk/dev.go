@@ -41,7 +41,7 @@ type devOptions struct {
 	// own ones to run (all, none, or names).
 	functionsDir string
 	consumers    string
-	consumerEnv  []string // more environment for own consumers (tests)
+	consumerEnv  []string // more environment for own consumers, KEY=value each
 }
 
 func devCommand() *ffcli.Command {
@@ -59,6 +59,13 @@ func devCommand() *ffcli.Command {
 	fs.StringVar(&o.emulator, "emulator", "kinesalite", "local Kinesis: kinesalite or kinesis-mock")
 	fs.StringVar(&o.functionsDir, "functions", "functions", "directory of the consumer functions (<dir>/<name>/main.go)")
 	fs.StringVar(&o.consumers, "consumers", "all", "own consumers to run besides monitor and lastlocation: all (every <functions>/<name>/main.go but bridge), none, or a comma-separated list of names")
+	fs.Func("consumer-env", "KEY=value added to the environment of every own consumer (repeatable)", func(v string) error {
+		if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
+			return fmt.Errorf("%q: want KEY=value", v)
+		}
+		o.consumerEnv = append(o.consumerEnv, v)
+		return nil
+	})
 	return &ffcli.Command{
 		Name:       "dev",
 		ShortUsage: "nsqk dev [flags]",

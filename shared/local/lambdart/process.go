@@ -118,13 +118,19 @@ func (p *process) invoke(ctx context.Context, c *call) (_ []byte, crash *Functio
 	case res = <-c.result:
 	case <-p.exited:
 		select {
-		case res = <-c.result: // posted, then exited: a panic
-			return nil, p.crashWith(res.err), nil
+		case res = <-c.result: // posted, then exited
+			if res.err != nil { // a panic
+				return nil, p.crashWith(res.err), nil
+			}
 		default:
 			return nil, p.crash(c, "the invocation"), nil
 		}
 	case <-ctx.Done():
-		return nil, nil, ctx.Err()
+		select {
+		case res = <-c.result: // in before the deadline
+		default:
+			return nil, nil, ctx.Err()
+		}
 	}
 	if res.err == nil {
 		return res.body, nil, nil

@@ -38,6 +38,11 @@ type devOptions struct {
 	every       time.Duration
 	dir         string
 	emulator    string
+	// functionsDir holds the consumers' packages (functions/<name>/main.go); consumers picks the
+	// own ones to run (all, none, or names).
+	functionsDir string
+	consumers    string
+	consumerEnv  []string // more environment for own consumers, KEY=value each
 }
 
 func devCommand() *ffcli.Command {
@@ -53,6 +58,15 @@ func devCommand() *ffcli.Command {
 	fs.DurationVar(&o.every, "status-every", 2*time.Second, "status line interval")
 	fs.StringVar(&o.dir, "dir", ".dev", "where logs and the consumers' outputs go")
 	fs.StringVar(&o.emulator, "emulator", "kinesalite", "local Kinesis: kinesalite or kinesis-mock")
+	fs.StringVar(&o.functionsDir, "functions", "functions", "directory of the consumer functions (<dir>/<name>/main.go)")
+	fs.StringVar(&o.consumers, "consumers", "all", "own consumers to run besides monitor and lastlocation: all (every <functions>/<name>/main.go but bridge), none, or a comma-separated list of names")
+	fs.Func("consumer-env", "KEY=value added to the environment of every own consumer (repeatable)", func(v string) error {
+		if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
+			return fmt.Errorf("%q: want KEY=value", v)
+		}
+		o.consumerEnv = append(o.consumerEnv, v)
+		return nil
+	})
 	return &ffcli.Command{
 		Name:       "dev",
 		ShortUsage: "nsqk dev [flags]",
@@ -81,6 +95,7 @@ type devResult struct {
 	Acked, DeadLettered, Records    float64
 	MonitorRecords, OrderViolations int64
 	Duplicates, Applied, OnFailure  int64
+	Own                             map[string]ownResult // per own consumer
 }
 
 func runDev(ctx context.Context, o devOptions, out io.Writer) (res devResult, _ error) {
@@ -97,6 +112,18 @@ func runDev(ctx context.Context, o devOptions, out io.Writer) (res devResult, _ 
 	}
 	defer logf.Close()
 	log := slog.New(slog.NewJSONHandler(logf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+
+	names, err := findConsumers(o.functionsDir, o.consumers)
+	if err != nil {
+		return res, err
+	}
+	for _, name := range names {
+		say("building %s -> %s", filepath.Join(o.functionsDir, name), filepath.Join(o.dir, "bin", name))
+	}
+	own, err := buildConsumers(ctx, o.functionsDir, o.dir, names)
+	if err != nil {
+		return res, err
+	}
 
 	n, err := nsqlocal.Start(nsqlocal.Options{Logger: log})
 	if err != nil {
@@ -136,12 +163,12 @@ func runDev(ctx context.Context, o devOptions, out io.Writer) (res devResult, _ 
 	say("bridge: topic %q channel %q -> stream %q, key buckets %d, max-buffered-time %s, strict order (log: %s)",
 		topic, bo.Channel, stream, o.keyBuckets, o.maxBuffered, logf.Name())
 
-	cons, err := startConsumers(ctx, kc, stream, o.dir)
+	cons, err := startConsumers(ctx, kc, stream, o.dir, own, append([]string{"AWS_ENDPOINT_URL_KINESIS=" + em.Endpoint}, o.consumerEnv...))
 	if err != nil {
 		return res, err
 	}
 	defer cons.stop()
-	say("consumers through the local event source mapping (batch 100, window 200ms, ReportBatchItemFailures, bisect, 3 retries): monitor, lastlocation (EMF: %s/*-metrics.jsonl, on-failure: %s/*-on-failure.jsonl)", o.dir, o.dir)
+	say("consumers through the local event source mapping (batch 100, window 200ms, ReportBatchItemFailures, bisect, 3 retries): monitor, lastlocation (in-process)%s (EMF: %s/*-metrics.jsonl, on-failure: %s/*-on-failure.jsonl)", ownNames(own), o.dir, o.dir)
 	say("  %s", cons.standIns())
 
 	dead := &deadLetters{}
@@ -210,10 +237,11 @@ wait:
 	}
 	status()
 	written := int64(promqValue(reg, "nsqk_bridge_aggregates_total"))
-	say("waiting for both consumers to process the %d Kinesis records", written)
+	say("waiting for the %d consumers to process the %d Kinesis records", 2+len(own), written)
 	if err := cons.wait(ctx, written, ticker.C, status); err != nil {
 		return res, err
 	}
+	cons.halt()
 
 	f, _ := promq.Gather(reg)
 	lat := f.Histogram("nsqk_bridge_ack_latency_seconds")
@@ -238,7 +266,8 @@ wait:
 		Acked: f.Value("nsqk_bridge_messages_acked_total"), DeadLettered: f.Value("nsqk_bridge_dead_lettered_total"),
 		Records: f.Value("nsqk_bridge_aggregates_total"), MonitorRecords: ms.Records, OrderViolations: ms.OrderViolations,
 		Duplicates: ms.Duplicates, Applied: ls.Applied, OnFailure: mm.OnFailureRecords + cons.ml.Stats().OnFailureRecords}
-	return res, nil
+	res.Own, err = cons.ownResults(ctx)
+	return res, err
 }
 
 // readBackCommands are the one-line commands that tail the local stream and redrive its dead letters.

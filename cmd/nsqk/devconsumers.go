@@ -32,10 +32,11 @@ const (
 	devCheckpointTable = "nsqk-dev-checkpoints"
 )
 
-// devConsumers runs both Lambda functions, each behind its own emulated event source mapping,
-// as `make dev` shows them: lastlocation's table and the checkpoints in dynalite, each
-// function's dead-letter queue in a local SQS; their EMF lines go to files and into
-// per-function summaries.
+// devConsumers runs both built-in Lambda functions in-process and every own consumer
+// (functions/<name>) as its own executable through lambdart, each behind its own emulated event
+// source mapping, as `make dev` shows them: lastlocation's table and the checkpoints in dynalite,
+// each function's dead-letter queue in a local SQS; the built-ins' EMF lines go to files and
+// into per-function summaries, an own consumer's output to its files.
 type devConsumers struct {
 	mon     *monitor.Monitor
 	ll      *lastlocation.Function
@@ -50,10 +51,15 @@ type devConsumers struct {
 	wg      sync.WaitGroup
 	errs    chan error
 	closers []io.Closer
+	kc      *kinesis.Client
+	own     []*ownConsumer
 }
 
-func startConsumers(ctx context.Context, kc *kinesis.Client, stream, dir string) (_ *devConsumers, err error) {
-	d := &devConsumers{sm: &emfread.Summary{}, sl: &emfread.Summary{}, errs: make(chan error, 2), dlqs: map[string]string{}}
+// startConsumers starts the consumers; own consumers (built already) get ownEnv (the endpoints
+// of the local AWS stand-ins) besides their checkpoint table and dead-letter queue.
+func startConsumers(ctx context.Context, kc *kinesis.Client, stream, dir string, own []*ownConsumer, ownEnv []string) (_ *devConsumers, err error) {
+	d := &devConsumers{sm: &emfread.Summary{}, sl: &emfread.Summary{}, errs: make(chan error, 2+len(own)), dlqs: map[string]string{},
+		kc: kc, own: own}
 	defer func() {
 		if err != nil {
 			d.closeAll()
@@ -109,6 +115,25 @@ func startConsumers(ctx context.Context, kc *kinesis.Client, stream, dir string)
 	base := esm.Config{Stream: stream, BatchSize: 100,
 		ReportBatchItemFailures: true, BisectBatchOnFunctionError: true, MaximumRetryAttempts: 3,
 		MaximumRecordAge: time.Hour, FunctionTimeout: 30 * time.Second, Logger: log}
+	mappings := []*esm.Mapping{}
+	for _, c := range own {
+		url, err := sqslocal.CreateQueue(ctx, d.sc, c.function+"-dead-letter")
+		if err != nil {
+			return nil, err
+		}
+		d.dlqs[c.function] = url
+		env := append([]string{
+			"AWS_ENDPOINT_URL_DYNAMODB=" + d.dyn.Endpoint,
+			"AWS_ENDPOINT_URL_SQS=" + d.sqs.Endpoint,
+			consumer.CheckpointTableEnv + "=" + devCheckpointTable,
+			consumer.DeadLetterQueueEnv + "=" + url,
+			consumer.StreamRetentionEnv + "=24",
+		}, ownEnv...)
+		if err := c.start(d, base, dir, env); err != nil {
+			return nil, err
+		}
+		mappings = append(mappings, c.m)
+	}
 	cm, cl := base, base
 	cm.FunctionName, cm.OnFailure = "nsqk-monitor", filepath.Join(dir, "monitor-on-failure.jsonl")
 	cl.FunctionName, cl.OnFailure = "nsqk-lastlocation", filepath.Join(dir, "lastlocation-on-failure.jsonl")
@@ -117,7 +142,7 @@ func startConsumers(ctx context.Context, kc *kinesis.Client, stream, dir string)
 	d.mm, d.ml = esm.New(kc, esm.Shared(d.mon.Handle), cm), esm.New(kc, esm.Shared(d.ll.Handle), cl)
 	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	d.cancel = cancel
-	for _, m := range []*esm.Mapping{d.mm, d.ml} {
+	for _, m := range append([]*esm.Mapping{d.mm, d.ml}, mappings...) {
 		d.wg.Add(1)
 		go func() {
 			defer d.wg.Done()
@@ -131,22 +156,39 @@ func startConsumers(ctx context.Context, kc *kinesis.Client, stream, dir string)
 
 // standIns says where the consumers' AWS resources are.
 func (d *devConsumers) standIns() string {
-	return fmt.Sprintf("DynamoDB: dynalite on %s (tables %s for lastlocation, %s for the checkpoints); SQS: fauxqs on %s (dead-letter queues %s-dead-letter, %s-dead-letter)",
-		d.dyn.Endpoint, devLocationsTable, devCheckpointTable, d.sqs.Endpoint, "nsqk-monitor", "nsqk-lastlocation")
+	queues := "nsqk-monitor-dead-letter, nsqk-lastlocation-dead-letter"
+	for _, c := range d.own {
+		queues += ", " + c.function + "-dead-letter"
+	}
+	return fmt.Sprintf("DynamoDB: dynalite on %s (tables %s for lastlocation, %s for the checkpoints); SQS: fauxqs on %s (dead-letter queues %s)",
+		d.dyn.Endpoint, devLocationsTable, devCheckpointTable, d.sqs.Endpoint, queues)
 }
 
 func (d *devConsumers) status() string {
 	ms, ls := d.mon.Stats(), d.ll.Stats()
 	e2e, _ := d.sm.Get("E2ELatency")
-	return fmt.Sprintf("monitor: %d records, %d order violations, %d duplicates, e2e p50 %s p99 %s | lastlocation: %d applied, %d stale",
+	line := fmt.Sprintf("monitor: %d records, %d order violations, %d duplicates, e2e p50 %s p99 %s | lastlocation: %d applied, %d stale",
 		ms.Records, ms.OrderViolations, ms.Duplicates, msf(e2e.Percentile(50)), msf(e2e.Percentile(99)), ls.Applied, ls.Stale)
+	for _, c := range d.own {
+		s := c.m.Stats()
+		line += fmt.Sprintf(" | %s: %d Kinesis records done, %d function errors", c.name, s.RecordsDone, s.FunctionErrors)
+	}
+	return line
 }
 
-// wait returns once both mappings have handled n Kinesis records.
+// wait returns once every mapping has handled n Kinesis records.
 func (d *devConsumers) wait(ctx context.Context, n int64, tick <-chan time.Time, status func()) error {
 	poll := time.NewTicker(20 * time.Millisecond)
 	defer poll.Stop()
-	for d.mm.Stats().RecordsDone < n || d.ml.Stats().RecordsDone < n {
+	behind := func() bool {
+		for _, c := range d.own {
+			if c.m.Stats().RecordsDone < n {
+				return true
+			}
+		}
+		return d.mm.Stats().RecordsDone < n || d.ml.Stats().RecordsDone < n
+	}
+	for behind() {
 		select {
 		case err := <-d.errs:
 			return fmt.Errorf("event source mapping: %w", err)
@@ -202,12 +244,29 @@ func (d *devConsumers) summary(ctx context.Context, out io.Writer) {
 	fmt.Fprintf(out, "             end-to-end (message ts -> processed) p50 %s, p99 %s, max %s\n", msf(e2e.Percentile(50)), msf(e2e.Percentile(99)), msf(e2e.Max))
 	fmt.Fprintf(out, "  lastloc.   %d locations applied, %d stale ignored, %s users stored in DynamoDB (dynalite, table %s); %d invocations; dead-lettered %s; on-failure %d\n",
 		ls.Applied, ls.Stale, users, devLocationsTable, ml.Invocations, count(d.deadLettered(ctx, "nsqk-lastlocation")), ml.OnFailureRecords)
+	for _, c := range d.own {
+		s, rs := c.m.Stats(), c.rt.Stats()
+		fmt.Fprintf(out, "  %-10s %d user records processed (its Records metric) from %d Kinesis records done in %d invocations (%d function errors; %d processes, %d crashed, %d timed out); dead-lettered %s; on-failure %d\n",
+			c.name, c.userRecords(), s.RecordsDone, s.Invocations, s.FunctionErrors, rs.Processes, rs.Crashes, rs.Timeouts, count(d.deadLettered(ctx, c.function)), s.OnFailureRecords)
+		e2e, _ := c.emf.Get("E2ELatency")
+		fmt.Fprintf(out, "             end-to-end (its E2ELatency metric) p50 %s, p99 %s; logs %s, EMF %s, on-failure %s\n", msf(e2e.Percentile(50)), msf(e2e.Percentile(99)),
+			c.stderr, c.stdout, filepath.Join(filepath.Dir(c.stderr), c.name+"-on-failure.jsonl"))
+	}
 	fmt.Fprintf(out, "  consumers  checkpoints in DynamoDB (dynalite, table %s); dead-letter queues in SQS (fauxqs)\n", devCheckpointTable)
 }
 
-func (d *devConsumers) stop() {
+// halt stops the mappings and the own consumers' processes, so that everything they wrote is
+// in their files and summaries.
+func (d *devConsumers) halt() {
 	d.cancel()
 	d.wg.Wait()
+	for _, c := range d.own {
+		c.rt.Close()
+	}
+}
+
+func (d *devConsumers) stop() {
+	d.halt()
 	d.closeAll()
 }
 

@@ -22,10 +22,13 @@ func (b *Bridge) backlogLoop(ctx context.Context) {
 	t := time.NewTicker(b.o.BacklogInterval)
 	defer t.Stop()
 	for {
-		if depth, err := b.backlog(ctx, client); err != nil {
-			b.log.Debug("nsq backlog poll failed", "err", err)
+		if depth, cc, others, err := b.backlog(ctx, client); err != nil {
+			// The gauges keep their last value: the failure counter and this line say it is stale.
+			b.m.backlogPollFailed()
+			b.log.Warn("nsq backlog poll failed: the backlog, RDY and channel client gauges are stale", "err", err)
 		} else {
 			b.m.nsqBacklog(depth)
+			b.reportChannel(cc, others)
 		}
 		select {
 		case <-ctx.Done():
@@ -35,12 +38,15 @@ func (b *Bridge) backlogLoop(ctx context.Context) {
 	}
 }
 
-func (b *Bridge) backlog(ctx context.Context, client *http.Client) (int64, error) {
+// backlog returns the channel's depth and its clients, summed over the nsqd instances.
+func (b *Bridge) backlog(ctx context.Context, client *http.Client) (int64, channelClients, []clientStats, error) {
+	var cc channelClients
+	var others []clientStats
 	addrs := b.o.NSQDHTTPAddresses
 	if len(b.o.LookupdHTTPAddresses) > 0 {
 		var err error
 		if addrs, err = b.lookup(ctx, client); err != nil {
-			return 0, err
+			return 0, cc, nil, err
 		}
 	}
 	var total int64
@@ -49,24 +55,26 @@ func (b *Bridge) backlog(ctx context.Context, client *http.Client) (int64, error
 			Topics []struct {
 				TopicName string `json:"topic_name"`
 				Channels  []struct {
-					ChannelName string `json:"channel_name"`
-					Depth       int64  `json:"depth"`
+					ChannelName string        `json:"channel_name"`
+					Depth       int64         `json:"depth"`
+					Clients     []clientStats `json:"clients"`
 				} `json:"channels"`
 			} `json:"topics"`
 		}
 		q := url.Values{"format": {"json"}, "topic": {b.o.Topic}, "channel": {b.o.Channel}}
 		if err := getJSON(ctx, client, httpURL(a, "/stats", q), &stats); err != nil {
-			return 0, err
+			return 0, cc, nil, err
 		}
 		for _, t := range stats.Topics {
 			for _, c := range t.Channels {
 				if t.TopicName == b.o.Topic && c.ChannelName == b.o.Channel {
 					total += c.Depth
+					others = append(others, cc.count(b.clientID, c.Clients)...)
 				}
 			}
 		}
 	}
-	return total, nil
+	return total, cc, others, nil
 }
 
 func (b *Bridge) lookup(ctx context.Context, client *http.Client) ([]string, error) {

@@ -103,3 +103,16 @@ func addTLSSecrets(scope constructs.Construct, cfg *config.Config, taskDef awsec
 	}
 	return secrets
 }
+
+// bridgeNSQWidget shows the bridge's hold on NSQ: its nsqd connections, the RDY nsqd grants it,
+// other clients on its channel, and the time since it last took a message.
+func bridgeNSQWidget(cfg *config.Config, graph func(string, float64, []awscloudwatch.IMetric, []awscloudwatch.IMetric) awscloudwatch.GraphWidget) awscloudwatch.GraphWidget {
+	return graph("Bridge and nsqd (right: seconds since the last message)", 8, []awscloudwatch.IMetric{
+		bridgeMetric(cfg, "NSQDConnections", "Minimum", oneMinute(), "nsqd connections (min)"),
+		bridgeMetric(cfg, "NSQRdy", "Minimum", oneMinute(), "RDY (min)"),
+		bridgeMetric(cfg, "ChannelOtherClients", "Maximum", oneMinute(), "other clients on the channel"),
+		bridgeMetric(cfg, "BacklogPollFailures", "Sum", oneMinute(), "failed /stats polls"),
+	}, []awscloudwatch.IMetric{
+		bridgeMetric(cfg, "SecondsSinceLastMessage", "Maximum", oneMinute(), "seconds since the last message"),
+	})
+}

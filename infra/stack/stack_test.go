@@ -602,6 +602,7 @@ func TestDefaultStack(t *testing.T) {
 			"IteratorAge", "Lag", "E2ELatency", "Records", "Failures", "OrderViolations", "Errors", "Throttles", // consumers
 			"ApproximateNumberOfMessagesVisible", "ApproximateAgeOfOldestMessage", "DeadLetteredRecords", // failed batches, dead letters
 			"RunningTaskCount", "DesiredTaskCount", "CPUUtilization", // bridge
+			"NSQDConnections", "NSQRdy", "ChannelOtherClients", "BacklogPollFailures", "SecondsSinceLastMessage", // bridge and nsqd
 			"NSQK/Bridge", "NSQK/Consumer", "nsqk-monitor", "nsqk-lastlocation", "alarm",
 		} {
 			if !strings.Contains(body, s) {

@@ -205,6 +205,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 		return fmt.Errorf("bridge: connect to NSQ: %w", err)
 	}
 	b.ready.Store(true)
+	b.sampleStall(time.Now()) // connected now: the stall watch need not wait for its next tick
 	b.log.Info("bridge running", "topic", b.o.Topic, "channel", b.o.Channel, "stream", b.o.Stream,
 		"shards", shards, "key_buckets", b.o.KeyBuckets, "ordering", b.o.Ordering,
 		"late_redelivery", b.o.LateRedelivery, "max_buffered_time", b.o.MaxBufferedTime, "max_in_flight", b.o.MaxInFlight, "max_record_size", b.maxSize)

@@ -40,11 +40,13 @@ func (b *Bridge) sampleStall(now time.Time) {
 	b.m.stall(conns, now.Sub(time.Unix(0, last)))
 }
 
-// unhealthy returns why the bridge should be replaced: no nsqd connection for UnhealthyAfter.
+// unhealthy returns why the bridge should be replaced: no nsqd connection for UnhealthyAfter. It
+// samples the connections first, so that a connection made since the last tick counts.
 func (b *Bridge) unhealthy(now time.Time) error {
 	if b.o.UnhealthyAfter <= 0 {
 		return nil
 	}
+	b.sampleStall(now)
 	since := b.noConnSince.Load()
 	if since == 0 {
 		return nil
@@ -55,11 +57,10 @@ func (b *Bridge) unhealthy(now time.Time) error {
 	return nil
 }
 
-// watchConsumer starts counting from the moment the bridge begins connecting: a bridge that never
-// reaches nsqd turns unhealthy too.
+// watchConsumer hands the consumer to the stall watch. The time without a connection counts from
+// Run's start: a bridge that never reaches nsqd turns unhealthy too.
 func (b *Bridge) watchConsumer(c *nsq.Consumer) {
 	b.consumer.Store(c)
-	b.sampleStall(time.Now())
 }
 
 // channelClients is what nsqd's /stats says about the bridge's channel beyond its depth.

@@ -168,7 +168,7 @@ func TestHealthzUnhealthyWhenNSQDNeverReached(t *testing.T) {
 // --unhealthy-after 0 keeps /healthz healthy without nsqd (the old behaviour, for a platform that
 // must not restart the bridge).
 func TestUnhealthyAfterZeroNeverTurnsUnhealthy(t *testing.T) {
-	b := &Bridge{o: Options{UnhealthyAfter: 0}}
+	b := &Bridge{o: Options{UnhealthyAfter: 0}, m: newMetrics(nil, nil)}
 	b.noConnSince.Store(time.Now().Add(-time.Hour).UnixNano())
 	if err := b.unhealthy(time.Now()); err != nil {
 		t.Fatal(err)
@@ -209,4 +209,25 @@ func TestSecondClientOnTheChannelIsReported(t *testing.T) {
 	other.Stop()
 	<-other.StopChan
 	waitFor(t, 30*time.Second, "the other client gone", func() bool { return testutil.ToFloat64(r.b.m.otherClients) == 0 })
+}
+
+// nsqd goes away right after the bridge connected (before the stall watch's next tick): the time
+// without a connection counts from then, not from the bridge's start.
+func TestHealthzCountsFromTheLastConnection(t *testing.T) {
+	h := newHarness(t, 1)
+	o := h.options()
+	o.UnhealthyAfter = 3 * time.Second
+	started := time.Now()
+	r := h.start(o)
+	hh := r.b.Handler(h.reg)
+	waitFor(t, 30*time.Second, "ready", r.b.Ready)
+	h.nsqd.Stop()
+	down := time.Now()
+	waitFor(t, 30*time.Second, "healthz unhealthy", func() bool {
+		code, _ := healthz(t, hh)
+		return code == http.StatusServiceUnavailable
+	})
+	if d := time.Since(down); d < o.UnhealthyAfter {
+		t.Fatalf("unhealthy %s after nsqd went away (%s after start), before --unhealthy-after %s", d, down.Sub(started), o.UnhealthyAfter)
+	}
 }

@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -48,6 +49,7 @@ func (b *Bridge) backlog(ctx context.Context, client *http.Client) (int64, chann
 		if addrs, err = b.lookup(ctx, client); err != nil {
 			return 0, cc, nil, err
 		}
+		b.topicNowhere.Store(len(addrs) == 0)
 	}
 	var total int64
 	for _, a := range addrs {
@@ -89,7 +91,9 @@ func (b *Bridge) lookup(ctx context.Context, client *http.Client) ([]string, err
 			} `json:"producers"`
 		}
 		if err := getJSON(ctx, client, httpURL(l, "/lookup", url.Values{"topic": {b.o.Topic}}), &resp); err != nil {
-			lastErr = err
+			if !errors.Is(err, errNotFound) { // nsqlookupd answers 404 for a topic no nsqd has
+				lastErr = err
+			}
 			continue
 		}
 		for _, p := range resp.Producers {
@@ -105,6 +109,8 @@ func (b *Bridge) lookup(ctx context.Context, client *http.Client) ([]string, err
 	}
 	return out, nil
 }
+
+var errNotFound = errors.New("404 Not Found")
 
 func httpURL(addr, path string, q url.Values) string {
 	u, err := url.Parse(addr)
@@ -125,6 +131,9 @@ func getJSON(ctx context.Context, client *http.Client, u string, v any) error {
 		return err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		return fmt.Errorf("GET %s: %w", u, errNotFound)
+	}
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("GET %s: %s", u, resp.Status)
 	}

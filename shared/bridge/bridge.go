@@ -86,6 +86,7 @@ type Bridge struct {
 	started      atomic.Int64 // when Run began (Unix ns)
 	noConnSince  atomic.Int64 // since when no nsqd connection is open (Unix ns); 0 while connected
 	otherClients atomic.Int64 // other clients on the channel at the last stats poll
+	topicNowhere atomic.Bool  // nsqlookupd named no nsqd for the topic at the last poll
 	clientID     string       // this bridge's client_id in nsqd's stats
 }
 

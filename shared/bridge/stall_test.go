@@ -16,6 +16,7 @@ import (
 	"github.com/nsqio/go-nsq"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/nsqk/nsqk/shared/local/localtest"
 	"github.com/nsqk/nsqk/shared/local/nsqlocal"
 	"github.com/nsqk/nsqk/shared/location"
 )
@@ -230,4 +231,39 @@ func TestHealthzCountsFromTheLastConnection(t *testing.T) {
 	if d := time.Since(down); d < o.UnhealthyAfter {
 		t.Fatalf("unhealthy %s after nsqd went away (%s after start), before --unhealthy-after %s", d, down.Sub(started), o.UnhealthyAfter)
 	}
+}
+
+// Through nsqlookupd, before anything was published no nsqd has the topic: there is nothing to
+// connect to and a new bridge would find nothing either, so /healthz stays healthy (and the 404
+// of nsqlookupd is no poll failure); once an nsqd has the topic the bridge connects to it.
+func TestHealthzHealthyWhileNoNSQDHasTheTopic(t *testing.T) {
+	lk := localtest.Lookupd(t)
+	h := newHarness(t, 1)
+	h.nsqd.Stop()
+	o := h.options()
+	o.NSQDTCPAddresses, o.NSQDHTTPAddresses = nil, nil
+	o.LookupdHTTPAddresses = []string{lk.HTTPAddr}
+	o.UnhealthyAfter = time.Second
+	start := time.Now()
+	r := h.start(o)
+	hh := r.b.Handler(h.reg)
+	waitFor(t, 30*time.Second, "three times --unhealthy-after with the topic nowhere", func() bool {
+		return r.b.topicNowhere.Load() && time.Since(start) > 3*o.UnhealthyAfter
+	})
+	if code, body := healthz(t, hh); code != http.StatusOK {
+		t.Fatalf("healthz %d %q while no nsqd has the topic", code, body)
+	}
+	if got := testutil.ToFloat64(r.b.m.backlogFailures); got != 0 {
+		t.Fatalf("%v backlog poll failures: nsqlookupd's 404 for an unknown topic is no failure", got)
+	}
+	if got := testutil.ToFloat64(r.b.m.nsqdConns); got != 0 {
+		t.Fatalf("%v nsqd connections reported with no nsqd", got)
+	}
+
+	n := localtest.NSQD(t, nsqlocal.Options{LookupdTCPAddresses: []string{lk.TCPAddr}, DiskOnly: true})
+	h.nsqd = n
+	publishLocations(h, 20, 2)
+	waitFor(t, 60*time.Second, "the bridge found the nsqd and wrote everything", func() bool {
+		return testutil.ToFloat64(r.b.m.messagesAcked) == 20 && testutil.ToFloat64(r.b.m.nsqdConns) == 1 && !r.b.topicNowhere.Load()
+	})
 }

@@ -102,6 +102,7 @@ func parseBridge(p *parser, c *Config) {
 	}
 	b.CPUTargetPercent = p.integer(KeyBridgeCPUTarget, 60, 10, 90)
 	b.ExtraEnv = parseBridgeEnvironment(p)
+	checkBridgeMemory(p, b)
 	// NSQ splits a channel's messages between its clients: with two bridge tasks a key's messages
 	// are written by both, in no particular order. Strict order and several tasks exclude each other
 	// unless the user says the order does not matter.
@@ -141,6 +142,9 @@ func parseBridgeEnvironment(p *parser) map[string]string {
 			delete(m, k)
 		} else if owner, ok := ManagedBridgeEnv[k]; ok {
 			p.fail(KeyBridgeEnvironment, "%s is managed by the stack: set %s instead", k, owner)
+			delete(m, k)
+		} else if why := insecureBridgeEnv(k, m[k]); why != "" {
+			p.fail(KeyBridgeEnvironment, "%s is refused: %s", k, why)
 			delete(m, k)
 		}
 	}

@@ -64,4 +64,5 @@ var KnownKeys = []string{
 	KeyVpcCidr, KeyVpcMaxAZs, KeyVpcNatGateways, KeyConsumers, KeyAlarms, KeyAlarmEmail,
 	KeyLogRetentionDays, KeyRemovalPolicy, KeyLambdaDistDir, KeyOnFailure, KeyOnFailureExpiryDays,
 	KeyArchive, KeyArchiveExpiryDays, KeyAcceptReordering, KeyNsqdPorts, KeyVpcEndpoints,
+	KeyAllowPlaintextAuth, KeyTLSRootCASecretArn, KeyTLSCertSecretArn, KeyTLSKeySecretArn, KeyTLSSecretsKmsKeyArn,
 }

@@ -21,6 +21,9 @@ type NSQConfig struct {
 	AuthSecretKmsKeyArn  string // optional: the CMK that encrypts that secret (grants kms:Decrypt)
 	TLS                  bool
 	NsqdPorts            []int // with lookupd: the nsqd TCP and HTTP ports lookupd will name (security group egress)
+
+	AllowPlaintextAuth bool       // the user accepts the auth secret crossing the network without TLS
+	TLSSecrets         TLSSecrets // optional: CA, client certificate and key as PEM in Secrets Manager
 }
 
 // Ports are the TCP ports the bridge connects to on NSQ hosts: those of the configured addresses,
@@ -108,6 +111,7 @@ func parseNSQ(p *parser, c *Config) {
 		}
 	}
 	n.TLS = p.boolean(KeyTLS, false)
+	parseNSQSecurity(p, n)
 	parseNsqdPorts(p, n)
 }
 

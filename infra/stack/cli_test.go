@@ -66,7 +66,7 @@ func TestCLISynth(t *testing.T) {
 	}
 	for typ, n := range map[string]int{
 		"AWS::Kinesis::Stream": 1, "AWS::ECS::Service": 1, "AWS::Lambda::EventSourceMapping": 2,
-		"AWS::CloudWatch::Alarm": 22, "AWS::CloudWatch::Dashboard": 1, "AWS::DynamoDB::Table": 2,
+		"AWS::CloudWatch::Alarm": 26, "AWS::CloudWatch::Dashboard": 1, "AWS::DynamoDB::Table": 2,
 	} {
 		if counts[typ] != n {
 			t.Errorf("%s: got %d, want %d", typ, counts[typ], n)

@@ -146,6 +146,7 @@ func newDashboard(scope constructs.Construct, cfg *config.Config, s *NsqkStack, 
 			b.Service.MetricCpuUtilization(opts("Average", oneMinute(), "CPU")),
 			b.Service.MetricMemoryUtilization(opts("Average", oneMinute(), "memory")),
 		}, nil),
+		bridgeNSQWidget(cfg, graph),
 	)
 	return d
 }

@@ -37,7 +37,8 @@ func TestDocsDescribeEverything(t *testing.T) {
 	for _, a := range []string{AlarmStreamWriteThrottled, AlarmStreamIteratorAge, AlarmPutRecordsFailed, AlarmBridgeTasksBelow,
 		AlarmBridgeDeadLettered, AlarmBridgeAckLatency, AlarmBridgeNSQBacklog, AlarmLambdaErrors + "-<consumer>",
 		AlarmLambdaThrottles + "-<consumer>", AlarmLambdaIteratorAge + "-<consumer>", AlarmDLQVisible + "-<consumer>", AlarmOrderViolations,
-		AlarmDLQExpiring + "-<consumer>", AlarmDeadLettersVisible + "-<consumer>", AlarmDeadLetteredRecords + "-<consumer>", AlarmFailedBatchesStored} {
+		AlarmDLQExpiring + "-<consumer>", AlarmDeadLettersVisible + "-<consumer>", AlarmDeadLetteredRecords + "-<consumer>", AlarmFailedBatchesStored,
+		AlarmBridgeStalled, AlarmBridgeChannelShared, AlarmBridgeLateWindowEvicted, AlarmBridgeWrittenEvicted} {
 		want = append(want, "| `"+a+"` |")
 	}
 	for _, w := range want {

@@ -295,6 +295,8 @@ func newMonitoring(scope constructs.Construct, cfg *config.Config, s *NsqkStack)
 		})
 	}
 
+	m.safetyAlarms(cfg)
+
 	m.Dashboard = newDashboard(scope, cfg, s, tasksBelow, m.Alarms)
 	return m
 }

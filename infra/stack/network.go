@@ -72,8 +72,8 @@ func newNetwork(scope constructs.Construct, cfg *config.Config) *Network {
 
 // InterfaceEndpointServices are the AWS APIs the bridge task reaches through interface endpoints
 // in its own subnets instead of the NAT gateway: the stream, the image registry (API and layers;
-// the layers themselves come through the S3 gateway endpoint), its logs, its secret (only when
-// nsqAuthSecretArn is set), and KMS.
+// the layers themselves come through the S3 gateway endpoint), its logs, its secrets (only when
+// the NSQ auth secret or TLS material come from Secrets Manager), and KMS.
 var InterfaceEndpointServices = map[string]func() awsec2.InterfaceVpcEndpointAwsService{
 	"Kinesis":        awsec2.InterfaceVpcEndpointAwsService_KINESIS_STREAMS,
 	"EcrApi":         awsec2.InterfaceVpcEndpointAwsService_ECR,
@@ -94,7 +94,7 @@ func (n *Network) addInterfaceEndpoints(scope constructs.Construct, cfg *config.
 	sg.AddIngressRule(awsec2.Peer_Ipv4(jsii.String(cfg.Network.Cidr)), awsec2.Port_Tcp(jsii.Number(443)), jsii.String("HTTPS from the VPC"), nil)
 	n.Endpoints = map[string]awsec2.InterfaceVpcEndpoint{}
 	for _, name := range slices.Sorted(maps.Keys(InterfaceEndpointServices)) {
-		if name == "SecretsManager" && cfg.NSQ.AuthSecretArn == "" {
+		if name == "SecretsManager" && len(cfg.NSQ.SecretArns()) == 0 {
 			continue // the bridge reads no secret: an endpoint would only cost
 		}
 		n.Endpoints[name] = n.Vpc.AddInterfaceEndpoint(jsii.String(name+"Endpoint"), &awsec2.InterfaceVpcEndpointOptions{
@@ -125,12 +125,10 @@ func (n *Network) scopeEndpoints(cfg *config.Config, st *StreamResources, b *Bri
 	allow("Kinesis", "OnlyTheBridgeCallsOnThisStream", BridgeTaskActions, st.Stream.StreamArn())
 	allow("Logs", "OnlyTheBridgeLogs", ConsumerLogActions, b.LogGroup.LogGroupArn())
 	keys := []*string{st.Key.KeyArn()}
-	if cfg.NSQ.AuthSecretKmsKeyArn != "" {
-		keys = append(keys, jsii.String(cfg.NSQ.AuthSecretKmsKeyArn))
-	}
+	keys = append(keys, *jsii.Strings(cfg.NSQ.SecretKmsKeyArns()...)...)
 	allow("Kms", "OnlyThisStacksKeys", []string{"kms:Decrypt", "kms:GenerateDataKey"}, keys...)
-	if cfg.NSQ.AuthSecretArn != "" {
-		allow("SecretsManager", "OnlyTheNsqAuthSecret", []string{"secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue"}, jsii.String(cfg.NSQ.AuthSecretArn))
+	if secrets := cfg.NSQ.SecretArns(); len(secrets) > 0 {
+		allow("SecretsManager", "OnlyTheNsqSecrets", []string{"secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue"}, *jsii.Strings(secrets...)...)
 	}
 }
 

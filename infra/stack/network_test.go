@@ -19,6 +19,7 @@ func TestNetworkOptions(t *testing.T) {
 	withSecret := synthVariant(t, "network-secret", map[string]any{
 		config.KeyAuthSecretArn:       prodSecretArn,
 		config.KeyAuthSecretKmsKeyArn: prodSecretKey,
+		config.KeyAllowPlaintextAuth:  true,
 	})
 
 	t.Run("SecretsManagerEndpointScopedToTheSecret", func(t *testing.T) {
@@ -29,7 +30,7 @@ func TestNetworkOptions(t *testing.T) {
 			case strings.Contains(name, "secretsmanager"):
 				found++
 				wantEq(t, "secrets manager endpoint policy", get(props(ep), "PolicyDocument", "Statement"), []any{map[string]any{
-					"Sid": "OnlyTheNsqAuthSecret", "Effect": "Allow", "Principal": map[string]any{"AWS": "*"},
+					"Sid": "OnlyTheNsqSecrets", "Effect": "Allow", "Principal": map[string]any{"AWS": "*"},
 					"Action":   []any{"secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue"},
 					"Resource": prodSecretArn,
 				}})
@@ -45,6 +46,19 @@ func TestNetworkOptions(t *testing.T) {
 		}
 		wantEq(t, "secrets manager endpoints", found, 1)
 		checkNagClean(t, withSecret)
+	})
+
+	t.Run("PlaintextAuthOnlyWhenAskedFor", func(t *testing.T) {
+		got := map[string]any{}
+		for _, w := range []*variant{v, withSecret} {
+			_, td := w.one(t, "AWS::ECS::TaskDefinition")
+			for _, e := range asList(get(props(td), "ContainerDefinitions", 0, "Environment")) {
+				if get(e, "Name") == "NSQK_ALLOW_PLAINTEXT_AUTH" {
+					got[w.cfg.StackName+"/"+strings.Join(w.cfg.NSQ.SecretArns(), ",")] = get(e, "Value")
+				}
+			}
+		}
+		wantEq(t, "NSQK_ALLOW_PLAINTEXT_AUTH", got, map[string]any{"nsqk/" + prodSecretArn: "true"})
 	})
 
 	t.Run("OneNatGatewayPerAZ", func(t *testing.T) {

@@ -94,7 +94,7 @@ func TestDefaultStack(t *testing.T) {
 		want := map[string]int{
 			"AWS::ApplicationAutoScaling::ScalableTarget": 1,
 			"AWS::ApplicationAutoScaling::ScalingPolicy":  1,
-			"AWS::CloudWatch::Alarm":                      22,
+			"AWS::CloudWatch::Alarm":                      26,
 			"AWS::CloudWatch::Dashboard":                  1,
 			"AWS::DynamoDB::Table":                        2, // locations, checkpoints
 			"AWS::EC2::EIP":                               1,
@@ -603,6 +603,7 @@ func TestDefaultStack(t *testing.T) {
 			"IteratorAge", "Lag", "E2ELatency", "Records", "Failures", "OrderViolations", "Errors", "Throttles", // consumers
 			"ApproximateNumberOfMessagesVisible", "ApproximateAgeOfOldestMessage", "DeadLetteredRecords", // failed batches, dead letters
 			"RunningTaskCount", "DesiredTaskCount", "CPUUtilization", // bridge
+			"NSQDConnections", "NSQRdy", "ChannelOtherClients", "BacklogPollFailures", "SecondsSinceLastMessage", // bridge and nsqd
 			"NSQK/Bridge", "NSQK/Consumer", "nsqk-monitor", "nsqk-lastlocation", "alarm",
 		} {
 			if !strings.Contains(body, s) {
@@ -667,6 +668,20 @@ func checkAlarms(t *testing.T, v *variant, th config.AlarmThresholds) {
 		s + "-bridge-ack-latency-p99":           {"NSQK/Bridge", "AckLatency", "p99", 60, th.BridgeAckLatencyP99Ms, 5, 3, "notBreaching"},
 		s + "-bridge-nsq-backlog":               {"NSQK/Bridge", "NSQBacklog", "Maximum", 60, th.BridgeNSQBacklog, 5, 5, "notBreaching"},
 		s + "-monitor-order-violations":         {"NSQK/Consumer", "OrderViolations", "Sum", 300, th.MonitorOrderViolations, 1, 1, "notBreaching"},
+		s + "-bridge-stalled":                   {"", "", "", 60, 1, 10, 10, "breaching"},
+		s + "-bridge-late-window-evicted":       {"NSQK/Bridge", "LateWindowEvicted", "Sum", 300, 1, 1, 1, "notBreaching"},
+		s + "-bridge-written-evicted":           {"NSQK/Bridge", "WrittenEvicted", "Sum", 300, 1, 1, 1, "notBreaching"},
+	}
+	if v.cfg.Bridge.MaxCount == 1 {
+		want[s+"-bridge-channel-shared"] = exp{"NSQK/Bridge", "ChannelOtherClients", "Maximum", 60, 1, 5, 3, "notBreaching"}
+	}
+	// The math-expression alarms: their expression and the metrics it reads.
+	mathAlarms := map[string]struct {
+		expr    string
+		metrics []string
+	}{
+		s + "-bridge-tasks-below-desired": {"desired - running", []string{"ECS/ContainerInsights/DesiredTaskCount", "ECS/ContainerInsights/RunningTaskCount"}},
+		s + "-bridge-stalled":             {BridgeStalledExpression, []string{"NSQK/Bridge/MessagesIn", "NSQK/Bridge/NSQBacklog", "NSQK/Bridge/NSQDConnections"}},
 	}
 	s3 := v.cfg.OnFailure.Destination == config.OnFailureS3
 	if s3 {
@@ -719,8 +734,8 @@ func checkAlarms(t *testing.T, v *variant, th config.AlarmThresholds) {
 				}
 			}
 			sort.Strings(metrics)
-			wantEq(t, name+" expression", exprs, []string{"desired - running"})
-			wantEq(t, name+" metrics", metrics, []string{"ECS/ContainerInsights/DesiredTaskCount", "ECS/ContainerInsights/RunningTaskCount"})
+			wantEq(t, name+" expression", exprs, []string{mathAlarms[name].expr})
+			wantEq(t, name+" metrics", metrics, mathAlarms[name].metrics)
 			continue
 		}
 		wantEq(t, name+" namespace", p["Namespace"], e.namespace)

@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -22,10 +23,13 @@ func (b *Bridge) backlogLoop(ctx context.Context) {
 	t := time.NewTicker(b.o.BacklogInterval)
 	defer t.Stop()
 	for {
-		if depth, err := b.backlog(ctx, client); err != nil {
-			b.log.Debug("nsq backlog poll failed", "err", err)
+		if depth, cc, others, err := b.backlog(ctx, client); err != nil {
+			// The gauges keep their last value: the failure counter and this line say it is stale.
+			b.m.backlogPollFailed()
+			b.log.Warn("nsq backlog poll failed: the backlog, RDY and channel client gauges are stale", "err", err)
 		} else {
 			b.m.nsqBacklog(depth)
+			b.reportChannel(cc, others)
 		}
 		select {
 		case <-ctx.Done():
@@ -35,13 +39,17 @@ func (b *Bridge) backlogLoop(ctx context.Context) {
 	}
 }
 
-func (b *Bridge) backlog(ctx context.Context, client *http.Client) (int64, error) {
+// backlog returns the channel's depth and its clients, summed over the nsqd instances.
+func (b *Bridge) backlog(ctx context.Context, client *http.Client) (int64, channelClients, []clientStats, error) {
+	var cc channelClients
+	var others []clientStats
 	addrs := b.o.NSQDHTTPAddresses
 	if len(b.o.LookupdHTTPAddresses) > 0 {
 		var err error
 		if addrs, err = b.lookup(ctx, client); err != nil {
-			return 0, err
+			return 0, cc, nil, err
 		}
+		b.topicNowhere.Store(len(addrs) == 0)
 	}
 	var total int64
 	for _, a := range addrs {
@@ -49,24 +57,26 @@ func (b *Bridge) backlog(ctx context.Context, client *http.Client) (int64, error
 			Topics []struct {
 				TopicName string `json:"topic_name"`
 				Channels  []struct {
-					ChannelName string `json:"channel_name"`
-					Depth       int64  `json:"depth"`
+					ChannelName string        `json:"channel_name"`
+					Depth       int64         `json:"depth"`
+					Clients     []clientStats `json:"clients"`
 				} `json:"channels"`
 			} `json:"topics"`
 		}
 		q := url.Values{"format": {"json"}, "topic": {b.o.Topic}, "channel": {b.o.Channel}}
 		if err := getJSON(ctx, client, httpURL(a, "/stats", q), &stats); err != nil {
-			return 0, err
+			return 0, cc, nil, err
 		}
 		for _, t := range stats.Topics {
 			for _, c := range t.Channels {
 				if t.TopicName == b.o.Topic && c.ChannelName == b.o.Channel {
 					total += c.Depth
+					others = append(others, cc.count(b.clientID, c.Clients)...)
 				}
 			}
 		}
 	}
-	return total, nil
+	return total, cc, others, nil
 }
 
 func (b *Bridge) lookup(ctx context.Context, client *http.Client) ([]string, error) {
@@ -81,7 +91,9 @@ func (b *Bridge) lookup(ctx context.Context, client *http.Client) ([]string, err
 			} `json:"producers"`
 		}
 		if err := getJSON(ctx, client, httpURL(l, "/lookup", url.Values{"topic": {b.o.Topic}}), &resp); err != nil {
-			lastErr = err
+			if !errors.Is(err, errNotFound) { // nsqlookupd answers 404 for a topic no nsqd has
+				lastErr = err
+			}
 			continue
 		}
 		for _, p := range resp.Producers {
@@ -97,6 +109,8 @@ func (b *Bridge) lookup(ctx context.Context, client *http.Client) ([]string, err
 	}
 	return out, nil
 }
+
+var errNotFound = errors.New("404 Not Found")
 
 func httpURL(addr, path string, q url.Values) string {
 	u, err := url.Parse(addr)
@@ -117,6 +131,9 @@ func getJSON(ctx context.Context, client *http.Client, u string, v any) error {
 		return err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		return fmt.Errorf("GET %s: %w", u, errNotFound)
+	}
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("GET %s: %s", u, resp.Status)
 	}

@@ -80,6 +80,14 @@ type Bridge struct {
 	failures  failureLog
 	ready     atomic.Bool
 	reqs      sync.WaitGroup
+
+	// Stall watch (stall.go).
+	consumer     atomic.Pointer[nsq.Consumer]
+	started      atomic.Int64 // when Run began (Unix ns)
+	noConnSince  atomic.Int64 // since when no nsqd connection is open (Unix ns); 0 while connected
+	otherClients atomic.Int64 // other clients on the channel at the last stats poll
+	topicNowhere atomic.Bool  // nsqlookupd named no nsqd for the topic at the last poll
+	clientID     string       // this bridge's client_id in nsqd's stats
 }
 
 // New validates the options and returns a bridge that has not connected to anything yet.
@@ -103,6 +111,7 @@ func New(o Options, kc Kinesis, log *slog.Logger, reg prometheus.Registerer) (*B
 		sticky:    map[uint64]stickyKey{},
 		addrs:     map[string]uint32{},
 	}
+	b.clientID = cfg.ClientID
 	// A key collision in the fence (64 bits of MD5) needs ~2^32 keys to become likely.
 	b.fence = newAgeMap[uint64, int64](o.LateWindow, budgetSlots(o.LateWindowMemoryMiB), func(n int) { b.m.evictedEarly(memLateWindow, n) })
 	b.written = newAgeMap[uint64, uint32](o.WrittenWindow, budgetSlots(o.WrittenMemoryMiB), func(n int) { b.m.evictedEarly(memWritten, n) })
@@ -121,6 +130,7 @@ func nsqConfig(o *Options) (*nsq.Config, error) {
 	cfg.MaxAttempts = 0
 	cfg.OutputBufferTimeout = 25 * time.Millisecond
 	cfg.UserAgent = "nsqk-bridge"
+	cfg.ClientID = uniqueClientID()
 	// go-nsq reconnects to a directly addressed nsqd every lookupd_poll_interval, and through
 	// nsqlookupd it finds a restarted nsqd only at its next poll (one when the connection drops,
 	// while nsqd is usually still down, then every interval): with go-nsq's 60 s default an nsqd
@@ -163,6 +173,9 @@ func (b *Bridge) Held() int64 { return b.held.Load() }
 // stream was deleted, for example: everything not yet written is requeued). It returns nil after
 // a clean shutdown.
 func (b *Bridge) Run(ctx context.Context) error {
+	now := time.Now().UnixNano()
+	b.started.Store(now)
+	b.noConnSince.Store(now)
 	if err := b.start(ctx); err != nil {
 		return err
 	}
@@ -170,13 +183,14 @@ func (b *Bridge) Run(ctx context.Context) error {
 	// Background work outlives ctx: in-flight PutRecords must finish during the shutdown.
 	bg, cancelBG := context.WithCancel(context.WithoutCancel(ctx))
 	var loops sync.WaitGroup
-	for _, f := range []func(context.Context){b.sendLoop, b.flushLoop, b.touchLoop, b.refreshLoop, b.backlogLoop, b.emfLoop, b.housekeepingLoop} {
+	for _, f := range []func(context.Context){b.sendLoop, b.flushLoop, b.touchLoop, b.refreshLoop, b.backlogLoop, b.emfLoop, b.housekeepingLoop, b.stallLoop} {
 		loops.Add(1)
 		go func() { defer loops.Done(); f(bg) }()
 	}
 
 	consumer, err := nsq.NewConsumer(b.o.Topic, b.o.Channel, b.nsqCfg)
 	if err == nil {
+		b.watchConsumer(consumer)
 		consumer.SetLogger(nsqLogger{b.log}, nsq.LogLevelWarning)
 		consumer.AddHandler(b)
 		if len(b.o.LookupdHTTPAddresses) > 0 {
@@ -192,6 +206,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 		return fmt.Errorf("bridge: connect to NSQ: %w", err)
 	}
 	b.ready.Store(true)
+	b.sampleStall(time.Now()) // connected now: the stall watch need not wait for its next tick
 	b.log.Info("bridge running", "topic", b.o.Topic, "channel", b.o.Channel, "stream", b.o.Stream,
 		"shards", shards, "key_buckets", b.o.KeyBuckets, "ordering", b.o.Ordering,
 		"late_redelivery", b.o.LateRedelivery, "max_buffered_time", b.o.MaxBufferedTime, "max_in_flight", b.o.MaxInFlight, "max_record_size", b.maxSize)

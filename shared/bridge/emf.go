@@ -17,6 +17,9 @@ type cloudWatch struct {
 	ackLatency                                      *emf.Histogram
 	backlog, inFlight                               *emf.Gauge
 	evicted                                         map[string]*emf.Counter // by memory
+
+	backlogFailures                         *emf.Counter
+	nsqdConns, rdy, otherClients, sinceLast *emf.Gauge
 }
 
 // newCloudWatch returns the EMF side of the metrics, or nil when o.EMFOutput is nil.
@@ -40,6 +43,11 @@ func newCloudWatch(o *Options) *cloudWatch {
 			memLateWindow: r.Counter("LateWindowEvicted", emf.Count),
 			memWritten:    r.Counter("WrittenEvicted", emf.Count),
 		},
+		backlogFailures: r.Counter("BacklogPollFailures", emf.Count),
+		nsqdConns:       r.Gauge("NSQDConnections", emf.Count),
+		rdy:             r.Gauge("NSQRdy", emf.Count),
+		otherClients:    r.Gauge("ChannelOtherClients", emf.Count),
+		sinceLast:       r.Gauge("SecondsSinceLastMessage", emf.Seconds),
 	}
 }
 

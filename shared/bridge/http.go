@@ -2,18 +2,23 @@ package bridge
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Handler serves /metrics (Prometheus), /healthz (the process is alive) and /readyz (connected to
-// NSQ, shard map known, not shutting down).
+// Handler serves /metrics (Prometheus), /healthz (no fatal error, and an nsqd connection within
+// UnhealthyAfter) and /readyz (connected to NSQ, shard map known, not shutting down).
 func (b *Bridge) Handler(g prometheus.Gatherer) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		if err := b.fatalErr(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		if err := b.unhealthy(time.Now()); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}

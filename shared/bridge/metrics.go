@@ -40,6 +40,11 @@ type metrics struct {
 	buffered        prometheus.Gauge // bytes of user data held in aggregates not yet acknowledged
 	shards          prometheus.Gauge
 	backlog         prometheus.Gauge
+	backlogFailures prometheus.Counter
+	nsqdConns       prometheus.Gauge
+	rdy             prometheus.Gauge
+	otherClients    prometheus.Gauge
+	sinceLast       prometheus.Gauge
 	ackLatency      prometheus.Histogram
 	putLatency      prometheus.Histogram
 }
@@ -99,10 +104,15 @@ func newMetrics(reg prometheus.Registerer, cw *cloudWatch) *metrics {
 		housekeeping: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "housekeeping_lock_seconds",
 			Help:    "How long one housekeeping pass (forgetting expired keys, messages and sticky keys) held the bridge's lock; intake, completion and sending wait meanwhile.",
 			Buckets: []float64{.0001, .00025, .0005, .001, .002, .005, .01, .025, .05, .1, .25, 1}}),
-		inFlight: g("in_flight_messages", "NSQ messages held by the bridge (received, not yet FINished or requeued)."),
-		buffered: g("buffered_bytes", "User data bytes in aggregates not yet accepted by Kinesis."),
-		shards:   g("open_shards", "Open shards in the current shard map."),
-		backlog:  g("nsq_backlog_messages", "Depth of the NSQ channel (queued, not yet delivered) as reported by nsqd."),
+		inFlight:        g("in_flight_messages", "NSQ messages held by the bridge (received, not yet FINished or requeued)."),
+		buffered:        g("buffered_bytes", "User data bytes in aggregates not yet accepted by Kinesis."),
+		shards:          g("open_shards", "Open shards in the current shard map."),
+		backlog:         g("nsq_backlog_messages", "Depth of the NSQ channel (queued, not yet delivered) as reported by nsqd."),
+		backlogFailures: c("nsq_backlog_poll_failures_total", "Polls of nsqd's /stats (backlog, RDY, channel clients) that failed; those gauges keep their last value meanwhile."),
+		nsqdConns:       g("nsqd_connections", "Open connections to nsqd instances; 0 means nothing can be consumed."),
+		rdy:             g("nsq_rdy", "RDY nsqd counts for this bridge's connections (messages nsqd may send before more FINs), from its /stats."),
+		otherClients:    g("nsq_channel_other_clients", "Other clients consuming the bridge's NSQ channel, from nsqd's /stats: nsqd splits the messages between them, so the stream is incomplete and a key's order is lost."),
+		sinceLast:       g("seconds_since_last_message", "Seconds since the bridge last received an NSQ message (since start before the first)."),
 		ackLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "ack_latency_seconds",
 			Help: "NSQ publish timestamp to Kinesis acceptance, per message.", Buckets: ackBuckets}),
 		putLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "putrecords_latency_seconds",
@@ -112,6 +122,7 @@ func newMetrics(reg prometheus.Registerer, cw *cloudWatch) *metrics {
 		reg.MustRegister(m.messagesIn, m.messagesAcked, m.messagesRequeue, m.deadLettered, m.deadLetterFail,
 			m.bytesIn, m.bytesOut, m.aggregates, m.shardMessages, m.userRecords, m.putCalls, m.putEntries, m.putFailed,
 			m.retries, m.touches, m.misrouted, m.reshards, m.late, m.outOfOrder, m.redelivered, m.memoryEvicted, m.memoryEntries, m.housekeeping, m.inFlight, m.buffered, m.shards, m.backlog,
+			m.backlogFailures, m.nsqdConns, m.rdy, m.otherClients, m.sinceLast,
 			m.ackLatency, m.putLatency)
 	}
 	return m
@@ -183,5 +194,33 @@ func (m *metrics) evictedEarly(memory string, n int) {
 	m.memoryEvicted.WithLabelValues(memory).Add(float64(n))
 	if m.cw != nil {
 		m.cw.evicted[memory].Add(int64(n))
+	}
+}
+
+// backlogPollFailed records a failed poll of nsqd's /stats.
+func (m *metrics) backlogPollFailed() {
+	m.backlogFailures.Inc()
+	if m.cw != nil {
+		m.cw.backlogFailures.Inc()
+	}
+}
+
+// stall records the open nsqd connections and the time since the last message.
+func (m *metrics) stall(conns int, sinceLast time.Duration) {
+	m.nsqdConns.Set(float64(conns))
+	m.sinceLast.Set(sinceLast.Seconds())
+	if m.cw != nil {
+		m.cw.nsqdConns.Set(float64(conns))
+		m.cw.sinceLast.Set(sinceLast.Seconds())
+	}
+}
+
+// channelClients records the bridge's RDY and the other clients on its channel.
+func (m *metrics) channelClients(cc channelClients) {
+	m.rdy.Set(float64(cc.rdy))
+	m.otherClients.Set(float64(cc.others))
+	if m.cw != nil {
+		m.cw.rdy.Set(float64(cc.rdy))
+		m.cw.otherClients.Set(float64(cc.others))
 	}
 }

@@ -112,6 +112,9 @@ type Options struct {
 	// Lifecycle.
 	ShutdownTimeout time.Duration
 	BacklogInterval time.Duration
+	// UnhealthyAfter turns /healthz unhealthy once the bridge has had no nsqd connection this
+	// long (0 = never), so that the orchestrator replaces a bridge that cannot reach NSQ.
+	UnhealthyAfter time.Duration
 
 	// Metrics. Prometheus series go to the registerer given to New; with EMFOutput set the bridge
 	// also writes CloudWatch Embedded Metric Format lines (namespace NSQK/Bridge, dimension
@@ -148,6 +151,7 @@ func NewOptions() Options {
 		ReshardQuiet:        5 * time.Minute,
 		ShutdownTimeout:     25 * time.Second,
 		BacklogInterval:     15 * time.Second,
+		UnhealthyAfter:      5 * time.Minute,
 		EMFInterval:         time.Minute,
 	}
 }
@@ -253,6 +257,9 @@ func (o *Options) Validate() error {
 	}
 	if o.ShutdownTimeout <= 0 || o.ShardRefresh <= 0 || o.PutTimeout <= 0 {
 		bad("--shutdown-timeout, --shard-refresh and --put-timeout must be positive")
+	}
+	if o.UnhealthyAfter < 0 {
+		bad("--unhealthy-after must not be negative (0 = never)")
 	}
 	if o.EMFOutput != nil && o.EMFInterval <= 0 {
 		bad("--emf-interval must be positive")

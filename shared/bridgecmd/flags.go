@@ -82,7 +82,8 @@ func bridgeFlags(fs *flag.FlagSet, o *bridge.Options) {
 	fs.DurationVar(&o.ReshardSettle, "reshard-settle", o.ReshardSettle, "after a reshard, how long the new shards' lanes hold their records so consumers reading the parent's children in parallel see each key in order")
 	fs.DurationVar(&o.ReshardQuiet, "reshard-quiet", o.ReshardQuiet, "a key whose record a reshard put on a sibling shard keeps going to that shard until it has been quiet this long")
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", o.ShutdownTimeout, "on SIGTERM, how long to flush and wait for Kinesis before requeueing the rest")
-	fs.DurationVar(&o.BacklogInterval, "backlog-interval", o.BacklogInterval, "how often nsqd's channel depth is polled")
+	fs.DurationVar(&o.BacklogInterval, "backlog-interval", o.BacklogInterval, "how often nsqd's /stats are polled (channel depth, RDY, other clients on the channel)")
+	fs.DurationVar(&o.UnhealthyAfter, "unhealthy-after", o.UnhealthyAfter, "/healthz turns unhealthy after this long without any nsqd connection, so the orchestrator replaces the bridge (0 = never)")
 }
 
 func parseUint16(s string, dst *uint16) error {

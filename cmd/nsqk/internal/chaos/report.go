@@ -25,6 +25,7 @@ func Cases() []Case {
 	all = append(all, durableCases()...)
 	all = append(all, memoryCases()...)
 	all = append(all, datapathCases()...)
+	all = append(all, safetyCases()...)
 	return all
 }
 

@@ -115,9 +115,12 @@ type Options struct {
 
 	// Metrics. Prometheus series go to the registerer given to New; with EMFOutput set the bridge
 	// also writes CloudWatch Embedded Metric Format lines (namespace NSQK/Bridge, dimension
-	// Stream) to it every EMFInterval.
+	// Stream, and Route when Route is set) to it every EMFInterval.
 	EMFOutput   io.Writer
 	EMFInterval time.Duration
+	// Route names this bridge among several in one process: the EMF dimension Route. Empty, the
+	// EMF metrics carry Stream alone, as alarms on a single-topic bridge expect.
+	Route string
 }
 
 // NewOptions returns the defaults.

@@ -45,30 +45,33 @@ func newGroup(routes []route, kc bridge.Kinesis, log *slog.Logger, reg *promethe
 func (g *group) run(ctx context.Context, log *slog.Logger) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errs := make([]error, len(g.bridges))
+	var mu sync.Mutex
+	var first error // the failure that stopped the others
 	var wg sync.WaitGroup
 	for i, b := range g.bridges {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if errs[i] = b.Run(ctx); errs[i] != nil {
-				if len(g.bridges) > 1 {
-					log.Error("route stopped with an error: stopping the other routes", "route", g.names[i], "err", errs[i])
-				}
-				cancel()
+			err := b.Run(ctx)
+			if err == nil {
+				return
 			}
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case len(g.bridges) == 1:
+				first = err
+			case first == nil:
+				first = fmt.Errorf("route %q: %w", g.names[i], err)
+				log.Error("route stopped with an error: stopping the other routes", "route", g.names[i], "err", err)
+			default:
+				log.Warn("route stopped with an error after another route failed", "route", g.names[i], "err", err)
+			}
+			cancel()
 		}()
 	}
 	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			if len(g.bridges) > 1 {
-				return fmt.Errorf("route %q: %w", g.names[i], err)
-			}
-			return err
-		}
-	}
-	return nil
+	return first
 }
 
 // handler serves /metrics from reg, and /healthz and /readyz healthy or ready only when every
@@ -87,7 +90,8 @@ func (g *group) handler(reg prometheus.Gatherer) http.Handler {
 					if len(g.probes) > 1 {
 						fmt.Fprintf(&failed, "route %s: ", g.names[i])
 					}
-					failed.Write(c.body.Bytes())
+					failed.Write(bytes.TrimRight(c.body.Bytes(), "\n"))
+					failed.WriteByte('\n')
 				} else {
 					ok = c.body.Bytes()
 				}

@@ -4,11 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/nsqio/go-nsq"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nsqk/nsqk/shared/bridge"
 	"github.com/nsqk/nsqk/shared/kpl"
@@ -245,4 +248,65 @@ func readEnvelopes(t *testing.T, addr, topic string, want int) []bridge.Envelope
 	mu.Lock()
 	defer mu.Unlock()
 	return append([]bridge.Envelope(nil), envs...)
+}
+
+// /readyz is ready only when every route is, and says which are not; /metrics carries each
+// route's series under its label.
+func TestGroupEndpointsCoverEveryRoute(t *testing.T) {
+	o := bridge.NewOptions()
+	o.NSQDTCPAddresses = []string{"127.0.0.1:1"}
+	routes, err := buildRoutes(o, []RouteConfig{{Topic: "a", Stream: "s1"}, {Topic: "b", Stream: "s2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	g, err := newGroup(routes, nil, slog.New(slog.DiscardHandler), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(g.handler(reg))
+	defer srv.Close()
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	if body := get(t, addr, "/healthz"); body != "ok\n" {
+		t.Fatalf("/healthz = %q", body)
+	}
+	if body := get(t, addr, "/readyz"); body != "route a: not ready\nroute b: not ready\n" {
+		t.Fatalf("/readyz = %q", body)
+	}
+	m := get(t, addr, "/metrics")
+	for _, want := range []string{`nsqk_bridge_messages_in_total{route="a"} 0`, `nsqk_bridge_messages_in_total{route="b"} 0`} {
+		if !strings.Contains(m, want) {
+			t.Fatalf("/metrics lacks %s", want)
+		}
+	}
+}
+
+// A route that cannot run (its stream does not exist) stops the whole process with exit 1 and
+// an error that names it; the other route shuts down cleanly.
+func TestFailingRouteStopsTheProcess(t *testing.T) {
+	em := localtest.Kinesis(t, kinesislocal.Options{})
+	if err := kinesislocal.CreateStream(context.Background(), em.Client(), "exists", 1); err != nil {
+		t.Fatal(err)
+	}
+	n := localtest.NSQD(t, nsqlocal.Options{})
+	config := writeConfig(t, fmt.Sprintf(`
+nsqd-tcp-address: %s
+metrics-address: ""
+routes:
+  - {topic: good, stream: exists}
+  - {topic: lost, stream: no-such-stream}
+`, n.TCPAddr))
+	for k, v := range map[string]string{
+		"AWS_ENDPOINT_URL_KINESIS": em.Endpoint, "AWS_REGION": "us-east-1",
+		"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_EC2_METADATA_DISABLED": "true",
+	} {
+		t.Setenv(k, v)
+	}
+	var stdout, stderr syncBuffer
+	if code := Main(context.Background(), []string{"--config", config}, &stdout, &stderr); code != 1 {
+		t.Fatalf("exit %d, want 1; stderr:\n%s", code, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), `route \"lost\": bridge: stream no-such-stream`) {
+		t.Fatalf("stderr does not name the failing route:\n%s", stderr.String())
+	}
 }

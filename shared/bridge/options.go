@@ -121,6 +121,10 @@ type Options struct {
 	// Route names this bridge among several in one process: the EMF dimension Route. Empty, the
 	// EMF metrics carry Stream alone, as alarms on a single-topic bridge expect.
 	Route string
+
+	// NSQDPartition makes the bridge read only the nsqd nodes (found through nsqlookupd) that its
+	// index owns; the zero value reads every node.
+	NSQDPartition Partition
 }
 
 // NewOptions returns the defaults.
@@ -259,6 +263,9 @@ func (o *Options) Validate() error {
 	}
 	if o.EMFOutput != nil && o.EMFInterval <= 0 {
 		bad("--emf-interval must be positive")
+	}
+	if err := o.NSQDPartition.validate(len(o.LookupdHTTPAddresses) > 0); err != nil {
+		errs = append(errs, err)
 	}
 	errs = append(errs, o.validateTLS()...)
 	return errors.Join(errs...)

@@ -92,9 +92,9 @@ func (p producer) tcpAddr() string {
 
 // discover does what go-nsq's ConnectToNSQLookupds does, but connects only to the nodes this
 // bridge's partition owns: it asks nsqlookupd for the topic's nodes now and then every
-// lookupd_poll_interval. A node that left nsqlookupd keeps its connection (a tombstoned node is
-// drained, as go-nsq does); once that connection is gone the node is forgotten. stop ends the
-// polling and waits for it.
+// lookupd_poll_interval. A node that left nsqlookupd is still read while it accepts connections
+// (a tombstoned node is drained, as go-nsq does); once it cannot be reached it is forgotten,
+// which also ends go-nsq's own reconnect attempts. stop ends the polling and waits for it.
 func (b *Bridge) discover(ctx context.Context, consumer *nsq.Consumer) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	client := &http.Client{Timeout: 5 * time.Second}
@@ -125,8 +125,7 @@ func (b *Bridge) discover(ctx context.Context, consumer *nsq.Consumer) (stop fun
 			if seen[a] || ctx.Err() != nil {
 				continue
 			}
-			// Gone from nsqlookupd: keep a live connection, forget a dead one (which also ends
-			// go-nsq's own reconnect attempts).
+			// Gone from nsqlookupd: ErrAlreadyConnected (or a new connection) says it is still up.
 			if err := consumer.ConnectToNSQD(a); errors.Is(err, nsq.ErrAlreadyConnected) || err == nil {
 				continue
 			}

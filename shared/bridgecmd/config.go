@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"regexp"
 	"strings"
 	"time"
 
@@ -190,6 +191,7 @@ func buildRoutes(global bridge.Options, cfg []RouteConfig) ([]route, error) {
 	var routes []route
 	names := map[string]int{}
 	pairs := map[[2]string]int{}
+	said := map[string]bool{}
 	for i, rc := range cfg {
 		o := global
 		name := cmpOr(rc.Name, rc.Topic)
@@ -232,7 +234,12 @@ func buildRoutes(global bridge.Options, cfg []RouteConfig) ([]route, error) {
 		}
 		if err := o.Validate(); err != nil && rc.Topic != "" && rc.Stream != "" {
 			for _, e := range unjoin(err) {
-				bad(i, name, "%s", strings.Replace(e.Error(), "--", "", 1))
+				if msg, ok := routeFieldError(e.Error()); ok {
+					bad(i, name, "%s", msg)
+				} else if !said[msg] { // about global settings: said once
+					said[msg] = true
+					errs = append(errs, e)
+				}
 			}
 		}
 		routes = append(routes, route{name: name, o: o})
@@ -255,6 +262,23 @@ func buildRoutes(global bridge.Options, cfg []RouteConfig) ([]route, error) {
 		return nil, errors.Join(errs...)
 	}
 	return routes, nil
+}
+
+var flagRef = regexp.MustCompile(`--([a-z][a-z-]*)`)
+
+// routeFieldError rewrites a validation message about route fields in their names ("--key-buckets
+// must be ..." becomes "key-buckets must be ..."); ok is false for a message about global settings
+// only.
+func routeFieldError(msg string) (string, bool) {
+	ok := false
+	out := flagRef.ReplaceAllStringFunc(msg, func(ref string) string {
+		if routeFields[ref[2:]] {
+			ok = true
+			return ref[2:]
+		}
+		return ref
+	})
+	return out, ok
 }
 
 // streamKey is a stream's name, whether given by name or ARN.

@@ -66,6 +66,12 @@ nsqd-tcp-address: 127.0.0.1:4150
 routes:
   - {topic: orders, stream: s1, max-buffered-time: soon}
 `, `routes[0] "orders": yaml: unmarshal errors:`},
+		{"global setting, said once", `
+routes:
+  - {topic: orders, stream: s1}
+  - {topic: clicks, stream: s2, missing-key: fixed}
+`, "nsqk-bridge: one of --nsqd-tcp-address or --lookupd-http-address is required\n" +
+			`routes[1] "clicks": missing-key=fixed needs a usable fixed-key`},
 		{"single-route flag with routes", `
 nsqd-tcp-address: 127.0.0.1:4150
 topic: orders

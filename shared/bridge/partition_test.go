@@ -215,3 +215,61 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	return v
 }
+
+// A partitioned bridge's backlog gauge is the depth of the nodes it owns, not of every node
+// nsqlookupd lists.
+func TestPartitionedBacklogCountsOwnedNodes(t *testing.T) {
+	const topic = "backlog"
+	kc := kinesalite(t).Client()
+	l := localtest.Lookupd(t)
+	var nodes []*nsqlocal.NSQD
+	owned := [2]int{}
+	for owned[0] == 0 || owned[1] == 0 {
+		n := localtest.NSQD(t, nsqlocal.Options{LookupdTCPAddresses: []string{l.TCPAddr}})
+		owned[Partition{0, 2}.Owner(n.TCPAddr)]++
+		nodes = append(nodes, n)
+	}
+	depth := [2]int{}
+	for i, n := range nodes {
+		// Paused: the bridge connects but receives nothing, so the depth stays what was published.
+		n.GetTopic(topic).GetChannel("nsqk").Pause()
+		p, err := nsq.NewProducer(n.TCPAddr, nsq.NewConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.SetLogger(nil, nsq.LogLevelError)
+		for j := range 10 + i {
+			if err := p.Publish(topic, []byte(fmt.Sprintf(`{"user_id":"u%d"}`, j))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p.Stop()
+		depth[Partition{0, 2}.Owner(n.TCPAddr)] += 10 + i
+	}
+	for i := range 2 {
+		h := &harness{t: t, kc: kc, topic: topic, stream: localtest.Stream(t, kc, 1), reg: prometheus.NewRegistry()}
+		o := NewOptions()
+		o.LookupdHTTPAddresses = []string{l.HTTPAddr}
+		o.NSQDPartition = Partition{i, 2}
+		o.Topic, o.Stream = topic, h.stream
+		o.BacklogInterval = 50 * time.Millisecond
+		h.start(o)
+		waitFor(t, 30*time.Second, fmt.Sprintf("bridge %d/2's backlog gauge at %d", i, depth[i]), func() bool {
+			return gaugeValue(t, h.reg, "nsqk_bridge_nsq_backlog_messages") == float64(depth[i])
+		})
+	}
+}
+
+func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return -1
+}

@@ -24,6 +24,7 @@ func Cases() []Case {
 	all = append(all, durableCases()...)
 	all = append(all, memoryCases()...)
 	all = append(all, datapathCases()...)
+	all = append(all, routesCases()...)
 	return all
 }
 

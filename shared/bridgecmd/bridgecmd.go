@@ -15,6 +15,7 @@ import (
 	"os"
 	"runtime/debug"
 	runtimepprof "runtime/pprof"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -36,6 +37,7 @@ const EnvPrefix = "NSQK"
 // Settings are the program-level flags (the bridge's own are in bridge.Options).
 type Settings struct {
 	Config         string
+	ConfigYAML     string
 	MetricsAddress string
 	LogLevel       string
 	CloudWatchEMF  bool
@@ -49,6 +51,7 @@ func FlagSet(o *bridge.Options, s *Settings) *flag.FlagSet {
 	fs := flag.NewFlagSet("nsqk-bridge", flag.ContinueOnError)
 	bridgeFlags(fs, o)
 	fs.StringVar(&s.Config, "config", "", "YAML file of global settings (named like the flags; flags and environment win) and a routes list: one bridge per route in this process (docs/routes.md)")
+	fs.Var((*commaJoined)(&s.ConfigYAML), "config-yaml", "the --config file's content, for a platform that passes settings only as environment variables (instead of --config)")
 	fs.StringVar(&s.MetricsAddress, "metrics-address", ":9090", "listen address of /metrics, /healthz and /readyz (empty = off)")
 	fs.StringVar(&s.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&s.CloudWatchEMF, "cloudwatch-emf", false, "write CloudWatch Embedded Metric Format lines to stdout (namespace NSQK/Bridge)")
@@ -67,7 +70,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := FlagSet(&o, &s)
 	fs.SetOutput(stderr)
 	var cf configFile
-	if err := parseArgs(fs, &cf, args); err != nil {
+	if err := parseArgs(fs, &cf, &s, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
@@ -161,11 +164,38 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// parseArgs sets fs from args, then the environment, then the --config file (each only where
-// the ones before left a flag unset); the file's routes go to cf.
-func parseArgs(fs *flag.FlagSet, cf *configFile, args []string) error {
-	return ff.Parse(fs, args, ff.WithEnvVarPrefix(EnvPrefix), ff.WithEnvVarSplit(","),
+// commaJoined is a string flag that survives the comma splitting of environment values (YAML
+// has commas): the parts are set one by one and joined again.
+type commaJoined string
+
+func (c *commaJoined) String() string { return string(*c) }
+func (c *commaJoined) Set(v string) error {
+	if *c != "" {
+		*c += ","
+	}
+	*c += commaJoined(v)
+	return nil
+}
+
+// parseArgs sets fs from args, then the environment, then the --config file or --config-yaml
+// (each only where the ones before left a flag unset); the file's routes go to cf.
+func parseArgs(fs *flag.FlagSet, cf *configFile, s *Settings, args []string) error {
+	err := ff.Parse(fs, args, ff.WithEnvVarPrefix(EnvPrefix), ff.WithEnvVarSplit(","),
 		ff.WithConfigFileFlag("config"), ff.WithConfigFileParser(cf.parser(fs)))
+	if err != nil || s.ConfigYAML == "" {
+		return err
+	}
+	if s.Config != "" {
+		return errors.New("use --config or --config-yaml, not both")
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	return cf.parser(fs)(strings.NewReader(s.ConfigYAML), func(name, value string) error {
+		if set[name] {
+			return nil // a flag or the environment set it
+		}
+		return fs.Set(name, value)
+	})
 }
 
 // WorkingMemoryMiB is what the bridge program allows itself beyond the budgets of its two

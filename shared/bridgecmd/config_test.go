@@ -121,7 +121,7 @@ routes:
 	var s Settings
 	fs := FlagSet(&o, &s)
 	var cf configFile
-	if err := parseArgs(fs, &cf, []string{"--config", p, "--key-buckets", "2"}); err != nil {
+	if err := parseArgs(fs, &cf, &s, []string{"--config", p, "--key-buckets", "2"}); err != nil {
 		t.Fatal(err)
 	}
 	routes, err := buildRoutes(o, cf.routes)
@@ -150,5 +150,31 @@ routes:
 	if b.o.Channel != "kin" || b.o.PartitionKey != "session.id" || b.o.Ordering != bridge.Relaxed || b.o.RecordKeys != bridge.RecordKeysLane ||
 		b.o.MissingKey != bridge.MissingKeyFixed || b.o.FixedKey != "none" || b.o.DeadLetterTopic != "clicks_dead" || b.o.MaxBufferedTime != bridge.NewOptions().MaxBufferedTime {
 		t.Fatalf("route clicks-relaxed: %+v", b.o)
+	}
+}
+
+// --config-yaml carries the file's content (from an environment variable, as a container
+// platform passes it); flags and other variables still win.
+func TestConfigYAMLFromEnvironment(t *testing.T) {
+	t.Setenv("NSQK_CONFIG_YAML", "lookupd-http-address: 127.0.0.1:4161\nmax-in-flight: 100\nroutes:\n  - {topic: a, stream: s1}\n  - {topic: b, stream: s2, key-buckets: 4}\n")
+	t.Setenv("NSQK_MAX_IN_FLIGHT", "300")
+	o := bridge.NewOptions()
+	var s Settings
+	fs := FlagSet(&o, &s)
+	var cf configFile
+	if err := parseArgs(fs, &cf, &s, []string{"--channel", "kin"}); err != nil {
+		t.Fatal(err)
+	}
+	routes, err := buildRoutes(o, cf.routes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(routes) != 2 || routes[1].o.KeyBuckets != 4 || routes[0].o.MaxInFlight != 300 || routes[0].o.Channel != "kin" ||
+		len(routes[0].o.LookupdHTTPAddresses) != 1 {
+		t.Fatalf("%+v", routes)
+	}
+	var out, errb bytes.Buffer
+	if code := Main(context.Background(), []string{"--config", writeConfig(t, "")}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "use --config or --config-yaml, not both") {
+		t.Fatalf("both: exit %d: %s", code, errb.String())
 	}
 }

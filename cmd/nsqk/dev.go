@@ -43,6 +43,8 @@ type devOptions struct {
 	functionsDir string
 	consumers    string
 	consumerEnv  []string // more environment for own consumers, KEY=value each
+	// routes, groups and nodes select the routes-and-groups demo (devroutes.go).
+	routes, groups, nodes int
 }
 
 func devCommand() *ffcli.Command {
@@ -67,12 +69,19 @@ func devCommand() *ffcli.Command {
 		o.consumerEnv = append(o.consumerEnv, v)
 		return nil
 	})
+	fs.IntVar(&o.routes, "routes", 1, "with more than 1 (or --groups more than 1): N topics into N streams through a --config of N routes, instead of the consumers' flow")
+	fs.IntVar(&o.groups, "groups", 1, "bridge programs splitting the nsqd nodes with --nsqd-partition i/N (with --routes or alone)")
+	fs.IntVar(&o.nodes, "nodes", 4, "embedded nsqd nodes behind an embedded nsqlookupd, with --routes or --groups")
 	return &ffcli.Command{
 		Name:       "dev",
 		ShortUsage: "nsqk dev [flags]",
 		ShortHelp:  "run the whole flow locally: embedded nsqd, a local Kinesis, the bridge, the consumers",
 		FlagSet:    fs,
 		Exec: func(ctx context.Context, _ []string) error {
+			if o.routes > 1 || o.groups > 1 {
+				_, err := runDevRoutes(ctx, o, os.Stdout)
+				return err
+			}
 			_, err := runDev(ctx, o, os.Stdout)
 			return err
 		},

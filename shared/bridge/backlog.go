@@ -87,6 +87,7 @@ func (b *Bridge) lookup(ctx context.Context, client *http.Client) ([]string, err
 		var resp struct {
 			Producers []struct {
 				BroadcastAddress string `json:"broadcast_address"`
+				TCPPort          int    `json:"tcp_port"`
 				HTTPPort         int    `json:"http_port"`
 			} `json:"producers"`
 		}
@@ -97,6 +98,9 @@ func (b *Bridge) lookup(ctx context.Context, client *http.Client) ([]string, err
 			continue
 		}
 		for _, p := range resp.Producers {
+			if !b.o.NSQDPartition.Owns(net.JoinHostPort(p.BroadcastAddress, strconv.Itoa(p.TCPPort))) {
+				continue // another bridge's node
+			}
 			a := net.JoinHostPort(p.BroadcastAddress, strconv.Itoa(p.HTTPPort))
 			if !seen[a] {
 				seen[a] = true

@@ -188,12 +188,15 @@ func (b *Bridge) Run(ctx context.Context) error {
 		go func() { defer loops.Done(); f(bg) }()
 	}
 
+	stopDiscovery := func() {}
 	consumer, err := nsq.NewConsumer(b.o.Topic, b.o.Channel, b.nsqCfg)
 	if err == nil {
 		b.watchConsumer(consumer)
 		consumer.SetLogger(nsqLogger{b.log}, nsq.LogLevelWarning)
 		consumer.AddHandler(b)
-		if len(b.o.LookupdHTTPAddresses) > 0 {
+		if b.o.NSQDPartition.Count > 0 {
+			stopDiscovery = b.discover(ctx, consumer)
+		} else if len(b.o.LookupdHTTPAddresses) > 0 {
 			err = consumer.ConnectToNSQLookupds(b.o.LookupdHTTPAddresses)
 		} else {
 			err = consumer.ConnectToNSQDs(b.o.NSQDTCPAddresses)
@@ -218,6 +221,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 		b.log.Error("fatal error: shutting down, requeueing everything not written", "err", b.fatalErr())
 	}
 	b.ready.Store(false)
+	stopDiscovery()
 	err = b.shutdown(consumer)
 	cancelBG()
 	loops.Wait()

@@ -9,7 +9,7 @@ import (
 )
 
 // cloudWatch holds the bridge's metrics in CloudWatch Embedded Metric Format (namespace
-// NSQK/Bridge, dimension Stream). They reach CloudWatch through the container's log group, so the
+// NSQK/Bridge, dimension Stream, and Route for one of several routes). They reach CloudWatch through the container's log group, so the
 // task role needs no cloudwatch:PutMetricData and nothing on the hot path calls an API.
 type cloudWatch struct {
 	reg                                             *emf.Registry
@@ -27,8 +27,11 @@ func newCloudWatch(o *Options) *cloudWatch {
 	if o.EMFOutput == nil {
 		return nil
 	}
-	r := emf.New(emf.Config{Namespace: "NSQK/Bridge", Dimensions: []emf.Dimension{{Name: "Stream", Value: streamName(o.Stream)}},
-		Output: o.EMFOutput})
+	dims := []emf.Dimension{{Name: "Stream", Value: streamName(o.Stream)}}
+	if o.Route != "" {
+		dims = append(dims, emf.Dimension{Name: "Route", Value: o.Route})
+	}
+	r := emf.New(emf.Config{Namespace: "NSQK/Bridge", Dimensions: dims, Output: o.EMFOutput})
 	return &cloudWatch{
 		reg:           r,
 		in:            r.Counter("MessagesIn", emf.Count),

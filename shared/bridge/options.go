@@ -118,9 +118,16 @@ type Options struct {
 
 	// Metrics. Prometheus series go to the registerer given to New; with EMFOutput set the bridge
 	// also writes CloudWatch Embedded Metric Format lines (namespace NSQK/Bridge, dimension
-	// Stream) to it every EMFInterval.
+	// Stream, and Route when Route is set) to it every EMFInterval.
 	EMFOutput   io.Writer
 	EMFInterval time.Duration
+	// Route names this bridge among several in one process: the EMF dimension Route. Empty, the
+	// EMF metrics carry Stream alone, as alarms on a single-topic bridge expect.
+	Route string
+
+	// NSQDPartition makes the bridge read only the nsqd nodes (found through nsqlookupd) that its
+	// index owns; the zero value reads every node.
+	NSQDPartition Partition
 }
 
 // NewOptions returns the defaults.
@@ -263,6 +270,9 @@ func (o *Options) Validate() error {
 	}
 	if o.EMFOutput != nil && o.EMFInterval <= 0 {
 		bad("--emf-interval must be positive")
+	}
+	if err := o.NSQDPartition.validate(len(o.LookupdHTTPAddresses) > 0); err != nil {
+		errs = append(errs, err)
 	}
 	errs = append(errs, o.validateTLS()...)
 	return errors.Join(errs...)

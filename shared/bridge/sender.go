@@ -221,10 +221,11 @@ func (b *Bridge) complete(req []*entry, out *kinesis.PutRecordsOutput, err error
 
 	// acked holds deliveries: a message nsqd delivered twice while held appears twice (both are
 	// FINished: nsqd takes the FIN of the delivery it has out, go-nsq needs both answered), but is
-	// counted and timed once.
+	// counted and timed once. Ids are unique per nsqd only: the same id from another nsqd is
+	// another message.
 	messages := 0
 	for i, m := range acked {
-		if i == 0 || acked[i-1].ID != m.ID {
+		if i == 0 || acked[i-1].ID != m.ID || acked[i-1].NSQDAddress != m.NSQDAddress {
 			messages++
 			b.m.ackLatencyOf(now.Sub(time.Unix(0, m.Timestamp)))
 		}

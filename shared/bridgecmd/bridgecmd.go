@@ -15,6 +15,7 @@ import (
 	"os"
 	"runtime/debug"
 	runtimepprof "runtime/pprof"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -35,6 +36,8 @@ const EnvPrefix = "NSQK"
 
 // Settings are the program-level flags (the bridge's own are in bridge.Options).
 type Settings struct {
+	Config         string
+	ConfigYAML     string
 	MetricsAddress string
 	LogLevel       string
 	CloudWatchEMF  bool
@@ -47,6 +50,8 @@ type Settings struct {
 func FlagSet(o *bridge.Options, s *Settings) *flag.FlagSet {
 	fs := flag.NewFlagSet("nsqk-bridge", flag.ContinueOnError)
 	bridgeFlags(fs, o)
+	fs.StringVar(&s.Config, "config", "", "YAML file of global settings (named like the flags; flags and environment win) and a routes list: one bridge per route in this process (docs/routes.md)")
+	fs.Var((*commaJoined)(&s.ConfigYAML), "config-yaml", "the --config file's content, for a platform that passes settings only as environment variables (instead of --config)")
 	fs.StringVar(&s.MetricsAddress, "metrics-address", ":9090", "listen address of /metrics, /healthz and /readyz (empty = off)")
 	fs.StringVar(&s.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&s.CloudWatchEMF, "cloudwatch-emf", false, "write CloudWatch Embedded Metric Format lines to stdout (namespace NSQK/Bridge)")
@@ -64,7 +69,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var s Settings
 	fs := FlagSet(&o, &s)
 	fs.SetOutput(stderr)
-	if err := ff.Parse(fs, args, ff.WithEnvVarPrefix(EnvPrefix), ff.WithEnvVarSplit(",")); err != nil {
+	var cf configFile
+	if err := parseArgs(fs, &cf, &s, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
@@ -80,6 +86,14 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if s.CloudWatchEMF {
+		o.EMFOutput = stdout
+	}
+	routes, err := buildRoutes(o, cf.routes)
+	if err != nil {
+		fmt.Fprintln(stderr, "nsqk-bridge:", err)
+		return 2
+	}
 	if os.Getenv("GOGC") == "" {
 		// Besides its two memories the live heap is small (bounded by --max-in-flight) and
 		// churns fast; the default GOGC=100 spends ~15 % of the bridge's CPU collecting it. 400
@@ -90,7 +104,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		// GOGC=400 alone would let the heap grow to 5x the live heap, and the memories of keys
 		// and written messages make the live heap up to their budgets: a soft limit keeps the
 		// process within the budgets plus a working allowance (GC runs more often near it).
-		debug.SetMemoryLimit(MemoryLimit(&o))
+		debug.SetMemoryLimit(memoryLimit(routes))
 	}
 	if s.CPUProfile != "" {
 		f, err := os.Create(s.CPUProfile)
@@ -107,17 +121,18 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}()
 	}
 
-	kc, err := KinesisClient(ctx, o.MaxRequestsInFlight)
+	conns := 0
+	for _, r := range routes {
+		conns += r.o.MaxRequestsInFlight
+	}
+	kc, err := KinesisClient(ctx, conns)
 	if err != nil {
 		log.Error("AWS configuration", "err", err)
 		return 1
 	}
-	if s.CloudWatchEMF {
-		o.EMFOutput = stdout
-	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	b, err := bridge.New(o, kc, log, reg)
+	g, err := newGroup(routes, kc, log, reg)
 	if err != nil {
 		fmt.Fprintln(stderr, "nsqk-bridge:", err)
 		return 2
@@ -128,7 +143,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			log.Error("metrics listener", "err", err)
 			return 1
 		}
-		h := b.Handler(reg)
+		h := g.handler(reg)
 		if s.Pprof {
 			mux := http.NewServeMux()
 			mux.Handle("/", h)
@@ -142,11 +157,45 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		go srv.Serve(ln)
 		defer srv.Close()
 	}
-	if err := b.Run(ctx); err != nil {
+	if err := g.run(ctx, log); err != nil {
 		log.Error("bridge stopped with an error", "err", err)
 		return 1
 	}
 	return 0
+}
+
+// commaJoined is a string flag that survives the comma splitting of environment values (YAML
+// has commas): the parts are set one by one and joined again.
+type commaJoined string
+
+func (c *commaJoined) String() string { return string(*c) }
+func (c *commaJoined) Set(v string) error {
+	if *c != "" {
+		*c += ","
+	}
+	*c += commaJoined(v)
+	return nil
+}
+
+// parseArgs sets fs from args, then the environment, then the --config file or --config-yaml
+// (each only where the ones before left a flag unset); the file's routes go to cf.
+func parseArgs(fs *flag.FlagSet, cf *configFile, s *Settings, args []string) error {
+	err := ff.Parse(fs, args, ff.WithEnvVarPrefix(EnvPrefix), ff.WithEnvVarSplit(","),
+		ff.WithConfigFileFlag("config"), ff.WithConfigFileParser(cf.parser(fs)))
+	if err != nil || s.ConfigYAML == "" {
+		return err
+	}
+	if s.Config != "" {
+		return errors.New("use --config or --config-yaml, not both")
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	return cf.parser(fs)(strings.NewReader(s.ConfigYAML), func(name, value string) error {
+		if set[name] {
+			return nil // a flag or the environment set it
+		}
+		return fs.Set(name, value)
+	})
 }
 
 // WorkingMemoryMiB is what the bridge program allows itself beyond the budgets of its two
@@ -157,6 +206,15 @@ const WorkingMemoryMiB = 256
 // MemoryLimit is the Go soft memory limit the bridge program sets when GOMEMLIMIT is not set.
 func MemoryLimit(o *bridge.Options) int64 {
 	return int64(o.LateWindowMemoryMiB+o.WrittenMemoryMiB+WorkingMemoryMiB) << 20
+}
+
+// memoryLimit is MemoryLimit for several routes: each has its own two memories.
+func memoryLimit(routes []route) int64 {
+	mib := WorkingMemoryMiB
+	for _, r := range routes {
+		mib += r.o.LateWindowMemoryMiB + r.o.WrittenMemoryMiB
+	}
+	return int64(mib) << 20
 }
 
 // KinesisClient builds the SDK client from the standard chain (AWS_REGION,

@@ -72,7 +72,7 @@ func TestMainFromEnvironmentDrainsAndExitsCleanly(t *testing.T) {
 	go func() { done <- Main(rctx, nil, &stdout, &stderr) }()
 
 	waitFor(t, "300 messages acknowledged", func() bool {
-		return strings.Contains(get(t, metrics, "/metrics"), "nsqk_bridge_messages_acked_total 300")
+		return strings.Contains(get(t, metrics, "/metrics"), `nsqk_bridge_messages_acked_total{route="env-topic"} 300`)
 	})
 	if body := get(t, metrics, "/readyz"); body != "ready\n" {
 		t.Fatalf("/readyz = %q", body)

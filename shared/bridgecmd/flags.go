@@ -23,6 +23,11 @@ func (s *stringList) Set(v string) error {
 func bridgeFlags(fs *flag.FlagSet, o *bridge.Options) {
 	fs.Var((*stringList)(&o.NSQDTCPAddresses), "nsqd-tcp-address", "nsqd TCP address (repeatable)")
 	fs.Var((*stringList)(&o.LookupdHTTPAddresses), "lookupd-http-address", "nsqlookupd HTTP address (repeatable)")
+	fs.Func("nsqd-partition", "i/N: read only the nsqd nodes (from --lookupd-http-address) whose rendezvous hash of their address picks i, one of N bridges splitting a topic by node", func(s string) error {
+		p, err := bridge.ParsePartition(s)
+		o.NSQDPartition = p
+		return err
+	})
 	fs.Var((*stringList)(&o.NSQDHTTPAddresses), "nsqd-http-address", "nsqd HTTP address polled for the backlog gauge when using --nsqd-tcp-address (repeatable)")
 	fs.StringVar(&o.Topic, "topic", o.Topic, "NSQ topic to consume (required)")
 	fs.StringVar(&o.Channel, "channel", o.Channel, "NSQ channel to consume")

@@ -105,12 +105,17 @@ type Child struct {
 }
 
 // ChildArgs are the flags every child bridge gets; extra flags follow and may override them.
+// With nsqlookupd in the rig the case says how the child finds nsqd (a repeatable address flag
+// given here could only be added to, not replaced).
 func (r *Rig) ChildArgs(metricsAddr string) []string {
-	return []string{
-		"--nsqd-tcp-address", r.NSQ.TCPAddr(), "--nsqd-http-address", r.NSQ.HTTPAddr(),
+	var nsqd []string
+	if r.Lookupd == nil {
+		nsqd = []string{"--nsqd-tcp-address", r.NSQ.TCPAddr(), "--nsqd-http-address", r.NSQ.HTTPAddr()}
+	}
+	return append(nsqd,
 		"--topic", r.Topic, "--channel", r.Channel, "--dead-letter-topic", r.DLTopic, "--stream", r.Stream,
 		"--metrics-address", metricsAddr, "--max-buffered-time", "50ms", "--backlog-interval", "1s", "--log-level", "info",
-	}
+	)
 }
 
 // StartChild starts the bridge program with the rig's flags plus extra, talking to Kinesis

@@ -26,6 +26,7 @@ func Cases() []Case {
 	all = append(all, memoryCases()...)
 	all = append(all, datapathCases()...)
 	all = append(all, safetyCases()...)
+	all = append(all, routesCases()...)
 	return all
 }
 

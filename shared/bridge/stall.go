@@ -49,7 +49,8 @@ func (b *Bridge) unhealthy(now time.Time) error {
 	b.sampleStall(now)
 	since := b.noConnSince.Load()
 	if since == 0 || b.topicNowhere.Load() {
-		// No nsqd has the topic yet (nothing was published): a new bridge would find none either.
+		// No nsqd this bridge reads has the topic (nothing was published yet, or every node belongs
+		// to another --nsqd-partition group): a new bridge would find none either.
 		return nil
 	}
 	if d := now.Sub(time.Unix(0, since)); d >= b.o.UnhealthyAfter {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -266,4 +267,39 @@ func TestHealthzHealthyWhileNoNSQDHasTheTopic(t *testing.T) {
 	waitFor(t, 60*time.Second, "the bridge found the nsqd and wrote everything", func() bool {
 		return testutil.ToFloat64(r.b.m.messagesAcked) == 20 && testutil.ToFloat64(r.b.m.nsqdConns) == 1 && !r.b.topicNowhere.Load()
 	})
+}
+
+// A partitioned bridge whose group owns none of the topic's nodes has no nsqd connection by
+// design: /healthz stays healthy (a replacement would own none either) and it reads nothing.
+func TestHealthzHealthyWhenThePartitionOwnsNoNode(t *testing.T) {
+	lk := localtest.Lookupd(t)
+	h := newHarness(t, 1)
+	h.nsqd.Stop()
+	h.nsqd = localtest.NSQD(t, nsqlocal.Options{LookupdTCPAddresses: []string{lk.TCPAddr}, DiskOnly: true})
+	publishLocations(h, 20, 2)
+	client := &http.Client{Timeout: 5 * time.Second}
+	var listed []producer
+	waitFor(t, 30*time.Second, "nsqlookupd lists the topic's node", func() bool {
+		var err error
+		listed, err = lookupTopic(context.Background(), client, httpURL(lk.HTTPAddr, "/lookup", url.Values{"topic": {h.topic}}))
+		return err == nil && len(listed) == 1
+	})
+	p := Partition{Count: 2}
+	p.Index = 1 - p.Owner(listed[0].tcpAddr())
+	o := h.options()
+	o.NSQDTCPAddresses, o.NSQDHTTPAddresses = nil, nil
+	o.LookupdHTTPAddresses = []string{lk.HTTPAddr}
+	o.NSQDPartition = p
+	o.UnhealthyAfter = time.Second
+	start := time.Now()
+	r := h.start(o)
+	waitFor(t, 30*time.Second, "three times --unhealthy-after with no owned node", func() bool {
+		return r.b.topicNowhere.Load() && time.Since(start) > 3*o.UnhealthyAfter
+	})
+	if code, body := healthz(t, r.b.Handler(h.reg)); code != http.StatusOK {
+		t.Fatalf("healthz %d %q for a partition that owns no node", code, body)
+	}
+	if c, acked := testutil.ToFloat64(r.b.m.nsqdConns), testutil.ToFloat64(r.b.m.messagesAcked); c != 0 || acked != 0 {
+		t.Fatalf("%v connections, %v messages acked: the node belongs to the other group", c, acked)
+	}
 }

@@ -1,5 +1,6 @@
 // Command nsqk is the developer and operator CLI of the NSQ -> Kinesis bridge: run the whole flow
-// locally (dev), decode KPL records (decode), and the benchmark and fault tools.
+// locally (dev), read the log back (tail, replay, redrive, failed, decode), and the benchmark and
+// fault tools.
 package main
 
 import (
@@ -34,32 +35,24 @@ func run(ctx context.Context, args []string) int {
 		ShortUsage: "nsqk <subcommand> [flags]   (also: nsqk bridge [bridge flags])",
 		ShortHelp:  "NSQ -> Kinesis bridge tooling",
 		FlagSet:    flag.NewFlagSet("nsqk", flag.ContinueOnError),
-		Subcommands: []*ffcli.Command{
-			devCommand(),
-			decodeCommand(),
-			tailCommand(),
-			replayCommand(),
-			redriveCommand(),
-			failedCommand(),
-			chaosCommand(),
-			bench.Command(),
-		},
+		Subcommands: []*ffcli.Command{devCommand(), decodeCommand(), tailCommand(), replayCommand(),
+			redriveCommand(), failedCommand(), chaosCommand(), bench.Command()},
 		Exec: func(context.Context, []string) error { return flag.ErrHelp },
 	}
 	if err := root.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 2
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "nsqk:", err)
 		}
-		fmt.Fprintln(os.Stderr, "nsqk:", err)
 		return 2
 	}
-	if err := root.Run(ctx); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, ffcli.DefaultUsageFunc(root))
-			return 2
-		}
+	switch err := root.Run(ctx); {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		fmt.Fprintln(os.Stderr, ffcli.DefaultUsageFunc(root))
+		return 2
+	default:
 		fmt.Fprintln(os.Stderr, "nsqk:", err)
 		return 1
 	}
-	return 0
 }

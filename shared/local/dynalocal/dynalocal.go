@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
@@ -28,7 +27,7 @@ import (
 )
 
 // Region is the region every local client uses.
-const Region = "us-east-1"
+const Region = nodeproc.Region
 
 // Options configures Start.
 type Options struct {
@@ -55,17 +54,14 @@ func Start(ctx context.Context, o Options) (*Dynalite, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dynalocal: %w", err)
 	}
-	port := o.Port
-	if port == 0 {
-		if port, err = nodeproc.FreePort(); err != nil {
-			return nil, err
-		}
+	port, endpoint, err := nodeproc.Endpoint(o.Port)
+	if err != nil {
+		return nil, err
 	}
 	cmd := exec.Command("node", cli, "--host", "127.0.0.1", "--port", strconv.Itoa(port),
 		"--createTableMs", "0", "--deleteTableMs", "0", "--updateTableMs", "0")
 	cmd.Dir = filepath.Dir(cli)
 	cmd.Stdout, cmd.Stderr = o.Stdout, o.Stderr
-	endpoint := fmt.Sprintf("http://127.0.0.1:%d", port)
 	c := NewClient(endpoint)
 	proc, err := nodeproc.Start(ctx, "dynalite", cmd, o.StartTimeout, func(ctx context.Context) error {
 		_, err := c.ListTables(ctx, &dynamodb.ListTablesInput{}, func(o *dynamodb.Options) { o.RetryMaxAttempts = 1 })
@@ -84,11 +80,7 @@ func (d *Dynalite) Client(optFns ...func(*dynamodb.Options)) *dynamodb.Client {
 
 // NewClient returns a DynamoDB client for a local endpoint: static credentials, region us-east-1.
 func NewClient(endpoint string, optFns ...func(*dynamodb.Options)) *dynamodb.Client {
-	cfg := aws.Config{
-		Region:      Region,
-		Credentials: credentials.NewStaticCredentialsProvider("local", "local", ""),
-	}
-	return dynamodb.NewFromConfig(cfg, append([]func(*dynamodb.Options){func(o *dynamodb.Options) {
+	return dynamodb.NewFromConfig(nodeproc.AWSConfig(), append([]func(*dynamodb.Options){func(o *dynamodb.Options) {
 		o.BaseEndpoint = aws.String(endpoint)
 	}}, optFns...)...)
 }

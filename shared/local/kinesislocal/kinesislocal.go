@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 
@@ -34,7 +33,7 @@ const (
 )
 
 // Region is the region every local client uses.
-const Region = "us-east-1"
+const Region = nodeproc.Region
 
 // Options configures Start.
 type Options struct {
@@ -80,11 +79,9 @@ func Start(ctx context.Context, o Options) (*Emulator, error) {
 	if err != nil {
 		return nil, err
 	}
-	port := o.Port
-	if port == 0 {
-		if port, err = FreePort(); err != nil {
-			return nil, err
-		}
+	port, endpoint, err := nodeproc.Endpoint(o.Port)
+	if err != nil {
+		return nil, err
 	}
 	var cmd *exec.Cmd
 	switch o.Kind {
@@ -116,7 +113,6 @@ func Start(ctx context.Context, o Options) (*Emulator, error) {
 	}
 	cmd.Dir = tools
 	cmd.Stdout, cmd.Stderr = o.Stdout, o.Stderr
-	endpoint := fmt.Sprintf("http://127.0.0.1:%d", port)
 	c := NewClient(endpoint)
 	proc, err := nodeproc.Start(ctx, string(o.Kind), cmd, o.StartTimeout, func(ctx context.Context) error {
 		_, err := c.ListStreams(ctx, &kinesis.ListStreamsInput{}, func(o *kinesis.Options) { o.RetryMaxAttempts = 1 })
@@ -136,11 +132,7 @@ func (e *Emulator) Client(optFns ...func(*kinesis.Options)) *kinesis.Client {
 // NewClient returns a Kinesis client for a local endpoint: static credentials (the emulators need
 // an Authorization header but accept any), region us-east-1.
 func NewClient(endpoint string, optFns ...func(*kinesis.Options)) *kinesis.Client {
-	cfg := aws.Config{
-		Region:      Region,
-		Credentials: credentials.NewStaticCredentialsProvider("local", "local", ""),
-	}
-	return kinesis.NewFromConfig(cfg, append([]func(*kinesis.Options){func(o *kinesis.Options) {
+	return kinesis.NewFromConfig(nodeproc.AWSConfig(), append([]func(*kinesis.Options){func(o *kinesis.Options) {
 		o.BaseEndpoint = aws.String(endpoint)
 	}}, optFns...)...)
 }

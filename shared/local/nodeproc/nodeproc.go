@@ -17,6 +17,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
 )
 
 // ToolsDir finds the directory holding the pinned node_modules: $NSQK_NODE_TOOLS, or the first
@@ -125,4 +128,24 @@ func (p *Proc) Close() error {
 		<-p.waitErr
 	})
 	return nil
+}
+
+// Region is the region every local client uses.
+const Region = "us-east-1"
+
+// Endpoint returns port, or a free one when port is 0, and the HTTP endpoint on 127.0.0.1 for it.
+func Endpoint(port int) (int, string, error) {
+	if port == 0 {
+		var err error
+		if port, err = FreePort(); err != nil {
+			return 0, "", err
+		}
+	}
+	return port, fmt.Sprintf("http://127.0.0.1:%d", port), nil
+}
+
+// AWSConfig is the SDK configuration of a client of a local stand-in: static credentials (the
+// stand-ins need an Authorization header but accept any) and Region.
+func AWSConfig() aws.Config {
+	return aws.Config{Region: Region, Credentials: credentials.NewStaticCredentialsProvider("local", "local", "")}
 }

@@ -24,7 +24,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
@@ -32,7 +31,7 @@ import (
 )
 
 // Region is the region every local client uses.
-const Region = "us-east-1"
+const Region = nodeproc.Region
 
 // Options configures Start.
 type Options struct {
@@ -59,17 +58,14 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sqslocal: %w", err)
 	}
-	port := o.Port
-	if port == 0 {
-		if port, err = nodeproc.FreePort(); err != nil {
-			return nil, err
-		}
+	port, endpoint, err := nodeproc.Endpoint(o.Port)
+	if err != nil {
+		return nil, err
 	}
 	cmd := exec.Command("node", cli)
 	cmd.Dir = filepath.Dir(cli)
 	cmd.Env = append(os.Environ(), "FAUXQS_PORT="+strconv.Itoa(port), "FAUXQS_LOGGER=false", "FAUXQS_DEFAULT_REGION="+Region)
 	cmd.Stdout, cmd.Stderr = o.Stdout, o.Stderr
-	endpoint := fmt.Sprintf("http://127.0.0.1:%d", port)
 	c := NewClient(endpoint)
 	proc, err := nodeproc.Start(ctx, "fauxqs", cmd, o.StartTimeout, func(ctx context.Context) error {
 		_, err := c.ListQueues(ctx, &sqs.ListQueuesInput{}, func(o *sqs.Options) { o.RetryMaxAttempts = 1 })
@@ -88,11 +84,7 @@ func (s *Server) Client(optFns ...func(*sqs.Options)) *sqs.Client {
 
 // NewClient returns an SQS client for a local endpoint: static credentials, region us-east-1.
 func NewClient(endpoint string, optFns ...func(*sqs.Options)) *sqs.Client {
-	cfg := aws.Config{
-		Region:      Region,
-		Credentials: credentials.NewStaticCredentialsProvider("local", "local", ""),
-	}
-	return sqs.NewFromConfig(cfg, append([]func(*sqs.Options){func(o *sqs.Options) {
+	return sqs.NewFromConfig(nodeproc.AWSConfig(), append([]func(*sqs.Options){func(o *sqs.Options) {
 		o.BaseEndpoint = aws.String(endpoint)
 	}}, optFns...)...)
 }

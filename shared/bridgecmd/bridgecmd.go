@@ -30,6 +30,7 @@ import (
 
 	"github.com/nsqk/nsqk/shared/bridge"
 	"github.com/nsqk/nsqk/shared/emf"
+	"github.com/nsqk/nsqk/shared/putrecords"
 )
 
 // EnvPrefix prefixes the environment variable of every flag: --max-in-flight is NSQK_MAX_IN_FLIGHT.
@@ -162,7 +163,9 @@ func KinesisClient(ctx context.Context, conns int) (*kinesis.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return kinesis.NewFromConfig(cfg), nil
+	// PutRecords bodies are encoded in one pass into a buffer of their exact size (shared/putrecords);
+	// signing, retries and transport stay the SDK's.
+	return kinesis.NewFromConfig(cfg, putrecords.WithEncoder), nil
 }
 
 // streamName returns the name part of a stream ARN (arn:aws:kinesis:region:acct:stream/NAME).

@@ -73,6 +73,9 @@ type Conn struct {
 	r io.Reader
 	w io.Writer
 
+	// nsqk patch: a read since the last message may have reached the socket (readLoop only).
+	socketRead bool
+
 	cmdChan         chan *Command
 	msgResponseChan chan *msgResponse
 	exitChan        chan int
@@ -282,6 +285,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 	// deadline (setting one costs a clock read and a timer update, several per message).
 	if br, ok := c.r.(*bufio.Reader); !ok || br.Buffered() < len(p) {
 		c.conn.SetReadDeadline(time.Now().Add(c.config.ReadTimeout))
+		c.socketRead = true
 	}
 	return c.r.Read(p)
 }
@@ -560,7 +564,12 @@ func (c *Conn) readLoop() {
 			msg.NSQDAddress = c.String()
 
 			atomic.AddInt64(&c.messagesInFlight, 1)
-			atomic.StoreInt64(&c.lastMsgTimestamp, time.Now().UnixNano())
+			// nsqk patch: a message read from the buffer arrived with the read that filled it,
+			// whose time is already stored; only a read that reached the socket needs the clock.
+			if c.socketRead {
+				c.socketRead = false
+				atomic.StoreInt64(&c.lastMsgTimestamp, time.Now().UnixNano())
+			}
 
 			c.delegate.OnMessage(c, msg)
 		case FrameTypeError:

@@ -25,6 +25,7 @@ require (
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/client_model v0.6.3
 	github.com/prometheus/common v0.72.0
+	github.com/segmentio/asm v1.2.1
 	github.com/tidwall/gjson v1.20.2
 	golang.org/x/sys v0.49.0
 	google.golang.org/protobuf v1.36.12

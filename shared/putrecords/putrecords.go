@@ -1,5 +1,8 @@
 // Package putrecords encodes Kinesis PutRecords request bodies in one pass into a buffer of the
 // exact size, underneath the AWS SDK's own endpoint resolution, signing, retries and transport.
+// The records' data is base64-encoded with SIMD (github.com/segmentio/asm: AVX2 on amd64, NEON on
+// arm64; the standard library's encoder elsewhere), about ten times faster than encoding/base64,
+// which the SDK uses and which was the single largest function of the request path.
 //
 // The SDK's generic JSON serializer grows its buffer by doubling while it base64-encodes the
 // records into it and then copies the whole body once more; for the half-megabyte bodies a busy
@@ -17,13 +20,13 @@ package putrecords
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
+	"github.com/segmentio/asm/base64"
 )
 
 // WithEncoder is a kinesis.Options function that encodes PutRecords bodies with AppendBody:

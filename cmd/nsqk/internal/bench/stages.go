@@ -38,7 +38,7 @@ var stages = []stage{
 	{"request signing (SHA-256 of the body, SigV4)", []string{sdkPkg + "aws/signer/", "crypto/sha256.", "crypto/internal/fips140/sha256.", "crypto/hmac."}},
 	{"request encoding (JSON, base64)", []string{kinPkg + "(*PutRecordsInput).Serialize", kinPkg + "serializePutRecords", kinPkg + "awsAwsjson11_serialize",
 		"github.com/aws/aws-sdk-go-v2/service/kinesis/types.(*PutRecordsRequestEntry)",
-		"github.com/aws/smithy-go/encoding/json.", "encoding/base64.", "github.com/nsqk/nsqk/shared/putrecords.",
+		"github.com/aws/smithy-go/encoding/json.", "encoding/base64.", "github.com/segmentio/asm/base64.", "github.com/nsqk/nsqk/shared/putrecords.",
 		"github.com/aws/smithy-go/transport/http/protocol/internal/json.(*ShapeSerializer)"}},
 	{"routing (MD5 of the key, shard lookup)", []string{"github.com/nsqk/nsqk/shared/shardmap.", bridgePkg + "(*Bridge).route", bridgePkg + "(*Bridge).stickyShard"}},
 	{"aggregation and the aggregate's MD5", []string{"github.com/nsqk/nsqk/shared/kpl.", bridgePkg + "(*Bridge).seal"}},

@@ -84,6 +84,7 @@ func TestBenchSmoke(t *testing.T) {
 		latencyRates: "2000", latencyMBT: "20ms", latencyFor: 1500 * time.Millisecond, latencyWarmup: 300 * time.Millisecond,
 		verifyReadback: true, timeout: 60 * time.Second, kinesisLatency: 5 * time.Millisecond,
 		exe: exe, childEnv: []string{childEnvVar + "=1"}, args: []string{"nsqk", "bench", "(test)"},
+		compareExe: exe, profile: true,
 	}
 	var out bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -105,7 +106,7 @@ func TestBenchSmoke(t *testing.T) {
 	if !r.OK || len(r.Errors) > 0 {
 		t.Fatalf("report not OK: %v %v", r.Errors, r.Notes)
 	}
-	want := []string{"baseline", "bridge-null", "bridge-null-latency", "shards-1", "shards-4"}
+	want := []string{"baseline", "bridge-null", "bridge-compared", "bridge-null-latency", "shards-1", "shards-4"}
 	if withKinesalite {
 		want = append(want, "bridge-kinesalite")
 	}
@@ -145,12 +146,22 @@ func TestBenchSmoke(t *testing.T) {
 	for _, f := range r.Figures {
 		names[f.Name] = f.Verdict
 	}
-	for _, n := range []string{"bridge -> null sink / baseline", "bridge CPU per message (process lifetime)", "bridge peak RSS",
+	for _, n := range []string{"bridge / patched baseline: drain rate", "bridge / compared bridge: CPU per message", "bridge CPU per message (process lifetime)", "bridge peak RSS",
 		"payload bytes out / bytes in (bridge metrics)", "exact-once at the null sink", "exact-once through throttling retries",
 		"bridge graceful shutdown (SIGTERM after drain)", "kpl.Aggregate", "consumer", "bridge -> null sink answering after 5ms"} {
 		if _, ok := names[n]; !ok {
 			t.Errorf("figure %q missing", n)
 		}
+	}
+	if p := r.Profile; p == nil || p.Stages == nil || p.ComparedStages == nil || len(p.Stages.Stages) != len(stages)+1 || p.Stages.CPUSeconds <= 0 {
+		t.Errorf("profile %+v", p)
+	} else if sum := func() (v float64) {
+		for _, s := range p.Stages.Stages {
+			v += s.Percent
+		}
+		return v
+	}(); sum < 99.9 || sum > 100.1 {
+		t.Errorf("stages add up to %.2f%%", sum)
 	}
 	if names["exact-once at the null sink"] != verdictPass || names["payload bytes out / bytes in (null sink's count)"] != verdictPass {
 		t.Errorf("verdicts %v", names)

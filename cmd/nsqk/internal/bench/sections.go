@@ -309,7 +309,9 @@ type profileResult struct {
 
 // bridgeHasFlag asks `nsqk bridge -h` of an nsqk binary whether a flag exists.
 func (b *bench) bridgeHasFlag(exe, name string) bool {
-	out, _ := exec.Command(exe, "bridge", "-h").CombinedOutput()
+	cmd := exec.Command(exe, "bridge", "-h")
+	cmd.Env = b.childEnv()
+	out, _ := cmd.CombinedOutput()
 	return strings.Contains(string(out), "-"+name+" ") || strings.Contains(string(out), "-"+name+"\n")
 }
 

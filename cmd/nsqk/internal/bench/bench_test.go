@@ -135,7 +135,10 @@ func TestBenchSmoke(t *testing.T) {
 	if got["shards-1"].SinkStats == nil || got["bridge-null"].SinkStats == nil || got["bridge-null"].SinkStats.UserRecords != 3000 {
 		t.Fatal("sink stats missing")
 	}
-	if len(r.Latency) != 1 || r.Latency[0].Samples == 0 || r.Latency[0].SinkSamples == 0 || r.Latency[0].Verification == nil ||
+	if len(r.Latency) != 2 || !r.Latency[1].Compared || r.Latency[1].Samples == 0 || r.Latency[1].CPUMicrosPerMsg <= 0 {
+		t.Fatalf("compared latency run %+v", r.Latency)
+	}
+	if len(r.Latency) != 2 || r.Latency[0].Samples == 0 || r.Latency[0].SinkSamples == 0 || r.Latency[0].Verification == nil ||
 		!r.Latency[0].Verification.OK || r.Latency[0].P99 <= 0 {
 		t.Fatalf("latency %+v", r.Latency)
 	}

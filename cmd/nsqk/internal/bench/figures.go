@@ -226,12 +226,12 @@ func onceFigure(r *Report, section, name string, runs []drainResult) {
 func peakRSSFigure(r *Report) {
 	peak, at := 0.0, ""
 	for _, d := range r.Drains {
-		if d.Kind == "bridge" && d.MaxRSSMB > peak {
+		if d.Kind == "bridge" && d.MaxRSSMB > peak && !strings.Contains(d.Name, "compared") {
 			peak, at = d.MaxRSSMB, d.Name
 		}
 	}
 	for _, l := range r.Latency {
-		if l.MaxRSSMB > peak {
+		if l.MaxRSSMB > peak && !l.Compared {
 			peak, at = l.MaxRSSMB, l.Name
 		}
 	}
@@ -324,6 +324,9 @@ func latencyFigures(r *Report) {
 	var null []drainResult
 	for _, l := range r.Latency {
 		name := fmt.Sprintf("%s msg/s, max-buffered-time %s (%s)", thousands(float64(l.Rate)), l.MaxBufferedTime, l.Sink)
+		if l.Compared {
+			name += ", compared bridge"
+		}
 		if l.Error != "" && l.Samples == 0 {
 			r.add(s, name, math.NaN(), "", "failed: "+firstLine(l.Error), "", verdictFail)
 			continue
@@ -337,7 +340,7 @@ func latencyFigures(r *Report) {
 			text = fmt.Sprintf("FELL BEHIND (%s still queued %s after publishing); of those acked: %s", thousands(float64(l.Behind)), latencyCatchUp, text)
 		}
 		target, verdict := "", ""
-		if l.Rate == targetLatencyRate && l.Sink == sinkNull {
+		if l.Rate == targetLatencyRate && l.Sink == sinkNull && !l.Compared {
 			limit := l.MaxBufferedMs + targetLatencySlack
 			target = fmt.Sprintf("p99 <= %.0f ms", limit)
 			verdict = passIf(l.P99 <= limit && l.Behind == 0, verdictMiss)

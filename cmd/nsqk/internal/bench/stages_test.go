@@ -94,17 +94,23 @@ func TestRatioFigures(t *testing.T) {
 		drainResult{Name: "bridge-compared-2", Kind: "bridge", Sink: sinkNull, Messages: 1000, Drained: true, Rate: 40_000, CPUMicrosPerMsg: 12,
 			Verification: r.Drains[1].Verification},
 	)
-	r.Drains[1].CPUMicrosPerMsg = 2 // bridge-null-1: within the goal
+	r.Drains[1].CPUMicrosPerMsg = 2          // bridge-null-1: within the goal
+	r.Drains[len(r.Drains)-1].MaxRSSMB = 500 // the compared bridge's RSS is not this bridge's
+	l := r.Latency[1]
+	l.Name, l.Compared, l.CPUMicrosPerMsg, l.MaxRSSMB, r.Latency[1].CPUMicrosPerMsg = l.Name+"-compared", true, 5, 400, 4
+	r.Latency = append(r.Latency, l)
 	computeFigures(r)
 	v := verdicts(r)
 	want := map[string]string{
-		"go-nsq as released: same consumer, FIN at once (median of 2)":                      "45,000 msg/s",
-		"bridge / go-nsq as released: drain rate (median of 2 interleaved pairs)":           "1.90x", // 90/50, 80/40
-		"bridge / go-nsq as released: CPU per message (median of 2 interleaved pairs)":      "0.42x", // 2/8, 6/10
-		"patched baseline / go-nsq as released: drain rate (median of 2 interleaved pairs)": "2.25x",
-		"bridge / compared bridge: CPU per message (median of 2 interleaved pairs)":         "0.38x", // 2/8, 6/12
-		"bridge CPU per message minus the compared bridge's (medians)":                      "-5.00 us",
-		"bridge CPU per message (process lifetime)":                                         "5.00 us", // 2, 6, 5
+		"go-nsq as released: same consumer, FIN at once (median of 2)":                                "45,000 msg/s",
+		"bridge / go-nsq as released: drain rate (median of 2 interleaved pairs)":                     "1.90x", // 90/50, 80/40
+		"bridge / go-nsq as released: CPU per message (median of 2 interleaved pairs)":                "0.42x", // 2/8, 6/10
+		"patched baseline / go-nsq as released: drain rate (median of 2 interleaved pairs)":           "2.25x",
+		"bridge / compared bridge: CPU per message (median of 2 interleaved pairs)":                   "0.38x", // 2/8, 6/12
+		"bridge CPU per message minus the compared bridge's (medians)":                                "-5.00 us",
+		"bridge CPU per message (process lifetime)":                                                   "5.00 us", // 2, 6, 5
+		"bridge / compared bridge: CPU per message at a fixed 20,000 msg/s (max-buffered-time 100ms)": "0.80x (4.00 / 5.00 us)",
+		"bridge peak RSS, any run": "60.0 MB (bridge-kinesalite)",
 	}
 	for name, text := range want {
 		if f, ok := v[name]; !ok || f.Text != text {

@@ -62,16 +62,16 @@ func ratioFigures(r *Report) {
 	row("bridge / patched baseline", null, base)
 	row("bridge / go-nsq as released", null, rel)
 	row("patched baseline / go-nsq as released", base, rel)
-	for _, l := range r.Latency {
-		if l.Compared {
+	// A compared latency run follows the run of this bridge it pairs with.
+	for i, c := range r.Latency {
+		if i == 0 || !c.Compared {
 			continue
 		}
-		for _, c := range r.Latency {
-			if c.Compared && c.Sink == l.Sink && c.Rate == l.Rate && c.MaxBufferedTime == l.MaxBufferedTime && l.CPUMicrosPerMsg > 0 && c.CPUMicrosPerMsg > 0 {
-				v := l.CPUMicrosPerMsg / c.CPUMicrosPerMsg
-				r.add(s, fmt.Sprintf("bridge / compared bridge: CPU per message at a fixed %s msg/s (max-buffered-time %s)", thousands(float64(l.Rate)), l.MaxBufferedTime),
-					v, "x", fmt.Sprintf("%.2fx (%.2f / %.2f us)", v, l.CPUMicrosPerMsg, c.CPUMicrosPerMsg), "", "")
-			}
+		l := r.Latency[i-1]
+		if !l.Compared && c.Sink == l.Sink && c.Rate == l.Rate && c.MaxBufferedTime == l.MaxBufferedTime && l.CPUMicrosPerMsg > 0 && c.CPUMicrosPerMsg > 0 {
+			v := l.CPUMicrosPerMsg / c.CPUMicrosPerMsg
+			r.add(s, fmt.Sprintf("bridge / compared bridge: CPU per message at a fixed %s msg/s (max-buffered-time %s)", thousands(float64(l.Rate)), l.MaxBufferedTime),
+				v, "x", fmt.Sprintf("%.2fx (%.2f / %.2f us)", v, l.CPUMicrosPerMsg, c.CPUMicrosPerMsg), "", "")
 		}
 	}
 	if len(cmp) > 0 {

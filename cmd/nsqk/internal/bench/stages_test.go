@@ -98,7 +98,7 @@ func TestRatioFigures(t *testing.T) {
 	r.Drains[len(r.Drains)-1].MaxRSSMB = 500 // the compared bridge's RSS is not this bridge's
 	l := r.Latency[1]
 	l.Name, l.Compared, l.CPUMicrosPerMsg, l.MaxRSSMB, r.Latency[1].CPUMicrosPerMsg = l.Name+"-compared", true, 5, 400, 4
-	r.Latency = append(r.Latency, l)
+	r.Latency = append(r.Latency[:2], l, r.Latency[2]) // right after the run it pairs with
 	computeFigures(r)
 	v := verdicts(r)
 	want := map[string]string{

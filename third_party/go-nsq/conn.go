@@ -75,6 +75,8 @@ type Conn struct {
 
 	// nsqk patch: a read since the last message may have reached the socket (readLoop only).
 	socketRead bool
+	// nsqk patch: a FIN command line, built in place by the write loop (under mtx).
+	finLine [len("FIN ") + MsgIDLength + 1]byte
 
 	cmdChan         chan *Command
 	msgResponseChan chan *msgResponse
@@ -637,7 +639,7 @@ func (c *Conn) writeLoop() {
 			if err != nil {
 				c.log(LogLevelError, "IO error - %s", err)
 				c.delegate.OnIOError(c, err)
-				c.log(LogLevelError, "error sending command %s - %s", resp.cmd, err)
+				c.log(LogLevelError, "error sending command %s - %s", responseCommand(resp), err)
 				c.close()
 				continue
 			}
@@ -676,8 +678,23 @@ func (c *Conn) writeResponse(resp *msgResponse) error {
 		}
 	}
 	// Straight into the writer: the deadline is set once per batch (nsqk patch).
+	if resp.cmd == nil {
+		// A FIN (nsqk patch): the line Finish(id).WriteTo writes, in one write.
+		b := append(c.finLine[:0], "FIN "...)
+		b = append(b, resp.msg.ID[:]...)
+		_, err := c.w.Write(append(b, '\n'))
+		return err
+	}
 	_, err := resp.cmd.WriteTo(c.w)
 	return err
+}
+
+// responseCommand is the command of a response (nsqk patch: a FIN carries none).
+func responseCommand(resp *msgResponse) *Command {
+	if resp.cmd == nil {
+		return Finish(resp.msg.ID)
+	}
+	return resp.cmd
 }
 
 func (c *Conn) close() {
@@ -769,7 +786,9 @@ func (c *Conn) waitForCleanup() {
 }
 
 func (c *Conn) onMessageFinish(m *Message) {
-	c.msgResponseChan <- &msgResponse{msg: m, cmd: Finish(m.ID), success: true}
+	// nsqk patch: no Command for a FIN (cmd nil): writeResponse writes its line directly, which
+	// saves the Command's allocations on every message.
+	c.msgResponseChan <- &msgResponse{msg: m, success: true}
 }
 
 func (c *Conn) onMessageRequeue(m *Message, delay time.Duration, backoff bool) {

@@ -67,11 +67,14 @@ cdk-deploy: tools lambda ## deploy the stack (AWS credentials, cdk-bootstrap don
 cdk-destroy: tools lambda ## delete the stack (retained resources stay: see docs/deploy.md, Teardown)
 	$(CDK) destroy $(CDK_ARGS)
 
-bench: tools ## micro-benchmarks, then nsqk bench (~12 min on 2 cores; ARGS='--quick' ~3 min): table + .bench/report.json
+# The second baseline is the same consumer built against go-nsq as released: its own module, so
+# the patched copy in third_party/go-nsq does not apply to it.
+bench: tools ## micro-benchmarks, then nsqk bench (~12 min on 2 cores; ARGS='--quick' ~3 min; ARGS='--compare-exe OLD' adds an older nsqk): table + .bench/report.json
 	@mkdir -p .bench
-	set -o pipefail; $(GO) test -run '^$$' -bench . -benchmem ./shared/kpl ./shared/consumer | tee .bench/micro.txt
+	set -o pipefail; $(GO) test -run '^$$' -bench . -benchmem ./shared/kpl ./shared/consumer ./shared/putrecords | tee .bench/micro.txt
 	$(GO) build -trimpath -o $(BIN)/nsqk ./cmd/nsqk
-	$(BIN)/nsqk bench --micro .bench/micro.txt $(ARGS)
+	cd cmd/nsqk/internal/bench/released && $(GO) build -trimpath -o $(CURDIR)/$(BIN)/nsqk-baseline-released .
+	$(BIN)/nsqk bench --micro .bench/micro.txt --released-baseline $(BIN)/nsqk-baseline-released --profile $(ARGS)
 
 chaos: tools ## the fault suite, every case (~10 min on 2 cores): table on stdout, .chaos/report.json; ARGS='--quick' or ARGS='--case NAME'
 	$(GO) build -trimpath -o $(BIN)/nsqk ./cmd/nsqk

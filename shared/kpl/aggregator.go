@@ -226,6 +226,11 @@ func (a *Aggregator) Flush(dst []byte) Record {
 			Data:            append(dst[:0], a.records[a.firstData:]...),
 		}
 	} else {
+		// Sized once: appending piece by piece to a small dst (nil, from a caller that keeps no
+		// spare buffer) would grow and copy it several times per aggregate.
+		if size := a.aggregateSize() - len(a.outerPK); cap(dst) < size {
+			dst = make([]byte, 0, size)
+		}
 		out := append(dst[:0], Magic...)
 		out = append(out, a.pkTable...)
 		out = append(out, a.ehkTable...)

@@ -560,3 +560,32 @@ func TestAddZeroAllocsSteadyState(t *testing.T) {
 		t.Errorf("%v allocations per Add (incl. flushes), want 0", allocs)
 	}
 }
+
+// Flush into no buffer allocates the record once, at its exact size.
+func TestFlushNilAllocatesOnce(t *testing.T) {
+	a := NewAggregator(AggregatorConfig{OuterExplicitHashKey: "0"})
+	data := make([]byte, 250)
+	keys := make([]string, 300)
+	for i := range keys {
+		keys[i] = "user-" + strconv.Itoa(i)
+	}
+	fill := func() {
+		for _, k := range keys {
+			if err := a.Add(k, "", data); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	fill()
+	rec := a.Flush(nil)
+	if len(rec.Data) != cap(rec.Data) {
+		t.Errorf("record of %d bytes in a buffer of %d", len(rec.Data), cap(rec.Data))
+	}
+	if n := testing.AllocsPerRun(20, func() {
+		a.Reset()
+		fill()
+		a.Flush(nil)
+	}); n > 1 {
+		t.Errorf("Add x300 + Flush(nil): %.0f allocations, want 1", n)
+	}
+}

@@ -73,6 +73,11 @@ type Conn struct {
 	r io.Reader
 	w io.Writer
 
+	// nsqk patch: a read since the last message may have reached the socket (readLoop only).
+	socketRead bool
+	// nsqk patch: a FIN command line, built in place by writeResponses (under mtx).
+	finLine [len("FIN ") + MsgIDLength + 1]byte
+
 	cmdChan         chan *Command
 	msgResponseChan chan *msgResponse
 	respBatch       []*msgResponse // writeLoop's (nsqk patch)
@@ -283,6 +288,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 	// deadline (setting one costs a clock read and a timer update, several per message).
 	if br, ok := c.r.(*bufio.Reader); !ok || br.Buffered() < len(p) {
 		c.conn.SetReadDeadline(time.Now().Add(c.config.ReadTimeout))
+		c.socketRead = true
 	}
 	return c.r.Read(p)
 }
@@ -574,7 +580,12 @@ func (c *Conn) readLoop() {
 			msg.NSQDAddress = c.String()
 
 			atomic.AddInt64(&c.messagesInFlight, 1)
-			atomic.StoreInt64(&c.lastMsgTimestamp, time.Now().UnixNano())
+			// nsqk patch: a message read from the buffer arrived with the read that filled it,
+			// whose time is already stored; only a read that reached the socket needs the clock.
+			if c.socketRead {
+				c.socketRead = false
+				atomic.StoreInt64(&c.lastMsgTimestamp, time.Now().UnixNano())
+			}
 
 			c.delegate.OnMessage(c, msg)
 		case FrameTypeError:
@@ -691,6 +702,15 @@ func (c *Conn) writeResponses(batch []*msgResponse) error {
 	// by itself whenever it fills up, not only at the end.
 	c.conn.SetWriteDeadline(time.Now().Add(c.config.WriteTimeout))
 	for _, resp := range batch {
+		if resp.cmd == nil {
+			// A FIN (nsqk patch): the line Finish(id).WriteTo writes, in one write.
+			b := append(c.finLine[:0], "FIN "...)
+			b = append(b, resp.msg.ID[:]...)
+			if _, err := c.w.Write(append(b, '\n')); err != nil {
+				return err
+			}
+			continue
+		}
 		if _, err := resp.cmd.WriteTo(c.w); err != nil {
 			return err
 		}
@@ -787,7 +807,9 @@ func (c *Conn) waitForCleanup() {
 }
 
 func (c *Conn) onMessageFinish(m *Message) {
-	c.msgResponseChan <- &msgResponse{msg: m, cmd: Finish(m.ID), success: true}
+	// nsqk patch: no Command for a FIN (cmd nil): writeResponse writes its line directly, which
+	// saves the Command's allocations on every message.
+	c.msgResponseChan <- &msgResponse{msg: m, success: true}
 }
 
 func (c *Conn) onMessageRequeue(m *Message, delay time.Duration, backoff bool) {

@@ -170,7 +170,11 @@ func NewConsumer(topic string, channel string, config *Config) (*Consumer, error
 		logLvl:      LogLevelInfo,
 		maxInFlight: int32(config.MaxInFlight),
 
-		incomingMessages: make(chan *Message),
+		// nsqk patch: buffered, so that the read loop hands messages over without waiting for a
+		// handler to take each one (a goroutine switch per message). Messages in the buffer are in
+		// flight like the one upstream's read loop holds while it waits: counted, and answered
+		// before a closing connection finishes.
+		incomingMessages: make(chan *Message, incomingBuffer),
 
 		rdyRetryTimers:     make(map[string]*time.Timer),
 		pendingConnections: make(map[string]*Conn),
@@ -1228,3 +1232,6 @@ func buildLookupAddr(addr, topic string) (string, error) {
 	u.RawQuery = v.Encode()
 	return u.String(), nil
 }
+
+// incomingBuffer is how many received messages may wait for a handler (nsqk patch).
+const incomingBuffer = 64

@@ -48,6 +48,8 @@ type options struct {
 	bridgeArgs     string
 	sinkLatency    time.Duration
 	kinesisLatency time.Duration
+	released       string // the consumer built against go-nsq as released
+	compareExe     string // an other nsqk whose bridge drains next to this one's
 
 	// Set by tests: the program run as the child processes (default os.Executable()) and extra
 	// environment for them.
@@ -83,6 +85,8 @@ func Command() *ffcli.Command {
 	fs.StringVar(&o.bridgeArgs, "bridge-args", "", "extra flags for every bridge child, space-separated (e.g. \"--record-keys=lane --key-buckets=2\")")
 	fs.DurationVar(&o.kinesisLatency, "kinesis-latency", 20*time.Millisecond, "answer latency of the null sink in the null-latency drain (Kinesis-like PutRecords latency)")
 	fs.DurationVar(&o.sinkLatency, "sink-latency", 0, "delay every null-sink PutRecords answer by this much (real Kinesis takes tens of ms; the bridge's batching depends on it)")
+	fs.StringVar(&o.released, "released-baseline", "", "also drain with this consumer built against go-nsq as released (make bench builds cmd/nsqk/internal/bench/released into bin/), interleaved with the patched baseline")
+	fs.StringVar(&o.compareExe, "compare-exe", "", "also drain into the null sink with the bridge of this other nsqk binary (e.g. one built from an earlier commit), interleaved with this one's, and report new/old")
 	fs.DurationVar(&o.timeout, "run-timeout", 0, "give up on one drain run after this long (default: generous, from the message count)")
 	return &ffcli.Command{
 		Name:       "bench",
@@ -220,8 +224,10 @@ type bench struct {
 	nsqd   *nsqlocal.NSQD
 	main   *messageSet // the drain topic
 	small  *messageSet // the smaller topic: shard scaling and the Kinesis-latency drain
-	r      *Report
-	start  time.Time
+	// Pinned copies of --released-baseline and --compare-exe ("" when not given).
+	releasedExe, compareExe string
+	r                       *Report
+	start                   time.Time
 }
 
 func runBench(ctx context.Context, o options, out io.Writer) error {

@@ -92,14 +92,14 @@ func (b *bench) awsEnv(endpoint string) []string {
 
 // spawn starts a child whose stdout and stderr go to <logDir>/<name>.log (stdout is also kept
 // in memory when keepStdout).
-func (b *bench) spawn(name string, args, env []string, keepStdout bool) (*childProc, error) {
+func (b *bench) spawn(name, exe string, args, env []string, keepStdout bool) (*childProc, error) {
 	f, err := os.Create(logPath(b.logDir, name))
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(f, "# %s %s\n", b.exe, strings.Join(args, " "))
+	fmt.Fprintf(f, "# %s %s\n", exe, strings.Join(args, " "))
 	c := &childProc{name: name, logFile: f, done: make(chan struct{})}
-	cmd := exec.Command(b.exe, args...)
+	cmd := exec.Command(exe, args...)
 	cmd.Env = env
 	cmd.Stderr = f
 	cmd.Stdout = f
@@ -185,6 +185,7 @@ type bridgeSpec struct {
 	endpoint       string // Kinesis endpoint URL
 	maxBuffered    time.Duration
 	extra          []string
+	exe            string // default: the nsqk under test
 }
 
 // spawnBridge starts `nsqk bridge` with the benchmark's settings and a free metrics port.
@@ -209,7 +210,11 @@ func (b *bench) spawnBridge(name string, s bridgeSpec) (*childProc, error) {
 		"--metrics-address", addr, "--log-level", "warn"}
 	args = append(args, strings.Fields(b.o.bridgeArgs)...)
 	args = append(args, s.extra...)
-	c, err := b.spawn(name, args, b.childEnv(b.awsEnv(s.endpoint)...), false)
+	exe := s.exe
+	if exe == "" {
+		exe = b.exe
+	}
+	c, err := b.spawn(name, exe, args, b.childEnv(b.awsEnv(s.endpoint)...), false)
 	if err != nil {
 		return nil, err
 	}
@@ -217,11 +222,16 @@ func (b *bench) spawnBridge(name string, s bridgeSpec) (*childProc, error) {
 	return c, nil
 }
 
-// spawnBaseline starts the physical-limit consumer.
-func (b *bench) spawnBaseline(name, topic, channel string) (*childProc, error) {
-	args := []string{"bench", "baseline", "--nsqd-tcp-address", b.nsqd.TCPAddr, "--topic", topic, "--channel", channel,
-		"--max-in-flight", strconv.Itoa(b.o.maxInFlight)}
-	return b.spawn(name, args, b.childEnv(), true)
+// spawnBaseline starts the physical-limit consumer: `nsqk bench baseline` (patched go-nsq), or,
+// when released, the consumer built against go-nsq as released (--released-baseline).
+func (b *bench) spawnBaseline(name, topic, channel string, released bool) (*childProc, error) {
+	exe, args := b.exe, []string{"bench", "baseline"}
+	if released {
+		exe, args = b.releasedExe, nil
+	}
+	args = append(args, "--nsqd-tcp-address", b.nsqd.TCPAddr, "--topic", topic, "--channel", channel,
+		"--max-in-flight", strconv.Itoa(b.o.maxInFlight))
+	return b.spawn(name, exe, args, b.childEnv(), true)
 }
 
 // scrape reads a bridge child's metrics.

@@ -96,6 +96,8 @@ type drainSpec struct {
 	endpoint    string           // Kinesis endpoint for a bridge
 	emulatorPID int              // kinesalite's pid, for its CPU
 	extraArgs   []string
+	exe         string                    // the bridge program (default: the nsqk under test)
+	released    bool                      // a baseline run with go-nsq as released
 	profile     func(c *childProc) func() // started after spawn; the returned func stops it
 }
 
@@ -134,9 +136,9 @@ func (b *bench) drainInto(ctx context.Context, s drainSpec, res *drainResult) er
 	var c *childProc
 	var err error
 	if res.Kind == "baseline" {
-		c, err = b.spawnBaseline(s.name, s.topic, s.name)
+		c, err = b.spawnBaseline(s.name, s.topic, s.name, s.released)
 	} else {
-		c, err = b.spawnBridge(s.name, bridgeSpec{topic: s.topic, channel: s.name, endpoint: s.endpoint, extra: s.extraArgs})
+		c, err = b.spawnBridge(s.name, bridgeSpec{topic: s.topic, channel: s.name, endpoint: s.endpoint, extra: s.extraArgs, exe: s.exe})
 	}
 	if err != nil {
 		return err

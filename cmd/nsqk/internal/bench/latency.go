@@ -60,6 +60,8 @@ type latencyResult struct {
 	Verification    *nullsink.Verification `json:"verification,omitempty"`
 	Log             string                 `json:"log"`
 	Error           string                 `json:"error,omitempty"`
+	// Compared: the --compare-exe bridge.
+	Compared bool `json:"compared,omitempty"`
 }
 
 // latencyRuns measures NSQ-to-ack latency at each offered rate and max-buffered-time.
@@ -79,22 +81,35 @@ func (b *bench) latencyRuns(ctx context.Context, sink string) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			name := fmt.Sprintf("latency-%s-%d-%s", sink, rate, mbt)
-			res := latencyResult{Name: name, Sink: sink, Rate: rate, MaxBufferedTime: mbt.String(), MaxBufferedMs: float64(mbt.Milliseconds()),
-				Seconds: b.o.latencyFor.Seconds(), WarmupSeconds: b.o.latencyWarmup.Seconds(), Log: logPath(b.logDir, name)}
-			seed := b.o.seed + 100 + uint64(i*len(mbts)+j)
-			if err := b.latencyRun(ctx, &res, sink, em, seed, rate, mbt); err != nil {
-				res.Error = err.Error()
+			// With --compare-exe, the compared bridge runs right after at the same offered rate
+			// (null sink only): at a fixed rate both do the same work in the same batches, so their
+			// CPU per message compares without the feedback of a drain (a faster consumer reads
+			// and FINs in smaller batches).
+			exes := []string{""}
+			if b.compareExe != "" && sink == sinkNull {
+				exes = append(exes, b.compareExe)
 			}
-			b.say("   %s", res.oneLine())
-			b.r.Latency = append(b.r.Latency, res)
+			for _, exe := range exes {
+				name := fmt.Sprintf("latency-%s-%d-%s", sink, rate, mbt)
+				if exe != "" {
+					name += "-compared"
+				}
+				res := latencyResult{Name: name, Sink: sink, Rate: rate, MaxBufferedTime: mbt.String(), MaxBufferedMs: float64(mbt.Milliseconds()),
+					Seconds: b.o.latencyFor.Seconds(), WarmupSeconds: b.o.latencyWarmup.Seconds(), Log: logPath(b.logDir, name), Compared: exe != ""}
+				seed := b.o.seed + 100 + uint64(i*len(mbts)+j)
+				if err := b.latencyRun(ctx, &res, sink, em, seed, rate, mbt, exe); err != nil {
+					res.Error = err.Error()
+				}
+				b.say("   %s", res.oneLine())
+				b.r.Latency = append(b.r.Latency, res)
+			}
 		}
 	}
 	return nil
 }
 
 func (b *bench) latencyRun(ctx context.Context, res *latencyResult, sink string, em *kinesislocal.Emulator, seed uint64,
-	rate int, mbt time.Duration) error {
+	rate int, mbt time.Duration, exe string) error {
 	topic := res.Name
 	t := b.nsqd.GetTopic(topic)
 	t.GetChannel("bridge")
@@ -116,7 +131,7 @@ func (b *bench) latencyRun(ctx context.Context, res *latencyResult, sink string,
 		defer srv.Close()
 		endpoint = srv.URL
 	}
-	c, err := b.spawnBridge(res.Name, bridgeSpec{topic: topic, channel: "bridge", stream: stream, endpoint: endpoint, maxBuffered: mbt})
+	c, err := b.spawnBridge(res.Name, bridgeSpec{topic: topic, channel: "bridge", stream: stream, endpoint: endpoint, maxBuffered: mbt, exe: exe})
 	if err != nil {
 		return err
 	}

@@ -69,6 +69,20 @@ func (b *bench) setup(ctx context.Context) error {
 	}
 	b.exe = pinned
 	b.r.Build = describeBuild(sum)
+	if b.o.released != "" {
+		b.releasedExe = filepath.Join(b.o.dir, "baseline-released-under-test")
+		if _, err := copyExecutable(b.o.released, b.releasedExe); err != nil {
+			return fmt.Errorf("bench: --released-baseline: %w", err)
+		}
+	}
+	if b.o.compareExe != "" {
+		b.compareExe = filepath.Join(b.o.dir, "nsqk-compared")
+		csum, err := copyExecutable(b.o.compareExe, b.compareExe)
+		if err != nil {
+			return fmt.Errorf("bench: --compare-exe: %w", err)
+		}
+		b.r.CompareBuild = &buildInfo{SHA256: csum, Path: b.o.compareExe}
+	}
 	b.r.Machine = benchkit.DescribeMachine()
 	b.say("machine: %s, %d cores, %s, %s, load %v", b.r.Machine.CPUModel, b.r.Machine.Cores, b.r.Machine.GoVersion, b.r.Machine.Kernel, b.r.Machine.LoadAvg)
 
@@ -89,9 +103,15 @@ func (b *bench) setup(ctx context.Context) error {
 	for i := 1; i <= b.o.repeat; i++ {
 		if b.o.on("baseline") {
 			chans = append(chans, repeatName("baseline", i, b.o.repeat))
+			if b.releasedExe != "" {
+				chans = append(chans, repeatName("baseline-released", i, b.o.repeat))
+			}
 		}
 		if b.o.on("null") {
 			chans = append(chans, repeatName("bridge-null", i, b.o.repeat))
+			if b.compareExe != "" {
+				chans = append(chans, repeatName("bridge-compared", i, b.o.repeat))
+			}
 		}
 	}
 	if b.o.on("kinesalite") {
@@ -99,6 +119,9 @@ func (b *bench) setup(ctx context.Context) error {
 	}
 	if b.o.profile {
 		chans = append(chans, "profile")
+		if b.compareExe != "" {
+			chans = append(chans, "profile-compared")
+		}
 	}
 	if len(chans) > 0 {
 		if b.main, err = b.publish(ctx, topicName, chans, b.o.messages, b.o.seed); err != nil {
@@ -214,6 +237,7 @@ type buildInfo struct {
 	GitCommit string   `json:"git_commit,omitempty"`
 	GitDirty  []string `json:"git_uncommitted,omitempty"` // `git status --porcelain` (first 30 lines)
 	SHA256    string   `json:"binary_sha256"`
+	Path      string   `json:"path,omitempty"` // given on the command line (--compare-exe)
 }
 
 // describeBuild asks git (if there is one) which commit the working directory is at.

@@ -66,6 +66,7 @@ func printReport(w io.Writer, r *Report) {
 	fmt.Fprintf(w, "machine      %s, %d cores, %.1f GB, %s, %s/%s, kernel %s\n", m.CPUModel, m.Cores, float64(m.MemTotal)/(1<<30),
 		m.GoVersion, m.GOOS, m.GOARCH, m.Kernel)
 	fmt.Fprintf(w, "load         %v at start, %v at end\n", m.LoadAvg, r.LoadAvgEnd)
+	fmt.Fprintln(w, "note         absolute figures (msg/s, us, MB) are this machine's under this load; the [ratios] rows, measured in the same run, carry over to other hosts")
 	fmt.Fprintf(w, "command      %s\n", strings.Join(r.Command, " "))
 	if bi := r.Build; bi.GitCommit != "" {
 		dirty := ""
@@ -73,6 +74,9 @@ func printReport(w io.Writer, r *Report) {
 			dirty = fmt.Sprintf(" + %d uncommitted changes (%s)", len(bi.GitDirty), strings.Join(bi.GitDirty, ", "))
 		}
 		fmt.Fprintf(w, "code         %s%s\n", bi.GitCommit, dirty)
+	}
+	if cb := r.CompareBuild; cb != nil {
+		fmt.Fprintf(w, "compared     %s (sha256 %.12s)\n", cb.Path, cb.SHA256)
 	}
 	if s := r.Messages; s != nil {
 		fmt.Fprintf(w, "messages     %s per drain run, avg %.0f bytes, %s users (location JSON, seed %d)\n", thousands(float64(s.Count)), s.AvgBytes,

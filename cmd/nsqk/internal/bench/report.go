@@ -18,6 +18,7 @@ type Report struct {
 	Finished          time.Time            `json:"finished"`
 	Machine           benchkit.Machine     `json:"machine"`
 	Build             buildInfo            `json:"build"`
+	CompareBuild      *buildInfo           `json:"compare_build,omitempty"` // --compare-exe
 	LoadAvgEnd        []float64            `json:"loadavg_end"`
 	Settings          map[string]any       `json:"settings"`
 	Messages          *messageSet          `json:"messages,omitempty"`
@@ -67,7 +68,7 @@ func newReport(o options) *Report {
 			"seed": o.seed, "small_messages": o.smallMessages, "shard_counts": o.shardCounts,
 			"latency_rates": o.latencyRates, "latency_max_buffered_times": o.latencyMBT,
 			"latency_duration": o.latencyFor.String(), "latency_warmup": o.latencyWarmup.String(),
-			"profile": o.profile, "bridge_args": o.bridgeArgs, "sink_latency": o.sinkLatency.String(), "go_env": goEnvironment(),
+			"profile": o.profile, "released_baseline": o.released, "compare_exe": o.compareExe, "bridge_args": o.bridgeArgs, "sink_latency": o.sinkLatency.String(), "go_env": goEnvironment(),
 		},
 		Methods: methodsOf,
 	}
@@ -94,6 +95,15 @@ var methodsOf = map[string]string{
 		"FINished), read in-process from nsqd every 2 ms; rate = N / drain time. Start-up (spawn to first delivery) is reported apart.",
 	"baseline": "the physical limit: a go-nsq consumer with the bridge's NSQ settings (max-in-flight, 60 s msg timeout, 25 ms output " +
 		"buffer timeout, one handler goroutine) whose handler returns at once, so go-nsq FINs every message on delivery.",
+	"released": "--released-baseline: the same do-nothing consumer built against go-nsq v1.1.0 as released (cmd/nsqk/internal/bench/released, " +
+		"its own module, so the patch in third_party/go-nsq does not apply), drained right after the patched baseline in every repetition.",
+	"ratios": "a ratio pairs the i-th drain of one kind with the i-th of the other (run one after the other on the same messages, so both saw " +
+		"nearly the same load from the rest of the machine) and gives the median over the repetitions; absolute figures move with the host.",
+	"compare": "--compare-exe: the bridge of an other nsqk binary drains into its own null sink right after this one's in every repetition " +
+		"(and, with --profile, is profiled the same way).",
+	"stages": "--profile: the bridge's pprof CPU profile of one more drain, each sample assigned to the stage of the innermost function on its " +
+		"stack that a rule in stages.go names (functions no rule names - allocation, md5.block, syscalls, locks - count for their caller); " +
+		"us/msg = the stage's sampled CPU / messages drained (the profile covers the process's whole life).",
 	"cpu": "child CPU = user + system time from its rusage after exit (whole life: start-up, drain, graceful shutdown) / N; " +
 		"'drain only' = /proc/<pid>/stat utime+stime between first delivery and drained (10 ms ticks).",
 	"noise": "other CPU = the machine's busy time (/proc/stat) during a run minus the child's, this process's and the emulator's; " +

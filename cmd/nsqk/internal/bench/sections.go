@@ -28,6 +28,10 @@ func (b *bench) mainDrains(ctx context.Context) error {
 		if b.o.on("baseline") {
 			name := repeatName("baseline", i, b.o.repeat)
 			b.r.Drains = append(b.r.Drains, b.drain(ctx, drainSpec{name: name, topic: topicName, messages: b.main.Count}))
+			if b.releasedExe != "" {
+				name := repeatName("baseline-released", i, b.o.repeat)
+				b.r.Drains = append(b.r.Drains, b.drain(ctx, drainSpec{name: name, topic: topicName, messages: b.main.Count, released: true}))
+			}
 		}
 		if b.o.on("null") {
 			res, err := b.nullDrain(ctx, repeatName("bridge-null", i, b.o.repeat), topicName, b.main, b.o.shards, false, nil)
@@ -35,6 +39,14 @@ func (b *bench) mainDrains(ctx context.Context) error {
 				return err
 			}
 			b.r.Drains = append(b.r.Drains, res)
+			if b.compareExe != "" {
+				res, err := b.nullDrainWith(ctx, repeatName("bridge-compared", i, b.o.repeat), topicName, b.main, b.o.shards, false,
+					b.o.sinkLatency, nil, nil, b.compareExe)
+				if err != nil {
+					return err
+				}
+				b.r.Drains = append(b.r.Drains, res)
+			}
 		}
 	}
 	return nil
@@ -44,7 +56,7 @@ func (b *bench) mainDrains(ctx context.Context) error {
 // after --kinesis-latency, as Kinesis does in tens of milliseconds: how much of the bridge's
 // throughput survives a realistic round trip (the zero-latency null sink hides batching faults).
 func (b *bench) latencyDrain(ctx context.Context) error {
-	res, err := b.nullDrainWith(ctx, "bridge-null-latency", smallTopic, b.small, b.o.shards, false, b.o.kinesisLatency, nil, nil)
+	res, err := b.nullDrainWith(ctx, "bridge-null-latency", smallTopic, b.small, b.o.shards, false, b.o.kinesisLatency, nil, nil, "")
 	if err != nil {
 		return err
 	}
@@ -55,12 +67,13 @@ func (b *bench) latencyDrain(ctx context.Context) error {
 // nullDrain drains a channel with the bridge into a fresh null sink that verifies every message.
 func (b *bench) nullDrain(ctx context.Context, name, topic string, set *messageSet, shards int, throttle bool,
 	profile func(*childProc) func()) (drainResult, error) {
-	return b.nullDrainWith(ctx, name, topic, set, shards, throttle, b.o.sinkLatency, nil, profile)
+	return b.nullDrainWith(ctx, name, topic, set, shards, throttle, b.o.sinkLatency, nil, profile, "")
 }
 
-// nullDrainWith is nullDrain with the sink's answer latency and extra bridge flags.
+// nullDrainWith is nullDrain with the sink's answer latency, extra bridge flags and the bridge
+// program (exe; "" is the nsqk under test).
 func (b *bench) nullDrainWith(ctx context.Context, name, topic string, set *messageSet, shards int, throttle bool,
-	latency time.Duration, extraArgs []string, profile func(*childProc) func()) (drainResult, error) {
+	latency time.Duration, extraArgs []string, profile func(*childProc) func(), exe string) (drainResult, error) {
 	v := set.verifier()
 	srv, err := nullsink.Start(nullsink.Config{Stream: streamName, Shards: shards, Throttle: throttle, Verifier: v, Latency: latency})
 	if err != nil {
@@ -75,7 +88,7 @@ func (b *bench) nullDrainWith(ctx context.Context, name, topic string, set *mess
 		kind = fmt.Sprintf("null+%s", latency)
 	}
 	res := b.drain(ctx, drainSpec{name: name, topic: topic, messages: set.Count, sink: kind, shards: shards,
-		server: srv, endpoint: srv.URL, extraArgs: extraArgs, profile: profile})
+		server: srv, endpoint: srv.URL, extraArgs: extraArgs, profile: profile, exe: exe})
 	vr := v.Result()
 	res.Verification = &vr
 	if !vr.OK {
@@ -184,7 +197,9 @@ func (b *bench) microBenchmarks(context.Context) error {
 
 // profileRun drains the "profile" channel once more with profiling on (so no measured figure is
 // perturbed): the bridge's CPU profile through its --cpu-profile flag if it has one, otherwise
-// perf sampling the child; and this process's own pprof CPU profile (nsqd + null sink).
+// perf sampling the child; and this process's own pprof CPU profile (nsqd + null sink). A pprof
+// profile is split into stages (stages.go). With --compare-exe the compared bridge is profiled
+// the same way on its own channel.
 func (b *bench) profileRun(ctx context.Context) error {
 	if b.main == nil {
 		return errors.New("no main message set (all drain sections skipped)")
@@ -196,7 +211,7 @@ func (b *bench) profileRun(ctx context.Context) error {
 	p := &profileResult{}
 	b.r.Profile = p
 	var extra []string
-	if b.bridgeHasFlag("cpu-profile") {
+	if b.bridgeHasFlag(b.exe, "cpu-profile") {
 		p.Bridge = filepath.Join(dir, "bridge.pprof")
 		p.Method = "bridge --cpu-profile (runtime/pprof)"
 		extra = []string{"--cpu-profile", p.Bridge}
@@ -236,7 +251,7 @@ func (b *bench) profileRun(ctx context.Context) error {
 		return err
 	}
 	var res drainResult
-	res, err = b.nullDrainWith(ctx, "profile", topicName, b.main, b.o.shards, false, b.o.sinkLatency, extra, hook)
+	res, err = b.nullDrainWith(ctx, "profile", topicName, b.main, b.o.shards, false, b.o.sinkLatency, extra, hook, "")
 	pprof.StopCPUProfile()
 	sf.Close()
 	if err != nil {
@@ -251,8 +266,29 @@ func (b *bench) profileRun(ctx context.Context) error {
 		p.Inspect = "perf report -i " + p.Bridge + "   (flat: " + filepath.Join(dir, "bridge.perf.txt") + ")"
 	case p.Bridge != "":
 		p.Inspect = "go tool pprof -top " + b.exe + " " + p.Bridge
+		if p.Stages, err = breakdownOf(p.Bridge, res.Messages); err != nil {
+			b.r.note("profile: no per-stage breakdown: %v", err)
+		}
 	}
 	b.say("   profiles: bridge %s (%s), orchestrator %s", p.Bridge, p.Method, self)
+	if b.compareExe != "" && ctx.Err() == nil {
+		if !b.bridgeHasFlag(b.compareExe, "cpu-profile") {
+			b.r.note("profile: the compared bridge (%s) has no --cpu-profile flag: not profiled", b.o.compareExe)
+			return nil
+		}
+		path := filepath.Join(dir, "bridge-compared.pprof")
+		res, err := b.nullDrainWith(ctx, "profile-compared", topicName, b.main, b.o.shards, false, b.o.sinkLatency,
+			[]string{"--cpu-profile", path}, nil, b.compareExe)
+		if err != nil {
+			return err
+		}
+		res.Profile = path
+		p.ComparedRun = &res
+		if p.ComparedStages, err = breakdownOf(path, res.Messages); err != nil {
+			b.r.note("profile: no per-stage breakdown of the compared bridge: %v", err)
+		}
+		b.say("   profile of the compared bridge: %s", path)
+	}
 	return nil
 }
 
@@ -264,11 +300,18 @@ type profileResult struct {
 	Top          []string     `json:"top,omitempty"` // hottest symbols (perf), self time
 	Inspect      string       `json:"inspect,omitempty"`
 	Run          *drainResult `json:"run,omitempty"`
+	// Stages is the per-stage breakdown of the bridge's pprof profile.
+	Stages *breakdown `json:"stages,omitempty"`
+	// The same for the --compare-exe bridge.
+	ComparedRun    *drainResult `json:"compared_run,omitempty"`
+	ComparedStages *breakdown   `json:"compared_stages,omitempty"`
 }
 
-// bridgeHasFlag asks `nsqk bridge -h` whether a flag exists.
-func (b *bench) bridgeHasFlag(name string) bool {
-	out, _ := exec.Command(b.exe, "bridge", "-h").CombinedOutput()
+// bridgeHasFlag asks `nsqk bridge -h` of an nsqk binary whether a flag exists.
+func (b *bench) bridgeHasFlag(exe, name string) bool {
+	cmd := exec.Command(exe, "bridge", "-h")
+	cmd.Env = b.childEnv()
+	out, _ := cmd.CombinedOutput()
 	return strings.Contains(string(out), "-"+name+" ") || strings.Contains(string(out), "-"+name+"\n")
 }
 

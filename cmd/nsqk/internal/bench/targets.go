@@ -2,8 +2,10 @@ package bench
 
 // Targets the figures are judged against (a missed one is a MISS, not a FAIL).
 const (
-	targetDrainRatio   = 0.85 // bridge drain rate / physical limit
-	targetCPUMicros    = 5.0  // bridge CPU per message
+	// targetCPUMicros is the goal for the bridge's CPU per message on the 2-vCPU bench machine
+	// (Intel Xeon); the hashing and encoding the formats require cost about 1 us of it. Absolute
+	// CPU figures move with the host, so the report also gives them as ratios to the baseline.
+	targetCPUMicros    = 2.5
 	targetRSSMB        = 200.0
 	targetBytesRatio   = 1.05 // payload bytes out / bytes in
 	targetLatencySlack = 25.0 // ms over max-buffered-time for p99 at the target rate

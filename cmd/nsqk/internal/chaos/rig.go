@@ -24,6 +24,7 @@ import (
 	"github.com/nsqk/nsqk/shared/local/kinesisfault"
 	"github.com/nsqk/nsqk/shared/local/kinesislocal"
 	"github.com/nsqk/nsqk/shared/local/nsqlocal"
+	"github.com/nsqk/nsqk/shared/putrecords"
 )
 
 // NSQ is an embedded nsqd that can be restarted on the same addresses and data path.
@@ -226,11 +227,12 @@ func mkdir(d string) string {
 }
 
 // BridgeKinesis returns a Kinesis client for an in-process bridge: through the fault front, with
-// the retry settings of the bridge program (SDK standard retries, no client-side retry quota).
+// the retry settings and the PutRecords encoder of the bridge program (SDK standard retries, no
+// client-side retry quota).
 func (r *Rig) BridgeKinesis() *kinesis.Client {
 	return kinesislocal.NewClient(r.Front.URL, func(o *kinesis.Options) {
 		o.Retryer = retry.NewStandard(func(so *retry.StandardOptions) { so.RateLimiter = ratelimit.None })
-	})
+	}, putrecords.WithEncoder)
 }
 
 // BridgeOptions returns the bridge defaults wired to the rig, with a 50 ms flush window.

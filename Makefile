@@ -72,6 +72,7 @@ cdk-destroy: tools lambda ## delete the stack (retained resources stay: see docs
 bench: tools ## micro-benchmarks, then nsqk bench (~12 min on 2 cores; ARGS='--quick' ~3 min; ARGS='--compare-exe OLD' adds an older nsqk): table + .bench/report.json
 	@mkdir -p .bench
 	set -o pipefail; $(GO) test -run '^$$' -bench . -benchmem ./shared/kpl ./shared/consumer ./shared/putrecords | tee .bench/micro.txt
+	set -o pipefail; $(GO) test -run '^$$' -bench 'Tail|Decode' -benchmem -cpu 1 ./cmd/nsqk | tee -a .bench/micro.txt
 	$(GO) build -trimpath -o $(BIN)/nsqk ./cmd/nsqk
 	cd cmd/nsqk/internal/bench/released && $(GO) build -trimpath -o $(CURDIR)/$(BIN)/nsqk-baseline-released .
 	$(BIN)/nsqk bench --micro .bench/micro.txt --released-baseline $(BIN)/nsqk-baseline-released --profile $(ARGS)

@@ -77,7 +77,7 @@ bench: tools ## micro-benchmarks, then nsqk bench (~12 min on 2 cores; ARGS='--q
 	cd cmd/nsqk/internal/bench/released && $(GO) build -trimpath -o $(CURDIR)/$(BIN)/nsqk-baseline-released .
 	$(BIN)/nsqk bench --micro .bench/micro.txt --released-baseline $(BIN)/nsqk-baseline-released --profile $(ARGS)
 
-chaos: tools ## the fault suite, every case (~10 min on 2 cores): table on stdout, .chaos/report.json; ARGS='--quick' or ARGS='--case NAME'
+chaos: tools ## the fault suite, every case (~13 min on 2 cores): table on stdout, .chaos/report.json; ARGS='--quick' or ARGS='--case NAME'
 	$(GO) build -trimpath -o $(BIN)/nsqk ./cmd/nsqk
 	$(BIN)/nsqk chaos --out .chaos/report.json $(ARGS)
 

@@ -4,6 +4,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/nsqk/nsqk/shared/bridgecmd"
 )
 
 // twoRoutes is a valid context with two routes and no single-topic keys.
@@ -122,5 +126,43 @@ func TestParseRoutesRejects(t *testing.T) {
 	// A valid group count with lookupd.
 	if c := parse(t, with(minimal(), KeyBridgeGroups, 3)); c.Bridge.Groups != 3 {
 		t.Errorf("groups = %d", c.Bridge.Groups)
+	}
+}
+
+// TestBridgeConfigYAML checks the rendered config against the bridge program's own route type:
+// every field the stack writes is one the program reads.
+func TestBridgeConfigYAML(t *testing.T) {
+	y := parse(t, twoRoutes()).BridgeConfigYAML()
+	want := `routes:
+    - name: locations
+      topic: locations
+      stream: locations
+      partition-key: user_id
+    - name: orders
+      topic: orders_v2
+      channel: to-kinesis
+      stream: orders
+      key-buckets: 3
+      ordering: relaxed
+      dead-letter-topic: orders_failed
+      max-buffered-time: 20ms
+      record-keys: lane
+`
+	if y != want {
+		t.Errorf("YAML:\n%s\nwant:\n%s", y, want)
+	}
+	var doc struct {
+		Routes []bridgecmd.RouteConfig `yaml:"routes"`
+	}
+	dec := yaml.NewDecoder(strings.NewReader(y))
+	dec.KnownFields(true)
+	if err := dec.Decode(&doc); err != nil {
+		t.Fatalf("the bridge program cannot read the rendered config: %v", err)
+	}
+	if r := doc.Routes[1]; r.Name != "orders" || r.Stream != "orders" || *r.KeyBuckets != 3 || *r.MaxBufferedTime != 20*time.Millisecond || r.RecordKeys != "lane" {
+		t.Errorf("the bridge reads route 1 as %+v", r)
+	}
+	if y := parse(t, minimal()).BridgeConfigYAML(); y != "" {
+		t.Errorf("without routes: %q", y)
 	}
 }

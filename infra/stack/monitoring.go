@@ -228,11 +228,16 @@ func (m *Monitoring) tasksBelowAlarm(g *BridgeGroup) awscloudwatch.MathExpressio
 		name = fmt.Sprintf("%s-%d", AlarmBridgeTasksBelow, g.Index)
 		what = fmt.Sprintf("the service of bridge group %s (NSQK_NSQD_PARTITION) wants, so the nsqd nodes of that partition", g.Partition)
 	}
+	// The dashboard graphs every group's expression together: their metric ids must differ.
+	desired, running := "desired", "running"
+	if g.Partition != "" {
+		desired, running = fmt.Sprintf("desired%d", g.Index), fmt.Sprintf("running%d", g.Index)
+	}
 	tasksBelow := awscloudwatch.NewMathExpression(&awscloudwatch.MathExpressionProps{
-		Expression: jsii.String("desired - running"),
+		Expression: jsii.String(desired + " - " + running),
 		UsingMetrics: &map[string]awscloudwatch.IMetric{
-			"desired": containerInsightsMetric(g, "DesiredTaskCount", "desired"),
-			"running": containerInsightsMetric(g, "RunningTaskCount", "running"),
+			desired: containerInsightsMetric(g, "DesiredTaskCount", "desired"),
+			running: containerInsightsMetric(g, "RunningTaskCount", "running"),
 		},
 		Label:  jsii.String(label),
 		Period: oneMinute(),

@@ -63,8 +63,8 @@ func Parse(get ContextFunc) (*Config, error) {
 	c := &Config{}
 	parseStack(p, c)
 	parseStream(p, c)
-	parseRoutes(p, c)
 	parseNSQ(p, c)
+	parseRoutes(p, c)
 	parseBridge(p, c)
 	parseNetwork(p, c)
 	c.Consumers = parseConsumers(p, c)

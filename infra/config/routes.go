@@ -129,9 +129,10 @@ func parseRoutes(p *parser, c *Config) {
 		}
 		names[r.Name], ids[strings.ToLower(r.ID)] = i, i
 		if r.Topic != "" {
-			pair := r.Topic + "/" + r.Channel
+			channel := cmpOr(r.Channel, c.NSQ.Channel)
+			pair := r.Topic + "/" + channel
 			if j, ok := pairs[pair]; ok {
-				fail("channel", "topic %q channel %q: routes[%d] reads it too; each topic/channel pair may be read by one route only", r.Topic, cmpOr(r.Channel, "(the global channel)"), j)
+				fail("channel", "topic %q channel %q: routes[%d] reads it too; each topic/channel pair may be read by one route only", r.Topic, channel, j)
 			}
 			pairs[pair] = i
 		}

@@ -174,13 +174,18 @@ func TestRoutesAndGroupsStack(t *testing.T) {
 				t.Errorf("missing alarm nsqk-%s-%s", AlarmBridgeStalled, r.route)
 				continue
 			}
+			stats := map[string]any{}
 			for _, m := range asList(p["Metrics"]) {
 				if dims := get(m, "MetricStat", "Metric", "Dimensions"); dims != nil {
 					wantEq(t, "stalled-"+r.route+" dimensions", dims, []any{
 						map[string]any{"Name": "Route", "Value": r.route}, map[string]any{"Name": "Stream", "Value": r.stream},
 					})
+					stats[get(m, "Id").(string)] = get(m, "MetricStat", "Stat")
 				}
 			}
+			// A group owning none of the topic's nodes reports no connection: with groups the alarm
+			// takes the best group's connections and any group's backlog.
+			wantEq(t, "stalled-"+r.route+" statistics", stats, map[string]any{"conns": "Maximum", "taken": "Sum", "backlog": "Maximum"})
 		}
 		for i := range 2 {
 			name := "nsqk-" + AlarmBridgeTasksBelow + "-" + []string{"0", "1"}[i]

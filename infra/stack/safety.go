@@ -35,12 +35,20 @@ func (m *Monitoring) safetyAlarms(cfg *config.Config, st *StreamResources) {
 	if st.Route != nil && st.Route.Channel != "" {
 		channel = st.Route.Channel
 	}
+	// Bridge groups publish under the same dimensions, and a group may own none of the topic's
+	// nodes (it then reports no connection and no backlog, and is healthy). With groups the alarm
+	// is about the route as a whole: no group connected, or nothing taken while a group saw a
+	// backlog; a group's own task is watched by its bridge-tasks-below-desired-<i>.
+	connsStat, backlogStat := "Minimum", "Minimum"
+	if cfg.Bridge.Groups > 1 {
+		connsStat, backlogStat = "Maximum", "Maximum"
+	}
 	stalled := awscloudwatch.NewMathExpression(&awscloudwatch.MathExpressionProps{
 		Expression: jsii.String(BridgeStalledExpression),
 		UsingMetrics: &map[string]awscloudwatch.IMetric{
-			"conns":   bridgeMetric(st, "NSQDConnections", "Minimum", oneMinute(), "nsqd connections"),
+			"conns":   bridgeMetric(st, "NSQDConnections", connsStat, oneMinute(), "nsqd connections"),
 			"taken":   bridgeMetric(st, "MessagesIn", "Sum", oneMinute(), "messages taken"),
-			"backlog": bridgeMetric(st, "NSQBacklog", "Minimum", oneMinute(), "channel backlog"),
+			"backlog": bridgeMetric(st, "NSQBacklog", backlogStat, oneMinute(), "channel backlog"),
 		},
 		Label:  jsii.String("bridge stalled (1 = no nsqd connection, or nothing taken with a backlog)"),
 		Period: oneMinute(),

@@ -108,7 +108,15 @@ func parseBridge(p *parser, c *Config) {
 	// are written by both, in no particular order. Strict order and several tasks exclude each other
 	// unless the user says the order does not matter.
 	b.AcceptReordering = p.boolean(KeyAcceptReordering, false)
-	if b.MaxCount > 1 && b.Ordering() == "strict" && !b.AcceptReordering {
+	strict := b.Ordering() == "strict"
+	if len(c.Routes) > 0 {
+		// A route's own ordering overrides the global one.
+		strict = false
+		for _, r := range c.Routes {
+			strict = strict || cmpOr(r.Ordering, b.Ordering()) == "strict"
+		}
+	}
+	if b.MaxCount > 1 && strict && !b.AcceptReordering {
 		p.fail(KeyBridgeMaxTasks, "%d tasks with strict ordering: NSQ splits the channel between the tasks and a key's messages reach Kinesis out of order; keep one task (raise bridgeCpu instead), or set %s=true to accept per-key reordering", b.MaxCount, KeyAcceptReordering)
 	}
 	// Groups split the nsqd nodes that nsqlookupd lists: each node is read by exactly one group,

@@ -125,6 +125,15 @@ func TestParseRoutesRejects(t *testing.T) {
 			}
 		})
 	}
+	// Several tasks: refused while any route is strict (its own ordering, or the global one).
+	relaxed := with(twoRoutes(), KeyBridgeMaxTasks, 2, KeyBridgeEnvironment, map[string]any{"NSQK_ORDERING": "relaxed"})
+	if _, err := Parse(MapContext(relaxed)); err != nil {
+		t.Errorf("every route relaxed, two tasks: %v", err)
+	}
+	strictRoute := with(relaxed, KeyRoutes, []any{map[string]any{"topic": "a", "streamName": "sa", "ordering": "strict"}})
+	if _, err := Parse(MapContext(strictRoute)); err == nil || !strings.Contains(err.Error(), `context "bridgeMaxTasks": 2 tasks with strict ordering`) {
+		t.Errorf("a strict route with two tasks: %v", err)
+	}
 	// A valid group count with lookupd.
 	if c := parse(t, with(minimal(), KeyBridgeGroups, 3)); c.Bridge.Groups != 3 {
 		t.Errorf("groups = %d", c.Bridge.Groups)

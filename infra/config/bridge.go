@@ -22,6 +22,7 @@ type BridgeConfig struct {
 	CPUTargetPercent int
 	ExtraEnv         map[string]string // further NSQK_* settings of the bridge (e.g. NSQK_ORDERING)
 	AcceptReordering bool              // the user accepts that several tasks reorder a key's messages
+	Groups           int               // services of one task each, splitting the nsqd nodes (NSQK_NSQD_PARTITION i/N)
 }
 
 // Ordering is the bridge's ordering mode: strict unless bridgeEnvironment sets NSQK_ORDERING.
@@ -107,8 +108,27 @@ func parseBridge(p *parser, c *Config) {
 	// are written by both, in no particular order. Strict order and several tasks exclude each other
 	// unless the user says the order does not matter.
 	b.AcceptReordering = p.boolean(KeyAcceptReordering, false)
-	if b.MaxCount > 1 && b.Ordering() == "strict" && !b.AcceptReordering {
+	strict := b.Ordering() == "strict"
+	if len(c.Routes) > 0 {
+		// A route's own ordering overrides the global one.
+		strict = false
+		for _, r := range c.Routes {
+			strict = strict || cmpOr(r.Ordering, b.Ordering()) == "strict"
+		}
+	}
+	if b.MaxCount > 1 && strict && !b.AcceptReordering {
 		p.fail(KeyBridgeMaxTasks, "%d tasks with strict ordering: NSQ splits the channel between the tasks and a key's messages reach Kinesis out of order; keep one task (raise bridgeCpu instead), or set %s=true to accept per-key reordering", b.MaxCount, KeyAcceptReordering)
+	}
+	// Groups split the nsqd nodes that nsqlookupd lists: each node is read by exactly one group,
+	// so each group is one task (a second task would share its nodes' channels).
+	b.Groups = p.integer(KeyBridgeGroups, 1, 1, 100)
+	if b.Groups > 1 {
+		if len(c.NSQ.LookupdHTTPAddresses) == 0 {
+			p.fail(KeyBridgeGroups, "%d groups split the nsqd nodes nsqlookupd lists: set %q (with %q every group would read every node)", b.Groups, KeyLookupdHTTP, KeyNsqdTCP)
+		}
+		if b.MaxCount > 1 {
+			p.fail(KeyBridgeGroups, "%d groups run one task each: %s=%d would put two tasks on one group's nodes; raise %s instead", b.Groups, KeyBridgeMaxTasks, b.MaxCount, KeyBridgeGroups)
+		}
 	}
 }
 
@@ -122,6 +142,7 @@ var ManagedBridgeEnv = map[string]string{
 	"NSQK_TLS": KeyTLS, "NSQK_AUTH_SECRET": KeyAuthSecretArn,
 	"NSQK_METRICS_ADDRESS": "(fixed :9090: the container health check probes it)", "NSQK_CLOUDWATCH_EMF": "(always true: the alarms need it)",
 	"NSQK_HEALTHCHECK": "(only for the health check command)",
+	"NSQK_CONFIG_YAML": KeyRoutes, "NSQK_CONFIG": KeyRoutes, "NSQK_NSQD_PARTITION": KeyBridgeGroups,
 }
 
 var reEnvName = regexp.MustCompile(`^NSQK_[A-Z0-9_]+$`)

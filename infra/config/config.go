@@ -18,7 +18,8 @@ type Config struct {
 	Account   string // optional; empty = environment-agnostic stack
 	Region    string // optional
 
-	Stream    StreamConfig
+	Stream    StreamConfig // with Routes: the first route's stream
+	Routes    []Route      // empty: the single topic of nsqTopic into streamName
 	NSQ       NSQConfig
 	Bridge    BridgeConfig
 	Network   NetworkConfig
@@ -63,9 +64,10 @@ func Parse(get ContextFunc) (*Config, error) {
 	parseStack(p, c)
 	parseStream(p, c)
 	parseNSQ(p, c)
+	parseRoutes(p, c)
 	parseBridge(p, c)
 	parseNetwork(p, c)
-	c.Consumers = parseConsumers(p, c.Stream.RetentionHours)
+	c.Consumers = parseConsumers(p, c)
 	parseOnFailure(p, c)
 	parseArchive(p, c)
 	parseAlarms(p, c)

@@ -43,6 +43,7 @@ type ConsumerConfig struct {
 	EnhancedFanOut        bool
 	MemoryMiB             int
 	Timeout               time.Duration
+	Route                 string // the route whose stream it reads; empty without routes
 }
 
 // defaultConsumer returns the defaults for a consumer. The monitor is a health signal that only
@@ -84,6 +85,7 @@ type ConsumerOverrides struct {
 	EnhancedFanOut            *bool          `json:"enhancedFanOut"`
 	MemoryMiB                 *int           `json:"memoryMiB"`
 	Timeout                   *time.Duration `json:"timeout"`
+	Route                     *string        `json:"route"`
 }
 
 // reConsumerName is the shape of a consumer's name: a Go package directory under functions/ and
@@ -92,7 +94,7 @@ var reConsumerName = regexp.MustCompile(`^[a-z][a-z0-9]{0,22}$`)
 
 // parseConsumers reads context "consumers" over the per-consumer defaults and validates each
 // mapping. A name other than the built-in ones adds that consumer, built from functions/<name>.
-func parseConsumers(p *parser, retentionHours int) []ConsumerConfig {
+func parseConsumers(p *parser, cfg *Config) []ConsumerConfig {
 	var overrides map[string]any
 	p.value(KeyConsumers, &overrides)
 	names := slices.Clone(BuiltinConsumers)
@@ -118,6 +120,18 @@ func parseConsumers(p *parser, retentionHours int) []ConsumerConfig {
 			} else {
 				o.apply(p, key, &c)
 			}
+		}
+		retentionHours := cfg.Stream.RetentionHours
+		if len(cfg.Routes) > 0 {
+			// Without a route named, a consumer reads the first route's stream.
+			c.Route = cmpOr(c.Route, cfg.Routes[0].Name)
+			if r, ok := cfg.Route(c.Route); ok {
+				retentionHours = r.Stream.RetentionHours
+			} else {
+				p.fail(key, "route: %q is not the name of a route in %q (%s)", c.Route, KeyRoutes, quoted(routeNames(cfg.Routes)))
+			}
+		} else if c.Route != "" {
+			p.fail(key, "route: %q names a route, but context %q is not set", c.Route, KeyRoutes)
 		}
 		c.validate(p, key, retentionHours)
 		out = append(out, c)
@@ -178,6 +192,9 @@ func (o ConsumerOverrides) apply(p *parser, key string, c *ConsumerConfig) {
 	}
 	num("memoryMiB", o.MemoryMiB, &c.MemoryMiB, 128, 10_240)
 	set(o.Timeout, &c.Timeout)
+	if o.Route != nil {
+		c.Route = *o.Route
+	}
 }
 
 // validate checks the combined result (defaults plus overrides).

@@ -51,6 +51,8 @@ const (
 	KeyAcceptReordering    = "acceptKeyReordering"
 	KeyNsqdPorts           = "nsqdPorts"
 	KeyVpcEndpoints        = "vpcInterfaceEndpoints"
+	KeyRoutes              = "routes"
+	KeyBridgeGroups        = "bridgeGroups"
 )
 
 // KnownKeys are all context keys this app reads. Plain camelCase keys outside this list are
@@ -65,4 +67,5 @@ var KnownKeys = []string{
 	KeyLogRetentionDays, KeyRemovalPolicy, KeyLambdaDistDir, KeyOnFailure, KeyOnFailureExpiryDays,
 	KeyArchive, KeyArchiveExpiryDays, KeyAcceptReordering, KeyNsqdPorts, KeyVpcEndpoints,
 	KeyAllowPlaintextAuth, KeyTLSRootCASecretArn, KeyTLSCertSecretArn, KeyTLSKeySecretArn, KeyTLSSecretsKmsKeyArn,
+	KeyRoutes, KeyBridgeGroups,
 }

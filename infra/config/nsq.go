@@ -75,7 +75,9 @@ func parseNSQ(p *parser, c *Config) {
 		}
 	}
 	n.Topic = p.str(KeyTopic, "")
-	if n.Topic == "" {
+	if n.Topic == "" && p.has(KeyRoutes) {
+		// Each route names its topic.
+	} else if n.Topic == "" {
 		p.fail(KeyTopic, "the NSQ topic to bridge is required")
 	} else if !reNSQName.MatchString(strings.TrimSuffix(n.Topic, "#ephemeral")) {
 		p.fail(KeyTopic, "%q is not a valid NSQ topic name (1-64 of [.a-zA-Z0-9_-])", n.Topic)

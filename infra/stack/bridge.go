@@ -23,12 +23,13 @@ import (
 
 // Bridge metric contract (Embedded Metric Format lines on stdout, see functions/bridge).
 const (
-	BridgeNamespace     = "NSQK/Bridge"
-	BridgeDimension     = "Stream"
-	ConsumerNamespace   = "NSQK/Consumer"
-	ConsumerDimension   = "Function"
-	bridgeContainerName = "bridge"
-	bridgeUID           = "65532:65532" // distroless "nonroot"
+	BridgeNamespace      = "NSQK/Bridge"
+	BridgeDimension      = "Stream"
+	BridgeRouteDimension = "Route" // with routes, besides Stream
+	ConsumerNamespace    = "NSQK/Consumer"
+	ConsumerDimension    = "Function"
+	bridgeContainerName  = "bridge"
+	bridgeUID            = "65532:65532" // distroless "nonroot"
 )
 
 // BridgeTaskActions is the complete list of actions the bridge task role gets on the stream.
@@ -47,17 +48,38 @@ var BridgeImageExcludes = []string{
 	"**/*_test.go", "**/testdata", "**/*.test", "**/node_modules",
 }
 
-// Bridge is the ECS Fargate service that moves NSQ messages into the stream.
+// Bridge is the ECS Fargate service that moves NSQ messages into the stream, or with
+// bridgeGroups N services of one task each that split the nsqd nodes.
 type Bridge struct {
 	Cluster        awsecs.Cluster
-	Service        awsecs.FargateService
-	TaskDefinition awsecs.FargateTaskDefinition
+	Service        awsecs.FargateService        // the first group's
+	TaskDefinition awsecs.FargateTaskDefinition // the first group's
 	TaskRole       awsiam.Role
 	LogGroup       awslogs.LogGroup
+	Groups         []*BridgeGroup
 }
 
-func newBridge(scope constructs.Construct, cfg *config.Config, net *Network, st *StreamResources, imageDir, dockerfile string) *Bridge {
+// BridgeGroup is one service of the bridge: with bridgeGroups N > 1, group i reads the nsqd
+// nodes of partition i/N.
+type BridgeGroup struct {
+	Index          int
+	Partition      string // "i/N"; empty with one group (the bridge reads every node)
+	Service        awsecs.FargateService
+	TaskDefinition awsecs.FargateTaskDefinition
+}
+
+// suffix is appended to the group's construct ids and alarm ids: none with one group, so a
+// stack without bridgeGroups keeps its resources.
+func (g *BridgeGroup) suffix() string {
+	if g.Partition == "" {
+		return ""
+	}
+	return fmt.Sprintf("Group%d", g.Index)
+}
+
+func newBridge(scope constructs.Construct, cfg *config.Config, net *Network, streams []*StreamResources, imageDir, dockerfile string) *Bridge {
 	b := cfg.Bridge
+	st := streams[0]
 
 	cluster := awsecs.NewCluster(scope, jsii.String("Cluster"), &awsecs.ClusterProps{
 		Vpc:                 net.Vpc,
@@ -69,20 +91,21 @@ func newBridge(scope constructs.Construct, cfg *config.Config, net *Network, st 
 		RemovalPolicy: removalPolicy(cfg),
 	})
 
-	// Task role: exactly the producer actions on this stream and the data key on its CMK.
+	// Task role: exactly the producer actions on the streams and the data key on their CMK.
 	taskRole := awsiam.NewRole(scope, jsii.String("BridgeTaskRole"), &awsiam.RoleProps{
 		Description: jsii.String("nsqk bridge task: put records into the stream, nothing else"),
 		AssumedBy: awsiam.NewServicePrincipal(jsii.String("ecs-tasks.amazonaws.com"), &awsiam.ServicePrincipalOpts{
 			Conditions: &map[string]any{"StringEquals": map[string]any{"aws:SourceAccount": awscdk.Aws_ACCOUNT_ID()}},
 		}),
 	})
+	arns := streamArns(streams)
 	awsiam.NewPolicy(scope, jsii.String("BridgeTaskPolicy"), &awsiam.PolicyProps{
 		Roles: &[]awsiam.IRole{taskRole},
 		Statements: &[]awsiam.PolicyStatement{
 			awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
 				Sid:       jsii.String("PutRecordsIntoTheStream"),
 				Actions:   jsii.Strings(BridgeTaskActions...),
-				Resources: &[]*string{st.Stream.StreamArn()},
+				Resources: &arns,
 			}),
 			awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
 				Sid:       jsii.String("EncryptRecordsWithTheStreamKey"),
@@ -92,77 +115,13 @@ func newBridge(scope constructs.Construct, cfg *config.Config, net *Network, st 
 		},
 	})
 
-	taskDef := awsecs.NewFargateTaskDefinition(scope, jsii.String("BridgeTask"), &awsecs.FargateTaskDefinitionProps{
-		Family:         jsii.String(cfg.StackName + "-bridge"),
-		Cpu:            jsii.Number(float64(b.CPU)),
-		MemoryLimitMiB: jsii.Number(float64(b.MemoryMiB)),
-		RuntimePlatform: &awsecs.RuntimePlatform{
-			CpuArchitecture:       awsecs.CpuArchitecture_ARM64(),
-			OperatingSystemFamily: awsecs.OperatingSystemFamily_LINUX(),
-		},
-		TaskRole: taskRole,
-		// The root filesystem is read-only: /tmp is a task-local scratch volume.
-		Volumes: &[]*awsecs.Volume{{Name: jsii.String("tmp")}},
-	})
-
 	image := awsecs.ContainerImage_FromAsset(jsii.String(imageDir), &awsecs.AssetImageProps{
 		File:     jsii.String(dockerfile),
 		Platform: awsecrassets.Platform_LINUX_ARM64(),
 		Exclude:  jsii.Strings(BridgeImageExcludes...),
 	})
-
-	var secrets *map[string]awsecs.Secret
-	if cfg.NSQ.AuthSecretArn != "" {
-		secret := awssecretsmanager.Secret_FromSecretCompleteArn(scope, jsii.String("NsqAuthSecret"), jsii.String(cfg.NSQ.AuthSecretArn))
-		secrets = &map[string]awsecs.Secret{"NSQK_AUTH_SECRET": awsecs.Secret_FromSecretsManager(secret, nil)}
-		if cfg.NSQ.AuthSecretKmsKeyArn != "" {
-			// The secret is encrypted with a customer managed key: the execution role (which fetches
-			// the secret when the task starts) needs to decrypt it.
-			secretKey := awskms.Key_FromKeyArn(scope, jsii.String("NsqAuthSecretKey"), jsii.String(cfg.NSQ.AuthSecretKmsKeyArn))
-			taskDef.ObtainExecutionRole().AddToPrincipalPolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
-				Sid:       jsii.String("DecryptTheNsqAuthSecret"),
-				Actions:   jsii.Strings("kms:Decrypt"),
-				Resources: &[]*string{secretKey.KeyArn()},
-				Conditions: &map[string]any{
-					"StringEquals": map[string]any{"kms:ViaService": fmt.Sprintf("secretsmanager.%s.amazonaws.com", regionFromArn(cfg.NSQ.AuthSecretArn))},
-				},
-			}))
-		}
-	}
-
-	secrets = addTLSSecrets(scope, cfg, taskDef, secrets)
-
-	container := taskDef.AddContainer(jsii.String(bridgeContainerName), &awsecs.ContainerDefinitionOptions{
-		ContainerName:          jsii.String(bridgeContainerName),
-		Image:                  image,
-		Essential:              jsii.Bool(true),
-		User:                   jsii.String(bridgeUID),
-		ReadonlyRootFilesystem: jsii.Bool(true),
-		Environment:            bridgeEnvironment(cfg, st),
-		Secrets:                secrets,
-		StopTimeout:            awscdk.Duration_Seconds(jsii.Number(b.StopTimeout().Seconds())),
-		HealthCheck: &awsecs.HealthCheck{
-			Command:     jsii.Strings("CMD", "/nsqk-bridge", "--healthcheck"),
-			Interval:    awscdk.Duration_Seconds(jsii.Number(15)),
-			Timeout:     awscdk.Duration_Seconds(jsii.Number(5)),
-			Retries:     jsii.Number(3),
-			StartPeriod: awscdk.Duration_Seconds(jsii.Number(30)),
-		},
-		// NON_BLOCKING: a slow log pipe must never stall the hot path; the 25 MiB buffer holds
-		// minutes of logs and EMF lines. A dropped EMF line loses one sample, not data.
-		Logging: awsecs.LogDriver_AwsLogs(&awsecs.AwsLogDriverProps{
-			LogGroup:      logGroup,
-			StreamPrefix:  jsii.String("bridge"),
-			Mode:          awsecs.AwsLogDriverMode_NON_BLOCKING,
-			MaxBufferSize: awscdk.Size_Mebibytes(jsii.Number(25)),
-		}),
-		LinuxParameters: bridgeLinuxParameters(scope),
-	})
-	container.AddMountPoints(&awsecs.MountPoint{
-		ContainerPath: jsii.String("/tmp"),
-		SourceVolume:  jsii.String("tmp"),
-		ReadOnly:      jsii.Bool(false),
-	})
+	secrets, allowDecrypt := bridgeSecrets(scope, cfg)
+	linux := bridgeLinuxParameters(scope)
 
 	// No inbound; outbound only HTTPS (the AWS APIs, through the endpoints or the NAT gateway) and
 	// the NSQ ports. NSQ hosts are named by DNS (lookupd names them at run time), so the rules
@@ -178,19 +137,102 @@ func newBridge(scope constructs.Construct, cfg *config.Config, net *Network, st 
 		sg.AddEgressRule(awsec2.Peer_AnyIpv4(), awsec2.Port_Tcp(jsii.Number(float64(port))), jsii.String(fmt.Sprintf("NSQ (port %d)", port)), nil)
 	}
 
+	br := &Bridge{Cluster: cluster, TaskRole: taskRole, LogGroup: logGroup}
+	for i := range b.Groups {
+		g := &BridgeGroup{Index: i}
+		if b.Groups > 1 {
+			g.Partition = fmt.Sprintf("%d/%d", i, b.Groups)
+		}
+		newBridgeGroup(scope, cfg, g, bridgeGroupDeps{
+			cluster: cluster, net: net, sg: sg, taskRole: taskRole, logGroup: logGroup, image: image,
+			secrets: secrets, allowDecrypt: allowDecrypt, linux: linux, env: bridgeEnvironment(cfg, st, g.Partition),
+		})
+		br.Groups = append(br.Groups, g)
+	}
+	br.Service, br.TaskDefinition = br.Groups[0].Service, br.Groups[0].TaskDefinition
+	return br
+}
+
+type bridgeGroupDeps struct {
+	cluster      awsecs.Cluster
+	net          *Network
+	sg           awsec2.SecurityGroup
+	taskRole     awsiam.Role
+	logGroup     awslogs.LogGroup
+	image        awsecs.ContainerImage
+	secrets      *map[string]awsecs.Secret
+	allowDecrypt func(awsecs.FargateTaskDefinition)
+	linux        awsecs.LinuxParameters
+	env          *map[string]*string
+}
+
+// newBridgeGroup creates one group's task definition and service.
+func newBridgeGroup(scope constructs.Construct, cfg *config.Config, g *BridgeGroup, d bridgeGroupDeps) {
+	b := cfg.Bridge
+	family := cfg.StackName + "-bridge"
+	if g.Partition != "" {
+		family = fmt.Sprintf("%s-bridge-%d", cfg.StackName, g.Index)
+	}
+	taskDef := awsecs.NewFargateTaskDefinition(scope, jsii.String("BridgeTask"+g.suffix()), &awsecs.FargateTaskDefinitionProps{
+		Family:         jsii.String(family),
+		Cpu:            jsii.Number(float64(b.CPU)),
+		MemoryLimitMiB: jsii.Number(float64(b.MemoryMiB)),
+		RuntimePlatform: &awsecs.RuntimePlatform{
+			CpuArchitecture:       awsecs.CpuArchitecture_ARM64(),
+			OperatingSystemFamily: awsecs.OperatingSystemFamily_LINUX(),
+		},
+		TaskRole: d.taskRole,
+		// The root filesystem is read-only: /tmp is a task-local scratch volume.
+		Volumes: &[]*awsecs.Volume{{Name: jsii.String("tmp")}},
+	})
+	d.allowDecrypt(taskDef)
+
+	container := taskDef.AddContainer(jsii.String(bridgeContainerName), &awsecs.ContainerDefinitionOptions{
+		ContainerName:          jsii.String(bridgeContainerName),
+		Image:                  d.image,
+		Essential:              jsii.Bool(true),
+		User:                   jsii.String(bridgeUID),
+		ReadonlyRootFilesystem: jsii.Bool(true),
+		Environment:            d.env,
+		Secrets:                d.secrets,
+		StopTimeout:            awscdk.Duration_Seconds(jsii.Number(b.StopTimeout().Seconds())),
+		HealthCheck: &awsecs.HealthCheck{
+			Command:     jsii.Strings("CMD", "/nsqk-bridge", "--healthcheck"),
+			Interval:    awscdk.Duration_Seconds(jsii.Number(15)),
+			Timeout:     awscdk.Duration_Seconds(jsii.Number(5)),
+			Retries:     jsii.Number(3),
+			StartPeriod: awscdk.Duration_Seconds(jsii.Number(30)),
+		},
+		// NON_BLOCKING: a slow log pipe must never stall the hot path; the 25 MiB buffer holds
+		// minutes of logs and EMF lines. A dropped EMF line loses one sample, not data.
+		Logging: awsecs.LogDriver_AwsLogs(&awsecs.AwsLogDriverProps{
+			LogGroup:      d.logGroup,
+			StreamPrefix:  jsii.String("bridge"),
+			Mode:          awsecs.AwsLogDriverMode_NON_BLOCKING,
+			MaxBufferSize: awscdk.Size_Mebibytes(jsii.Number(25)),
+		}),
+		LinuxParameters: d.linux,
+	})
+	container.AddMountPoints(&awsecs.MountPoint{
+		ContainerPath: jsii.String("/tmp"),
+		SourceVolume:  jsii.String("tmp"),
+		ReadOnly:      jsii.Bool(false),
+	})
+
 	// Two bridge tasks on one NSQ channel split a key's messages between them and can write them out
-	// of order. With at most one task (the default), deployments stop the old task before the new one
-	// starts (NSQ holds the messages meanwhile) so there is never a second bridge; with more tasks the
-	// usual rolling deployment applies (order is per task then anyway).
+	// of order. With at most one task (the default, and always for a group), deployments stop the
+	// old task before the new one starts (NSQ holds the messages meanwhile) so there is never a
+	// second bridge on the same nodes; with more tasks the usual rolling deployment applies (order
+	// is per task then anyway).
 	minHealthy, maxHealthy := 100.0, 200.0
 	if b.MaxCount == 1 {
 		minHealthy, maxHealthy = 0, 100
 	}
 	svcProps := &awsecs.FargateServiceProps{
-		Cluster:              cluster,
+		Cluster:              d.cluster,
 		TaskDefinition:       taskDef,
-		VpcSubnets:           net.Subnets,
-		SecurityGroups:       &[]awsec2.ISecurityGroup{sg},
+		VpcSubnets:           d.net.Subnets,
+		SecurityGroups:       &[]awsec2.ISecurityGroup{d.sg},
 		AssignPublicIp:       jsii.Bool(false),
 		MinHealthyPercent:    jsii.Number(minHealthy),
 		MaxHealthyPercent:    jsii.Number(maxHealthy),
@@ -202,17 +244,23 @@ func newBridge(scope constructs.Construct, cfg *config.Config, net *Network, st 
 	if b.DesiredCount > 0 {
 		svcProps.DesiredCount = jsii.Number(float64(b.DesiredCount))
 	}
-	service := awsecs.NewFargateService(scope, jsii.String("BridgeService"), svcProps)
+	if g.Partition != "" {
+		// A group is exactly one task: autoscaling would add a second reader of its nodes.
+		svcProps.DesiredCount = jsii.Number(1)
+	}
+	service := awsecs.NewFargateService(scope, jsii.String("BridgeService"+g.suffix()), svcProps)
 
-	scaling := service.AutoScaleTaskCount(&awsapplicationautoscaling.EnableScalingProps{
-		MinCapacity: jsii.Number(float64(b.MinCount)),
-		MaxCapacity: jsii.Number(float64(b.MaxCount)),
-	})
-	scaling.ScaleOnCpuUtilization(jsii.String("CpuTarget"), &awsecs.CpuUtilizationScalingProps{
-		TargetUtilizationPercent: jsii.Number(float64(b.CPUTargetPercent)),
-		ScaleOutCooldown:         awscdk.Duration_Seconds(jsii.Number(60)),
-		ScaleInCooldown:          awscdk.Duration_Seconds(jsii.Number(300)),
-	})
+	if g.Partition == "" {
+		scaling := service.AutoScaleTaskCount(&awsapplicationautoscaling.EnableScalingProps{
+			MinCapacity: jsii.Number(float64(b.MinCount)),
+			MaxCapacity: jsii.Number(float64(b.MaxCount)),
+		})
+		scaling.ScaleOnCpuUtilization(jsii.String("CpuTarget"), &awsecs.CpuUtilizationScalingProps{
+			TargetUtilizationPercent: jsii.Number(float64(b.CPUTargetPercent)),
+			ScaleOutCooldown:         awscdk.Duration_Seconds(jsii.Number(60)),
+			ScaleInCooldown:          awscdk.Duration_Seconds(jsii.Number(300)),
+		})
+	}
 
 	cdknag.NagSuppressions_AddResourceSuppressions(taskDef, &[]*cdknag.NagPackSuppression{{
 		Id: jsii.String("AwsSolutions-ECS2"),
@@ -229,16 +277,51 @@ func newBridge(scope constructs.Construct, cfg *config.Config, net *Network, st 
 			"role is scoped to the asset repository, the bridge log group or the NSQ auth and TLS secrets."),
 	}}, jsii.Bool(true))
 
-	return &Bridge{Cluster: cluster, Service: service, TaskDefinition: taskDef, TaskRole: taskRole, LogGroup: logGroup}
+	g.Service, g.TaskDefinition = service, taskDef
+}
+
+// bridgeSecrets imports the NSQ auth secret and the TLS material once for every group; the
+// returned function lets a task's execution role (which fetches them when the task starts)
+// decrypt them with their customer managed keys, through Secrets Manager only.
+func bridgeSecrets(scope constructs.Construct, cfg *config.Config) (*map[string]awsecs.Secret, func(awsecs.FargateTaskDefinition)) {
+	var secrets *map[string]awsecs.Secret
+	var grants []func(awsecs.FargateTaskDefinition)
+	if cfg.NSQ.AuthSecretArn != "" {
+		secret := awssecretsmanager.Secret_FromSecretCompleteArn(scope, jsii.String("NsqAuthSecret"), jsii.String(cfg.NSQ.AuthSecretArn))
+		secrets = &map[string]awsecs.Secret{"NSQK_AUTH_SECRET": awsecs.Secret_FromSecretsManager(secret, nil)}
+		if cfg.NSQ.AuthSecretKmsKeyArn != "" {
+			secretKey := awskms.Key_FromKeyArn(scope, jsii.String("NsqAuthSecretKey"), jsii.String(cfg.NSQ.AuthSecretKmsKeyArn))
+			grants = append(grants, func(taskDef awsecs.FargateTaskDefinition) {
+				taskDef.ObtainExecutionRole().AddToPrincipalPolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+					Sid:       jsii.String("DecryptTheNsqAuthSecret"),
+					Actions:   jsii.Strings("kms:Decrypt"),
+					Resources: &[]*string{secretKey.KeyArn()},
+					Conditions: &map[string]any{
+						"StringEquals": map[string]any{"kms:ViaService": fmt.Sprintf("secretsmanager.%s.amazonaws.com", regionFromArn(cfg.NSQ.AuthSecretArn))},
+					},
+				}))
+			})
+		}
+	}
+	secrets, tlsGrant := addTLSSecrets(scope, cfg, secrets)
+	if tlsGrant != nil {
+		grants = append(grants, tlsGrant)
+	}
+	return secrets, func(taskDef awsecs.FargateTaskDefinition) {
+		for _, g := range grants {
+			g(taskDef)
+		}
+	}
 }
 
 // bridgeEnvironment renders the bridge's NSQK_* settings (flag --foo-bar = env NSQK_FOO_BAR).
-func bridgeEnvironment(cfg *config.Config, st *StreamResources) *map[string]*string {
+// With routes the topics and streams are in NSQK_CONFIG_YAML, rendered from context "routes";
+// every other setting stays global (each route field left out takes it). A group reads the nsqd
+// nodes of its partition.
+func bridgeEnvironment(cfg *config.Config, st *StreamResources, partition string) *map[string]*string {
 	b := cfg.Bridge
 	env := map[string]*string{
-		"NSQK_TOPIC":             jsii.String(cfg.NSQ.Topic),
 		"NSQK_CHANNEL":           jsii.String(cfg.NSQ.Channel),
-		"NSQK_STREAM":            st.Stream.StreamName(),
 		"NSQK_PARTITION_KEY":     jsii.String(b.PartitionKey),
 		"NSQK_KEY_BUCKETS":       jsii.String(strconv.Itoa(b.KeyBuckets)),
 		"NSQK_MAX_BUFFERED_TIME": jsii.String(b.MaxBufferedTime.String()),
@@ -255,13 +338,22 @@ func bridgeEnvironment(cfg *config.Config, st *StreamResources) *map[string]*str
 			env["NSQK_NSQD_HTTP_ADDRESS"] = jsii.String(strings.Join(cfg.NSQ.NsqdHTTPAddresses, ","))
 		}
 	}
+	if y := cfg.BridgeConfigYAML(); y != "" {
+		env["NSQK_CONFIG_YAML"] = jsii.String(y)
+	} else {
+		env["NSQK_TOPIC"] = jsii.String(cfg.NSQ.Topic)
+		env["NSQK_STREAM"] = st.Stream.StreamName()
+	}
+	if partition != "" {
+		env["NSQK_NSQD_PARTITION"] = jsii.String(partition)
+	}
 	for k, v := range b.ExtraEnv {
 		env[k] = jsii.String(v)
 	}
 	if b.MaxInFlight > 0 {
 		env["NSQK_MAX_IN_FLIGHT"] = jsii.String(strconv.Itoa(b.MaxInFlight))
 	}
-	if cfg.NSQ.DeadLetterTopic != "" {
+	if cfg.NSQ.DeadLetterTopic != "" && len(cfg.Routes) == 0 {
 		env["NSQK_DEAD_LETTER_TOPIC"] = jsii.String(cfg.NSQ.DeadLetterTopic)
 	}
 	if cfg.NSQ.TLS {

@@ -70,6 +70,7 @@ type Consumer struct {
 	Mapping      awslambda.CfnEventSourceMapping
 	FanOut       awskinesis.CfnStreamConsumer // nil without enhanced fan-out
 	Table        awsdynamodb.Table            // lastlocation only
+	Stream       *StreamResources             // the stream it reads
 }
 
 // consumerDeps are the stack's resources a consumer uses.
@@ -140,7 +141,7 @@ func newConsumer(scope constructs.Construct, cc config.ConsumerConfig, codeDir s
 	cfg, st := d.cfg, d.stream
 	id := func(s string) *string { return jsii.String(consumerID(cc.Name) + s) }
 	fnName := cfg.FunctionName(cc.Name)
-	c := &Consumer{Config: cc, FunctionName: fnName, Table: d.locations}
+	c := &Consumer{Config: cc, FunctionName: fnName, Table: d.locations, Stream: st}
 
 	c.LogGroup = awslogs.NewLogGroup(scope, id("Logs"), &awslogs.LogGroupProps{
 		Retention:     retentionDays(cfg.LogRetentionDays),
@@ -204,7 +205,7 @@ func newConsumer(scope constructs.Construct, cc config.ConsumerConfig, codeDir s
 	env := map[string]*string{
 		EnvCheckpointTable:      d.checkpoints.TableName(),
 		EnvDeadLetterQueue:      c.DeadLetters.QueueUrl(),
-		EnvStreamRetentionHours: jsii.String(strconv.Itoa(cfg.Stream.RetentionHours)),
+		EnvStreamRetentionHours: jsii.String(strconv.Itoa(st.Config.RetentionHours)),
 	}
 	if d.locations != nil {
 		statements = append(statements, statement("ReadAndUpdateLocations", LocationsTableActions, d.locations.TableArn()))
@@ -225,7 +226,7 @@ func newConsumer(scope constructs.Construct, cc config.ConsumerConfig, codeDir s
 
 	c.Function = awslambda.NewFunction(scope, id("Function"), &awslambda.FunctionProps{
 		FunctionName: jsii.String(fnName),
-		Description:  jsii.String(fmt.Sprintf("nsqk %s consumer of stream %s", cc.Name, cfg.Stream.Name)),
+		Description:  jsii.String(fmt.Sprintf("nsqk %s consumer of stream %s", cc.Name, st.Config.Name)),
 		Runtime:      awslambda.Runtime_PROVIDED_AL2023(),
 		Architecture: awslambda.Architecture_ARM_64(),
 		Handler:      jsii.String("bootstrap"),

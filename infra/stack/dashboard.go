@@ -2,6 +2,7 @@ package stack
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/aws/aws-cdk-go/awscdk/v2/awscloudwatch"
 	"github.com/aws/aws-cdk-go/awscdk/v2/interfaces/interfacesawscloudwatch"
@@ -13,8 +14,9 @@ import (
 
 // newDashboard lays out the flow left to right, top to bottom: NSQ in (bridge), Kinesis in,
 // Kinesis out, consumers (lag, latency, errors), DLQs, and the bridge service itself.
-func newDashboard(scope constructs.Construct, cfg *config.Config, s *NsqkStack, tasksBelow awscloudwatch.MathExpression, alarms []awscloudwatch.Alarm) awscloudwatch.Dashboard {
-	st, b, consumers := s.Stream, s.Bridge, s.Consumers
+// With routes, sections 1 to 3 repeat for each route (its stream and its bridge metrics).
+func newDashboard(scope constructs.Construct, cfg *config.Config, s *NsqkStack, tasksBelow []awscloudwatch.MathExpression, alarms []awscloudwatch.Alarm) awscloudwatch.Dashboard {
+	b, consumers := s.Bridge, s.Consumers
 	d := awscloudwatch.NewDashboard(scope, jsii.String("Dashboard"), &awscloudwatch.DashboardProps{
 		DashboardName:   jsii.String(cfg.StackName + "-flow"),
 		DefaultInterval: threeHours(),
@@ -29,67 +31,84 @@ func newDashboard(scope constructs.Construct, cfg *config.Config, s *NsqkStack, 
 	section := func(md string) awscloudwatch.TextWidget {
 		return awscloudwatch.NewTextWidget(&awscloudwatch.TextWidgetProps{Markdown: jsii.String(md), Width: jsii.Number(24), Height: jsii.Number(1)})
 	}
-	sum := func(name, label string) awscloudwatch.IMetric {
-		return bridgeMetric(cfg, name, "Sum", oneMinute(), label)
-	}
 
 	var alarmRefs []interfacesawscloudwatch.IAlarmRef
 	for _, a := range alarms {
 		alarmRefs = append(alarmRefs, a)
 	}
+	header := fmt.Sprintf("# nsqk `%s`\nNSQ topic `%s` / channel `%s` → bridge (ECS Fargate) → Kinesis stream `%s` → Lambda consumers. "+
+		"Bridge metrics: namespace `%s`; consumer metrics: `%s`. Alarm runbook: %s.",
+		cfg.StackName, cfg.NSQ.Topic, cfg.NSQ.Channel, cfg.Stream.Name, BridgeNamespace, ConsumerNamespace, RunbookLocation)
+	if len(cfg.Routes) > 0 {
+		var routes []string
+		for _, r := range cfg.Routes {
+			routes = append(routes, fmt.Sprintf("`%s` (topic `%s` → stream `%s`)", r.Name, r.Topic, r.Stream.Name))
+		}
+		header = fmt.Sprintf("# nsqk `%s`\nRoutes %s → bridge (ECS Fargate) → Lambda consumers. "+
+			"Bridge metrics: namespace `%s`, dimensions `%s` and `%s`; consumer metrics: `%s`. Alarm runbook: %s.",
+			cfg.StackName, strings.Join(routes, ", "), BridgeNamespace, BridgeDimension, BridgeRouteDimension, ConsumerNamespace, RunbookLocation)
+	}
 	d.AddWidgets(awscloudwatch.NewTextWidget(&awscloudwatch.TextWidgetProps{
-		Markdown: jsii.String(fmt.Sprintf("# nsqk `%s`\nNSQ topic `%s` / channel `%s` → bridge (ECS Fargate) → Kinesis stream `%s` → Lambda consumers. "+
-			"Bridge metrics: namespace `%s`; consumer metrics: `%s`. Alarm runbook: %s.",
-			cfg.StackName, cfg.NSQ.Topic, cfg.NSQ.Channel, cfg.Stream.Name, BridgeNamespace, ConsumerNamespace, RunbookLocation)),
-		Width: jsii.Number(24), Height: jsii.Number(2),
+		Markdown: jsii.String(header),
+		Width:    jsii.Number(24), Height: jsii.Number(2),
 	}))
 	d.AddWidgets(awscloudwatch.NewAlarmStatusWidget(&awscloudwatch.AlarmStatusWidgetProps{
 		Title: jsii.String("Alarms"), Alarms: &alarmRefs, Width: jsii.Number(24), Height: jsii.Number(4),
 	}))
 
-	d.AddWidgets(section("## 1. NSQ in (bridge)"))
-	d.AddWidgets(
-		graph("Messages per minute: in, acked, dead-lettered", 8,
-			[]awscloudwatch.IMetric{sum("MessagesIn", "in"), sum("MessagesAcked", "acked (FIN after Kinesis ack)")},
-			[]awscloudwatch.IMetric{sum("DeadLettered", "dead-lettered")}),
-		graph("NSQ backlog and messages in flight", 8, []awscloudwatch.IMetric{
-			bridgeMetric(cfg, "NSQBacklog", "Maximum", oneMinute(), "NSQ channel depth"),
-			bridgeMetric(cfg, "InFlightMessages", "Maximum", oneMinute(), "in flight in the bridge"),
-		}, nil),
-		graph("Ack latency: NSQ publish -> Kinesis ack (ms)", 8, []awscloudwatch.IMetric{
-			bridgeMetric(cfg, "AckLatency", "p50", oneMinute(), "p50"),
-			bridgeMetric(cfg, "AckLatency", "p99", oneMinute(), "p99"),
-		}, nil),
-	)
+	for _, st := range s.Streams {
+		title := ""
+		if st.Route != nil {
+			title = fmt.Sprintf(": route `%s` (topic `%s` → stream `%s`)", st.Route.Name, st.Route.Topic, st.Config.Name)
+		}
+		sum := func(name, label string) awscloudwatch.IMetric {
+			return bridgeMetric(st, name, "Sum", oneMinute(), label)
+		}
+		d.AddWidgets(section("## 1. NSQ in (bridge)" + title))
+		d.AddWidgets(
+			graph("Messages per minute: in, acked, dead-lettered", 8,
+				[]awscloudwatch.IMetric{sum("MessagesIn", "in"), sum("MessagesAcked", "acked (FIN after Kinesis ack)")},
+				[]awscloudwatch.IMetric{sum("DeadLettered", "dead-lettered")}),
+			graph("NSQ backlog and messages in flight", 8, []awscloudwatch.IMetric{
+				bridgeMetric(st, "NSQBacklog", "Maximum", oneMinute(), "NSQ channel depth"),
+				bridgeMetric(st, "InFlightMessages", "Maximum", oneMinute(), "in flight in the bridge"),
+			}, nil),
+			graph("Ack latency: NSQ publish -> Kinesis ack (ms)", 8, []awscloudwatch.IMetric{
+				bridgeMetric(st, "AckLatency", "p50", oneMinute(), "p50"),
+				bridgeMetric(st, "AckLatency", "p99", oneMinute(), "p99"),
+			}, nil),
+		)
 
-	d.AddWidgets(section("## 2. Kinesis in"))
-	d.AddWidgets(
-		graph("Records put per minute", 8, []awscloudwatch.IMetric{
-			st.Stream.MetricIncomingRecords(opts("Sum", oneMinute(), "IncomingRecords (aggregates)")),
-		}, []awscloudwatch.IMetric{
-			st.Stream.MetricIncomingBytes(opts("Sum", oneMinute(), "IncomingBytes")),
-		}),
-		graph("Write failures and throttling", 8, []awscloudwatch.IMetric{
-			st.Stream.MetricWriteProvisionedThroughputExceeded(opts("Sum", oneMinute(), "WriteProvisionedThroughputExceeded")),
-			st.Stream.MetricPutRecordsFailedRecords(opts("Sum", oneMinute(), "PutRecords.FailedRecords (Kinesis)")),
-			st.Stream.MetricPutRecordsThrottledRecords(opts("Sum", oneMinute(), "PutRecords.ThrottledRecords (Kinesis)")),
-			sum("PutRecordsFailedEntries", "failed entries (bridge)"),
-		}, nil),
-		graph("Bridge retries per minute", 8, []awscloudwatch.IMetric{sum("Retries", "retries")}, nil),
-	)
+		d.AddWidgets(section("## 2. Kinesis in" + title))
+		d.AddWidgets(
+			graph("Records put per minute", 8, []awscloudwatch.IMetric{
+				st.Stream.MetricIncomingRecords(opts("Sum", oneMinute(), "IncomingRecords (aggregates)")),
+			}, []awscloudwatch.IMetric{
+				st.Stream.MetricIncomingBytes(opts("Sum", oneMinute(), "IncomingBytes")),
+			}),
+			graph("Write failures and throttling", 8, []awscloudwatch.IMetric{
+				st.Stream.MetricWriteProvisionedThroughputExceeded(opts("Sum", oneMinute(), "WriteProvisionedThroughputExceeded")),
+				st.Stream.MetricPutRecordsFailedRecords(opts("Sum", oneMinute(), "PutRecords.FailedRecords (Kinesis)")),
+				st.Stream.MetricPutRecordsThrottledRecords(opts("Sum", oneMinute(), "PutRecords.ThrottledRecords (Kinesis)")),
+				sum("PutRecordsFailedEntries", "failed entries (bridge)"),
+			}, nil),
+			graph("Bridge retries per minute", 8, []awscloudwatch.IMetric{sum("Retries", "retries")}, nil),
+		)
 
-	d.AddWidgets(section("## 3. Kinesis out"))
-	d.AddWidgets(
-		graph("Records read per minute (GetRecords consumers)", 8, []awscloudwatch.IMetric{
-			st.Stream.MetricGetRecords(opts("Sum", oneMinute(), "GetRecords.Records")),
-		}, nil),
-		graph("Read throttling", 8, []awscloudwatch.IMetric{
-			st.Stream.MetricReadProvisionedThroughputExceeded(opts("Sum", oneMinute(), "ReadProvisionedThroughputExceeded")),
-		}, nil),
-		graph("Stream iterator age (ms)", 8, []awscloudwatch.IMetric{
-			st.Stream.MetricGetRecordsIteratorAgeMilliseconds(opts("Maximum", oneMinute(), "GetRecords.IteratorAgeMilliseconds")),
-		}, nil),
-	)
+		d.AddWidgets(section("## 3. Kinesis out" + title))
+		d.AddWidgets(
+			graph("Records read per minute (GetRecords consumers)", 8, []awscloudwatch.IMetric{
+				st.Stream.MetricGetRecords(opts("Sum", oneMinute(), "GetRecords.Records")),
+			}, nil),
+			graph("Read throttling", 8, []awscloudwatch.IMetric{
+				st.Stream.MetricReadProvisionedThroughputExceeded(opts("Sum", oneMinute(), "ReadProvisionedThroughputExceeded")),
+			}, nil),
+			graph("Stream iterator age (ms)", 8, []awscloudwatch.IMetric{
+				st.Stream.MetricGetRecordsIteratorAgeMilliseconds(opts("Maximum", oneMinute(), "GetRecords.IteratorAgeMilliseconds")),
+			}, nil),
+		)
+
+	}
 
 	d.AddWidgets(section("## 4. Consumers"))
 	var lag, latency, records, errs, dlq, dlqAge, deadLettered []awscloudwatch.IMetric
@@ -136,17 +155,27 @@ func newDashboard(scope constructs.Construct, cfg *config.Config, s *NsqkStack, 
 		failed,
 		graph("User records dead-lettered per minute", 8, deadLettered, nil),
 	)
-	d.AddWidgets(
-		graph("Bridge tasks", 8, []awscloudwatch.IMetric{
-			containerInsightsMetric(b, "RunningTaskCount", "running"),
-			containerInsightsMetric(b, "DesiredTaskCount", "desired"),
-			tasksBelow,
-		}, nil),
-		graph("Bridge CPU and memory (%)", 8, []awscloudwatch.IMetric{
-			b.Service.MetricCpuUtilization(opts("Average", oneMinute(), "CPU")),
-			b.Service.MetricMemoryUtilization(opts("Average", oneMinute(), "memory")),
-		}, nil),
-		bridgeNSQWidget(cfg, graph),
-	)
+	var tasks, usage []awscloudwatch.IMetric
+	for i, g := range b.Groups {
+		prefix := ""
+		if g.Partition != "" {
+			prefix = "group " + g.Partition + " "
+		}
+		tasks = append(tasks,
+			containerInsightsMetric(g, "RunningTaskCount", prefix+"running"),
+			containerInsightsMetric(g, "DesiredTaskCount", prefix+"desired"),
+			tasksBelow[i])
+		usage = append(usage,
+			g.Service.MetricCpuUtilization(opts("Average", oneMinute(), prefix+"CPU")),
+			g.Service.MetricMemoryUtilization(opts("Average", oneMinute(), prefix+"memory")))
+	}
+	row := []awscloudwatch.IWidget{
+		graph("Bridge tasks", 8, tasks, nil),
+		graph("Bridge CPU and memory (%)", 8, usage, nil),
+	}
+	for _, st := range s.Streams {
+		row = append(row, bridgeNSQWidget(st, graph))
+	}
+	d.AddWidgets(row...)
 	return d
 }

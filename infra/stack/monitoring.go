@@ -90,12 +90,17 @@ func opts(stat string, period awscdk.Duration, label string) *awscloudwatch.Metr
 	return o
 }
 
-// bridgeMetric is one of the bridge's EMF metrics (namespace NSQK/Bridge, dimension Stream).
-func bridgeMetric(cfg *config.Config, name, stat string, period awscdk.Duration, label string) awscloudwatch.Metric {
+// bridgeMetric is one of the bridge's EMF metrics about a stream (namespace NSQK/Bridge, dimension
+// Stream; with routes the bridge adds dimension Route).
+func bridgeMetric(st *StreamResources, name, stat string, period awscdk.Duration, label string) awscloudwatch.Metric {
+	dims := map[string]*string{BridgeDimension: jsii.String(st.Config.Name)}
+	if st.Route != nil {
+		dims[BridgeRouteDimension] = jsii.String(st.Route.Name)
+	}
 	return awscloudwatch.NewMetric(&awscloudwatch.MetricProps{
 		Namespace:     jsii.String(BridgeNamespace),
 		MetricName:    jsii.String(name),
-		DimensionsMap: &map[string]*string{BridgeDimension: jsii.String(cfg.Stream.Name)},
+		DimensionsMap: &dims,
 		Statistic:     jsii.String(stat),
 		Period:        period,
 		Label:         labelOrNil(label),
@@ -134,14 +139,23 @@ func failedBatchesMetric(b awss3.Bucket, stat string, period awscdk.Duration, la
 	})
 }
 
+// routeIDs are the alarm id prefix and alarm name suffix of a stream's alarms: none without
+// routes (the alarms keep their names), the route otherwise.
+func routeIDs(st *StreamResources) (idPrefix, nameSuffix string) {
+	if st.Route == nil {
+		return "", ""
+	}
+	return "Route" + st.Route.ID, "-" + st.Route.Name
+}
+
 // containerInsightsMetric is a service-level ECS Container Insights metric.
-func containerInsightsMetric(b *Bridge, name, label string) awscloudwatch.Metric {
+func containerInsightsMetric(g *BridgeGroup, name, label string) awscloudwatch.Metric {
 	return awscloudwatch.NewMetric(&awscloudwatch.MetricProps{
 		Namespace:  jsii.String("ECS/ContainerInsights"),
 		MetricName: jsii.String(name),
 		DimensionsMap: &map[string]*string{
-			"ClusterName": b.Cluster.ClusterName(),
-			"ServiceName": b.Service.ServiceName(),
+			"ClusterName": g.Service.Cluster().ClusterName(),
+			"ServiceName": g.Service.ServiceName(),
 		},
 		Statistic: jsii.String("Average"),
 		Period:    oneMinute(),
@@ -150,74 +164,128 @@ func containerInsightsMetric(b *Bridge, name, label string) awscloudwatch.Metric
 }
 
 func newMonitoring(scope constructs.Construct, cfg *config.Config, s *NsqkStack) *Monitoring {
-	st, b, consumers := s.Stream, s.Bridge, s.Consumers
+	b, consumers := s.Bridge, s.Consumers
 	m := &Monitoring{scope: scope, cfg: cfg, action: awscloudwatchactions.NewSnsAction(s.Ops.Topic)}
-	t := cfg.Alarms
-	notBreaching := awscloudwatch.TreatMissingData_NOT_BREACHING
 
-	// Stream.
+	for _, st := range s.Streams {
+		m.streamAlarms(st)
+	}
+
+	// Bridge service: each group's tasks.
+	var tasksBelow []awscloudwatch.MathExpression
+	for _, g := range b.Groups {
+		tasksBelow = append(tasksBelow, m.tasksBelowAlarm(g))
+	}
+
+	for _, st := range s.Streams {
+		m.bridgeAlarms(st)
+	}
+
+	m.consumerAlarms(s, consumers)
+	for _, st := range s.Streams {
+		m.safetyAlarms(cfg, st)
+	}
+
+	m.Dashboard = newDashboard(scope, cfg, s, tasksBelow, m.Alarms)
+	return m
+}
+
+// streamAlarms are a stream's own alarms and the bridge's PutRecords failures on it.
+func (m *Monitoring) streamAlarms(st *StreamResources) {
+	t, notBreaching := m.cfg.Alarms, awscloudwatch.TreatMissingData_NOT_BREACHING
+	rid, rname := routeIDs(st)
 	m.alarm(alarmSpec{
-		id: "StreamWriteThrottledAlarm", name: AlarmStreamWriteThrottled,
+		id: rid + "StreamWriteThrottledAlarm", name: AlarmStreamWriteThrottled + rname,
 		meaning:    "Kinesis rejected bridge writes for lack of shard capacity (WriteProvisionedThroughputExceeded) in 3 of the last 5 minutes; the bridge retries, so this shows as latency and NSQ backlog before loss.",
 		firstCheck: "IncomingBytes/IncomingRecords per shard against 1 MiB/s and 1000 records/s; a hot partition key; then add shards or switch to on-demand.",
 		metric:     st.Stream.MetricWriteProvisionedThroughputExceeded(opts("Sum", oneMinute(), "")),
 		threshold:  t.StreamWriteThrottledRecords, evaluationPeriods: 5, datapoints: 3, missing: notBreaching,
 	})
 	m.alarm(alarmSpec{
-		id: "StreamIteratorAgeAlarm", name: AlarmStreamIteratorAge,
+		id: rid + "StreamIteratorAgeAlarm", name: AlarmStreamIteratorAge + rname,
 		meaning:    "The oldest record read by a shared-throughput (GetRecords) consumer was older than the threshold in 3 of 5 minutes: consumers fall behind.",
 		firstCheck: "the per-consumer lambda-iterator-age, lambda-errors and lambda-throttles alarms to find which consumer; a consumer stuck retrying one batch.",
 		metric:     st.Stream.MetricGetRecordsIteratorAgeMilliseconds(opts("Maximum", oneMinute(), "")),
 		threshold:  t.StreamIteratorAgeMs, evaluationPeriods: 5, datapoints: 3, missing: notBreaching,
 	})
 
-	// Bridge.
 	m.alarm(alarmSpec{
-		id: "PutRecordsFailedAlarm", name: AlarmPutRecordsFailed,
+		id: rid + "PutRecordsFailedAlarm", name: AlarmPutRecordsFailed + rname,
 		meaning:    "PutRecords returned failed entries (throttled or internal errors) in 3 of 5 minutes; the bridge retries them and holds the NSQ messages meanwhile.",
 		firstCheck: "the bridge logs for the ErrorCode of failed entries; ProvisionedThroughputExceededException means too few shards (see stream-write-throttled), KMS errors mean the stream key is disabled or its grant is missing.",
-		metric:     bridgeMetric(cfg, "PutRecordsFailedEntries", "Sum", oneMinute(), ""),
+		metric:     bridgeMetric(st, "PutRecordsFailedEntries", "Sum", oneMinute(), ""),
 		threshold:  t.PutRecordsFailedEntries, evaluationPeriods: 5, datapoints: 3, missing: notBreaching,
 	})
+}
+
+// tasksBelowAlarm watches one group's service: with bridgeGroups each group has its own alarm
+// (bridge-tasks-below-desired-<i>), as a group's nodes are read by no other group.
+func (m *Monitoring) tasksBelowAlarm(g *BridgeGroup) awscloudwatch.MathExpression {
+	label, id, name, what := "bridge tasks missing (desired - running)", "BridgeTasksBelowDesiredAlarm", AlarmBridgeTasksBelow, "the service"
+	if g.Partition != "" {
+		label = fmt.Sprintf("group %s tasks missing (desired - running)", g.Partition)
+		id = "Bridge" + g.suffix() + "TasksBelowDesiredAlarm"
+		name = fmt.Sprintf("%s-%d", AlarmBridgeTasksBelow, g.Index)
+		what = fmt.Sprintf("the service of bridge group %s (NSQK_NSQD_PARTITION) wants, so the nsqd nodes of that partition", g.Partition)
+	}
+	// The dashboard graphs every group's expression together: their metric ids must differ.
+	desired, running := "desired", "running"
+	if g.Partition != "" {
+		desired, running = fmt.Sprintf("desired%d", g.Index), fmt.Sprintf("running%d", g.Index)
+	}
 	tasksBelow := awscloudwatch.NewMathExpression(&awscloudwatch.MathExpressionProps{
-		Expression: jsii.String("desired - running"),
+		Expression: jsii.String(desired + " - " + running),
 		UsingMetrics: &map[string]awscloudwatch.IMetric{
-			"desired": containerInsightsMetric(b, "DesiredTaskCount", "desired"),
-			"running": containerInsightsMetric(b, "RunningTaskCount", "running"),
+			desired: containerInsightsMetric(g, "DesiredTaskCount", "desired"),
+			running: containerInsightsMetric(g, "RunningTaskCount", "running"),
 		},
-		Label:  jsii.String("bridge tasks missing (desired - running)"),
+		Label:  jsii.String(label),
 		Period: oneMinute(),
 	})
+	meaning := "Fewer bridge tasks run than the service wants, for 5 minutes in a row (or Container Insights reports nothing): NSQ messages are not being moved."
+	if g.Partition != "" {
+		meaning = fmt.Sprintf("Fewer bridge tasks run than %s are not being read, for 5 minutes in a row (or Container Insights reports nothing).", what)
+	}
 	m.alarm(alarmSpec{
-		id: "BridgeTasksBelowDesiredAlarm", name: AlarmBridgeTasksBelow,
-		meaning:    "Fewer bridge tasks run than the service wants, for 5 minutes in a row (or Container Insights reports nothing): NSQ messages are not being moved.",
+		id: id, name: name,
+		meaning:    meaning,
 		firstCheck: "ECS console > service events and stopped tasks' stop reason (image pull, secret fetch, failing health check, OOM); then the bridge log group.",
 		metric:     tasksBelow,
-		threshold:  t.BridgeTasksBelowDesired, evaluationPeriods: 5, datapoints: 5, missing: awscloudwatch.TreatMissingData_BREACHING,
+		threshold:  m.cfg.Alarms.BridgeTasksBelowDesired, evaluationPeriods: 5, datapoints: 5, missing: awscloudwatch.TreatMissingData_BREACHING,
 	})
+	return tasksBelow
+}
+
+// bridgeAlarms are the bridge's alarms about one stream (one route).
+func (m *Monitoring) bridgeAlarms(st *StreamResources) {
+	t, notBreaching := m.cfg.Alarms, awscloudwatch.TreatMissingData_NOT_BREACHING
+	rid, rname := routeIDs(st)
 	m.alarm(alarmSpec{
-		id: "BridgeDeadLetteredAlarm", name: AlarmBridgeDeadLettered,
+		id: rid + "BridgeDeadLetteredAlarm", name: AlarmBridgeDeadLettered + rname,
 		meaning:    "The bridge sent messages it cannot put (bad JSON, no partition key, oversized) to the NSQ dead-letter topic in the last 5 minutes.",
 		firstCheck: "the dead-letter topic's messages (each carries the reason) and the producer that published them.",
-		metric:     bridgeMetric(cfg, "DeadLettered", "Sum", fiveMinutes(), ""),
+		metric:     bridgeMetric(st, "DeadLettered", "Sum", fiveMinutes(), ""),
 		threshold:  t.BridgeDeadLettered, evaluationPeriods: 1, datapoints: 1, missing: notBreaching,
 	})
 	m.alarm(alarmSpec{
-		id: "BridgeAckLatencyAlarm", name: AlarmBridgeAckLatency,
+		id: rid + "BridgeAckLatencyAlarm", name: AlarmBridgeAckLatency + rname,
 		meaning:    "p99 time from NSQ publish to Kinesis acknowledgement exceeded the threshold in 3 of 5 minutes.",
 		firstCheck: "bridge-nsq-backlog (messages waiting in NSQ), Retries and PutRecordsFailedEntries on the dashboard, and bridge CPU (raise bridgeCpu: more tasks break per-key order).",
-		metric:     bridgeMetric(cfg, "AckLatency", "p99", oneMinute(), ""),
+		metric:     bridgeMetric(st, "AckLatency", "p99", oneMinute(), ""),
 		threshold:  t.BridgeAckLatencyP99Ms, evaluationPeriods: 5, datapoints: 3, missing: notBreaching,
 	})
 	m.alarm(alarmSpec{
-		id: "BridgeNsqBacklogAlarm", name: AlarmBridgeNSQBacklog,
+		id: rid + "BridgeNsqBacklogAlarm", name: AlarmBridgeNSQBacklog + rname,
 		meaning:    "The NSQ channel depth seen by the bridge stayed above the threshold for 5 minutes: messages arrive faster than they are put.",
 		firstCheck: "bridge CPU (raise bridgeCpu: more tasks break per-key order), maxInFlight against nsqd's max-rdy-count, stream write throttling (add shards), and the publish rate on the NSQ topic.",
-		metric:     bridgeMetric(cfg, "NSQBacklog", "Maximum", oneMinute(), ""),
+		metric:     bridgeMetric(st, "NSQBacklog", "Maximum", oneMinute(), ""),
 		threshold:  t.BridgeNSQBacklog, evaluationPeriods: 5, datapoints: 5, missing: notBreaching,
 	})
+}
 
-	// Consumers.
+// consumerAlarms are every consumer's alarms and the failed-batches bucket's.
+func (m *Monitoring) consumerAlarms(s *NsqkStack, consumers []*Consumer) {
+	t, cfg, notBreaching := m.cfg.Alarms, m.cfg, awscloudwatch.TreatMissingData_NOT_BREACHING
 	for _, c := range consumers {
 		id := consumerID(c.Config.Name)
 		fn := c.Function
@@ -254,7 +322,7 @@ func newMonitoring(scope constructs.Construct, cfg *config.Config, s *NsqkStack)
 			m.alarm(alarmSpec{
 				id: id + "DlqExpiringAlarm", name: AlarmDLQExpiring + "-" + c.Config.Name,
 				meaning: fmt.Sprintf("A failed batch of %s has waited %s in its on-failure queue: in %s the stream (retention %dh) or the queue (14 days) drops it and the records it names cannot be re-read.",
-					c.FunctionName, warn, min(time.Duration(cfg.Stream.RetentionHours)*time.Hour, 14*24*time.Hour)-warn, cfg.Stream.RetentionHours),
+					c.FunctionName, warn, min(time.Duration(c.Stream.Config.RetentionHours)*time.Hour, 14*24*time.Hour)-warn, c.Stream.Config.RetentionHours),
 				firstCheck: "re-read the range named by the oldest DLQ message from the stream now (AT_SEQUENCE_NUMBER iterator) and keep the records; then fix the cause. The S3 on-failure destination keeps whole batches beyond retention.",
 				metric:     c.DLQ.MetricApproximateAgeOfOldestMessage(opts("Maximum", fiveMinutes(), "")),
 				threshold:  warn.Seconds(), evaluationPeriods: 1, datapoints: 1, missing: notBreaching,
@@ -294,9 +362,4 @@ func newMonitoring(scope constructs.Construct, cfg *config.Config, s *NsqkStack)
 			threshold:  t.FailedBatchesStored, evaluationPeriods: 1, datapoints: 1, missing: notBreaching,
 		})
 	}
-
-	m.safetyAlarms(cfg)
-
-	m.Dashboard = newDashboard(scope, cfg, s, tasksBelow, m.Alarms)
-	return m
 }

@@ -111,7 +111,8 @@ func (n *Network) addInterfaceEndpoints(scope constructs.Construct, cfg *config.
 // only the calls this stack's bridge makes, on this stack's resources: nothing else in the VPC can
 // use them to reach other streams, log groups, keys or secrets. (The ECR endpoints keep the default
 // policy: image pulls go to the CDK bootstrap's repository, which this stack does not own.)
-func (n *Network) scopeEndpoints(cfg *config.Config, st *StreamResources, b *Bridge) {
+func (n *Network) scopeEndpoints(cfg *config.Config, streams []*StreamResources, b *Bridge) {
+	st := streams[0]
 	allow := func(name, sid string, actions []string, resources ...*string) {
 		if ep, ok := n.Endpoints[name]; ok {
 			ep.AddToPolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
@@ -122,7 +123,7 @@ func (n *Network) scopeEndpoints(cfg *config.Config, st *StreamResources, b *Bri
 			}))
 		}
 	}
-	allow("Kinesis", "OnlyTheBridgeCallsOnThisStream", BridgeTaskActions, st.Stream.StreamArn())
+	allow("Kinesis", "OnlyTheBridgeCallsOnThisStream", BridgeTaskActions, streamArns(streams)...)
 	allow("Logs", "OnlyTheBridgeLogs", ConsumerLogActions, b.LogGroup.LogGroupArn())
 	keys := []*string{st.Key.KeyArn()}
 	keys = append(keys, *jsii.Strings(cfg.NSQ.SecretKmsKeyArns()...)...)

@@ -31,7 +31,8 @@ type NsqkStackProps struct {
 // NsqkStack is the whole deployment: stream, bridge, consumers, monitoring.
 type NsqkStack struct {
 	awscdk.Stack
-	Stream         *StreamResources
+	Stream         *StreamResources   // the stream (without routes) or the first route's
+	Streams        []*StreamResources // one per route (one without routes)
 	Network        *Network
 	Bridge         *Bridge
 	Consumers      []*Consumer
@@ -65,24 +66,28 @@ func NewNsqkStack(scope constructs.Construct, id string, props *NsqkStackProps) 
 	}
 	if sp.Description == nil {
 		sp.Description = jsii.String(fmt.Sprintf("nsqk: NSQ topic %q -> Kinesis stream %q -> Lambda consumers, with alarms and a dashboard", cfg.NSQ.Topic, cfg.Stream.Name))
+		if len(cfg.Routes) > 0 {
+			sp.Description = jsii.String(fmt.Sprintf("nsqk: %d NSQ topics -> one Kinesis stream each -> Lambda consumers, with alarms and a dashboard", len(cfg.Routes)))
+		}
 	}
 	stack := awscdk.NewStack(scope, jsii.String(id), &sp)
 	awscdk.Tags_Of(stack).Add(jsii.String("project"), jsii.String("nsqk"), nil)
 	awscdk.Tags_Of(stack).Add(jsii.String("nsqk:stack"), jsii.String(cfg.StackName), nil)
 
 	s := &NsqkStack{Stack: stack}
-	s.Stream = newStreamResources(stack, cfg)
+	s.Streams = newStreams(stack, cfg)
+	s.Stream = s.Streams[0]
 	s.Ops = newOpsResources(stack, cfg)
 	s.Network = newNetwork(stack, cfg)
-	s.Bridge = newBridge(stack, cfg, s.Network, s.Stream, props.BridgeImageDir, props.BridgeDockerfile)
-	s.Network.scopeEndpoints(cfg, s.Stream, s.Bridge)
+	s.Bridge = newBridge(stack, cfg, s.Network, s.Streams, props.BridgeImageDir, props.BridgeDockerfile)
+	s.Network.scopeEndpoints(cfg, s.Streams, s.Bridge)
 	s.LocationsTable = newLocationsTable(stack, cfg)
 	s.Checkpoints = newCheckpointTable(stack, cfg)
 	if cfg.OnFailure.Destination == config.OnFailureS3 {
 		s.FailedBatches = newFailedBatchesBucket(stack, cfg, s.Stream)
 	}
 	for _, cc := range cfg.Consumers {
-		d := consumerDeps{cfg: cfg, stream: s.Stream, ops: s.Ops, checkpoints: s.Checkpoints, failed: s.FailedBatches}
+		d := consumerDeps{cfg: cfg, stream: s.streamOf(cc.Route), ops: s.Ops, checkpoints: s.Checkpoints, failed: s.FailedBatches}
 		if cc.Name == config.ConsumerLastLocation {
 			d.locations = s.LocationsTable
 		}
@@ -147,10 +152,24 @@ func (s *NsqkStack) addOutputs(cfg *config.Config) {
 	out := func(id string, value *string, desc string) {
 		awscdk.NewCfnOutput(s.Stack, jsii.String(id), &awscdk.CfnOutputProps{Value: value, Description: jsii.String(desc)})
 	}
-	out("StreamName", s.Stream.Stream.StreamName(), "Kinesis stream the bridge writes")
-	out("StreamArn", s.Stream.Stream.StreamArn(), "Kinesis stream ARN")
+	if len(cfg.Routes) == 0 {
+		out("StreamName", s.Stream.Stream.StreamName(), "Kinesis stream the bridge writes")
+		out("StreamArn", s.Stream.Stream.StreamArn(), "Kinesis stream ARN")
+	}
+	for _, st := range s.Streams {
+		if st.Route != nil {
+			out("Route"+st.Route.ID+"StreamName", st.Stream.StreamName(), fmt.Sprintf("Kinesis stream of route %s (NSQ topic %s)", st.Route.Name, st.Route.Topic))
+			out("Route"+st.Route.ID+"StreamArn", st.Stream.StreamArn(), fmt.Sprintf("Kinesis stream ARN of route %s", st.Route.Name))
+		}
+	}
 	out("BridgeClusterName", s.Bridge.Cluster.ClusterName(), "ECS cluster of the bridge")
-	out("BridgeServiceName", s.Bridge.Service.ServiceName(), "ECS service of the bridge")
+	if len(s.Bridge.Groups) == 1 {
+		out("BridgeServiceName", s.Bridge.Service.ServiceName(), "ECS service of the bridge")
+	} else {
+		for _, g := range s.Bridge.Groups {
+			out(fmt.Sprintf("BridgeGroup%dServiceName", g.Index), g.Service.ServiceName(), fmt.Sprintf("ECS service of bridge group %s", g.Partition))
+		}
+	}
 	out("BridgeLogGroup", s.Bridge.LogGroup.LogGroupName(), "bridge logs and EMF metrics")
 	out("LocationsTableName", s.LocationsTable.TableName(), "lastlocation's DynamoDB table")
 	out("CheckpointTableName", s.Checkpoints.TableName(), "the consumers' checkpoints inside aggregated records")
@@ -172,6 +191,16 @@ func (s *NsqkStack) addOutputs(cfg *config.Config) {
 		}
 		out(id+"DeadLettersUrl", c.DeadLetters.QueueUrl(), c.Config.Name+" dead-letter queue (user records that failed permanently)")
 	}
+}
+
+// streamOf returns the stream of the named route; the only stream without routes.
+func (s *NsqkStack) streamOf(route string) *StreamResources {
+	for _, st := range s.Streams {
+		if st.Route != nil && st.Route.Name == route {
+			return st
+		}
+	}
+	return s.Stream
 }
 
 // removalPolicy maps the configured policy onto CDK's.

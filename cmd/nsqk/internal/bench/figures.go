@@ -139,6 +139,7 @@ func computeFigures(r *Report) {
 	}
 
 	shardFigures(r, nullRate)
+	scaleFigures(r)
 	latencyFigures(r)
 	microFigures(r)
 	stageFigures(r)
@@ -152,6 +153,11 @@ func computeFigures(r *Report) {
 	}
 	for _, d := range r.Drains {
 		if d.Error != "" {
+			r.OK = false
+		}
+	}
+	for _, x := range r.Scaling {
+		if x.Error != "" || !x.verified() {
 			r.OK = false
 		}
 	}

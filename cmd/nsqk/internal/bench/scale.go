@@ -580,7 +580,7 @@ func scaleFigures(r *Report) {
 			r.add(s, "  "+p.Name+": bridge CPU per message", p.CPUMicrosPerMsg, "us/msg",
 				fmt.Sprintf("%s (drain only %s, %.0f%% of a core)", usText(p.CPUMicrosPerMsg), usText(p.DrainCPUMicrosPerMsg), p.DrainCPUPercent), "", "")
 		}
-		r.add(s, "  orchestrator CPU per message (nsqd, sinks, poller)", x.OrchestratorCPUMicrosPerMsg, "us/msg",
+		r.add(s, "  "+x.Name+": orchestrator CPU per message (nsqd, sinks, poller)", x.OrchestratorCPUMicrosPerMsg, "us/msg",
 			fmt.Sprintf("%s (%.0f%% of a core, spawn to exit; sinks %s)", usText(x.OrchestratorCPUMicrosPerMsg), x.OrchestratorCPUPercent,
 				usText(x.SinkCPUMicrosPerMsg)), "", "")
 		ok, text := x.verified(), ""
@@ -592,7 +592,7 @@ func scaleFigures(r *Report) {
 			}
 		}
 		text = fmt.Sprintf("%d/%d once, %d dup, %d missing, %d out of order (%d sinks)", uniq, exp, dup, miss, ooo, len(x.Verification))
-		r.add(s, "  exact-once", math.NaN(), "", text, "every message once, in order", passIf(ok, verdictFail))
+		r.add(s, "  "+x.Name+": exact-once", math.NaN(), "", text, "every message once, in order", passIf(ok, verdictFail))
 		if x.OtherCPUPercent > 15 {
 			r.note("%s: other processes took %.0f%% of all cores during the run", x.Name, x.OtherCPUPercent)
 		}

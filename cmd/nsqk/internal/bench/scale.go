@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -255,39 +256,39 @@ func (b *bench) groupsScaling(ctx context.Context) error {
 func slicesClone(s []string) []string { return append([]string(nil), s...) }
 
 // partitionedNodes starts two nsqd nodes registered with lk whose TCP addresses hash to different
-// partitions of 2 (node i is read by the bridge with --nsqd-partition i/2).
+// partitions of 2 (node i is read by the bridge with --nsqd-partition i/2). The second node's
+// port is chosen before it starts: stopping an nsqd that has only just started races with its
+// own start-up.
 func (b *bench) partitionedNodes(lk *nsqlocal.Lookupd) ([]*nsqlocal.NSQD, error) {
-	start := func() (*nsqlocal.NSQD, error) {
-		return nsqlocal.Start(nsqlocal.Options{MaxRdyCount: int64(max(10_000, b.o.maxInFlight)), MemQueueSize: int64(b.o.scaleMessages + 10_000),
-			LookupdTCPAddresses: []string{lk.TCPAddr}})
+	start := func(tcp string) (*nsqlocal.NSQD, error) {
+		return nsqlocal.Start(nsqlocal.Options{TCPAddress: tcp, MaxRdyCount: int64(max(10_000, b.o.maxInFlight)),
+			MemQueueSize: int64(b.o.scaleMessages + 10_000), LookupdTCPAddresses: []string{lk.TCPAddr}})
 	}
 	p := bridge.Partition{Count: 2}
-	nodes := make([]*nsqlocal.NSQD, 2)
-	for tries := 0; tries < 50 && (nodes[0] == nil || nodes[1] == nil); tries++ {
-		n, err := start()
+	first, err := start("")
+	if err != nil {
+		return nil, err
+	}
+	taken := p.Owner(first.TCPAddr)
+	for tries := 0; tries < 100; tries++ {
+		port, err := kinesislocal.FreePort()
 		if err != nil {
-			return compact(nodes), err
+			return []*nsqlocal.NSQD{first}, err
 		}
-		if i := p.Owner(n.TCPAddr); nodes[i] == nil {
-			nodes[i] = n
-		} else {
-			n.Stop()
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		if p.Owner(addr) == taken {
+			continue
 		}
-	}
-	if nodes[0] == nil || nodes[1] == nil {
-		return compact(nodes), fmt.Errorf("no two nsqd ports split between two partitions in 50 tries")
-	}
-	return nodes, nil
-}
-
-func compact(nodes []*nsqlocal.NSQD) []*nsqlocal.NSQD {
-	var out []*nsqlocal.NSQD
-	for _, n := range nodes {
-		if n != nil {
-			out = append(out, n)
+		second, err := start(addr)
+		if err != nil {
+			return []*nsqlocal.NSQD{first}, err
 		}
+		if taken == 0 {
+			return []*nsqlocal.NSQD{first, second}, nil
+		}
+		return []*nsqlocal.NSQD{second, first}, nil
 	}
-	return out
+	return []*nsqlocal.NSQD{first}, errors.New("no free port whose nsqd address hashes to the other partition of 2 in 100 tries")
 }
 
 // waitProducers polls nsqlookupd until it lists n nodes for the topic.

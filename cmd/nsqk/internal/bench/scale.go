@@ -63,6 +63,9 @@ type scaleProc struct {
 	Name     string  `json:"name"`
 	Messages int     `json:"messages"` // what it should acknowledge
 	Acked    float64 `json:"acked"`
+	// Kinesis records (aggregates) and PutRecords calls per 1k messages: how full its batches were.
+	RecordsPer1k  float64 `json:"kinesis_records_per_1k_msgs"`
+	PutCallsPer1k float64 `json:"putrecords_calls_per_1k_msgs"`
 	// CPU of its whole life from rusage; the drain-only figure from /proc at first delivery and end.
 	UserSeconds          float64 `json:"user_cpu_seconds"`
 	SystemSeconds        float64 `json:"system_cpu_seconds"`
@@ -411,6 +414,8 @@ func (b *bench) scaleDrainInto(ctx context.Context, res *scaleResult, chans []sc
 		f, err := c.waitAcked(ctx, int64(p.Messages), 10*time.Second)
 		if f != nil {
 			p.Acked = f.Value("nsqk_bridge_messages_acked_total")
+			p.RecordsPer1k = f.Value("nsqk_bridge_aggregates_total") / float64(p.Messages) * 1000
+			p.PutCallsPer1k = f.Value("nsqk_bridge_putrecords_calls_total") / float64(p.Messages) * 1000
 		}
 		if err != nil {
 			errs = append(errs, fmt.Sprintf("%s: %v", c.name, err))
@@ -579,7 +584,8 @@ func scaleFigures(r *Report) {
 		r.add(s, what, x.Rate, "msg/s", fmt.Sprintf("%s (%s messages)", rateText(x.Rate), thousands(float64(x.Messages))), "", "")
 		for _, p := range x.Bridges {
 			r.add(s, "  "+p.Name+": bridge CPU per message", p.CPUMicrosPerMsg, "us/msg",
-				fmt.Sprintf("%s (drain only %s, %.0f%% of a core)", usText(p.CPUMicrosPerMsg), usText(p.DrainCPUMicrosPerMsg), p.DrainCPUPercent), "", "")
+				fmt.Sprintf("%s (drain only %s, %.0f%% of a core; per 1k msgs %.2f records, %.2f PutRecords)", usText(p.CPUMicrosPerMsg),
+					usText(p.DrainCPUMicrosPerMsg), p.DrainCPUPercent, p.RecordsPer1k, p.PutCallsPer1k), "", "")
 		}
 		r.add(s, "  "+x.Name+": orchestrator CPU per message (nsqd, sinks, poller)", x.OrchestratorCPUMicrosPerMsg, "us/msg",
 			fmt.Sprintf("%s (%.0f%% of a core, spawn to exit; sinks %s)", usText(x.OrchestratorCPUMicrosPerMsg), x.OrchestratorCPUPercent,

@@ -427,4 +427,16 @@ func TestScaleFiguresVerdicts(t *testing.T) {
 	if !r.OK {
 		t.Errorf("report not OK: %v", r.Notes)
 	}
+
+	// Repetitions: the ratio is the median of the i-th runs' ratios (1.1, 0.8, 1.0 -> 1.0).
+	r.Scaling = []scaleResult{run("routes-1-1", 100_000, ok), run("routes-4-1", 110_000, ok),
+		run("routes-1-2", 100_000, ok), run("routes-4-2", 80_000, ok), run("routes-1-3", 50_000, ok), run("routes-4-3", 50_000, ok)}
+	computeFigures(r)
+	v = verdicts(r)
+	if f := v["4 routes / 1 route: drain rate (median of 3)"]; f.Verdict != verdictPass || f.Text != "1.00x" {
+		t.Errorf("routes ratio over repetitions %+v", f)
+	}
+	if f := v["1 route, one bridge (median of 3)"]; f.Value == nil || *f.Value != 100_000 {
+		t.Errorf("median rate %+v", f)
+	}
 }

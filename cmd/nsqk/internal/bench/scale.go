@@ -124,23 +124,24 @@ func (r *scaleResult) verified() bool {
 }
 
 // routesScaling drains --scale-messages through one route, then the same number split over 4
-// topics through 4 routes of one bridge process into 4 streams.
+// topics through 4 routes of one bridge process into 4 streams; --repeat times, interleaved.
 func (b *bench) routesScaling(ctx context.Context) error {
-	for _, n := range []int{1, 4} {
-		if ctx.Err() != nil {
-			return nil
+	for i := 1; i <= b.o.repeat; i++ {
+		for _, n := range []int{1, 4} {
+			if ctx.Err() != nil {
+				return nil
+			}
+			res, err := b.routesRun(ctx, n, repeatName(fmt.Sprintf("routes-%d", n), i, b.o.repeat))
+			if err != nil {
+				return err
+			}
+			b.r.Scaling = append(b.r.Scaling, res)
 		}
-		res, err := b.routesRun(ctx, n)
-		if err != nil {
-			return err
-		}
-		b.r.Scaling = append(b.r.Scaling, res)
 	}
 	return nil
 }
 
-func (b *bench) routesRun(ctx context.Context, routes int) (scaleResult, error) {
-	name := fmt.Sprintf("routes-%d", routes)
+func (b *bench) routesRun(ctx context.Context, routes int, name string) (scaleResult, error) {
 	per := b.o.scaleMessages / 4 * 4 / routes // the same total through 1 and 4 routes
 	var chans []scaleChannel
 	var verifiers []*nullsink.Verifier
@@ -148,7 +149,7 @@ func (b *bench) routesRun(ctx context.Context, routes int) (scaleResult, error) 
 	var cfg strings.Builder
 	cfg.WriteString("routes:\n")
 	for i := 1; i <= routes; i++ {
-		topic, stream := fmt.Sprintf("scale-%d-%d", routes, i), fmt.Sprintf("%s-%d-%d", streamName, routes, i)
+		topic, stream := fmt.Sprintf("scale-%s-%d", name, i), fmt.Sprintf("%s-%d-%d", streamName, routes, i)
 		set, err := b.publishOn(ctx, b.nsqd, topic, []string{"drain"}, per, b.o.seed+uint64(10*routes+i))
 		if err != nil {
 			return scaleResult{}, err
@@ -194,34 +195,45 @@ func (b *bench) groupsScaling(ctx context.Context) error {
 		return err
 	}
 	b.say("nsqlookupd on http://%s; nsqd nodes %s (partition 0/2) and %s (partition 1/2)", lk.HTTPAddr, nodes[0].TCPAddr, nodes[1].TCPAddr)
-	n := b.o.scaleMessages
-	lookupd := []string{"--lookupd-http-address", lk.HTTPAddr}
+	for i := 1; i <= b.o.repeat && ctx.Err() == nil; i++ {
+		if err := b.groupsOne(ctx, lk, nodes[0], i); err != nil || ctx.Err() != nil {
+			return err
+		}
+		if err := b.groupsTwo(ctx, lk, nodes, i); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
-	// One bridge, one node: the topic exists only on node 0.
-	one, err := b.publishOn(ctx, nodes[0], "groups-one", []string{"drain"}, n, b.o.seed+100)
+// groupsOne drains --scale-messages with one bridge from a topic only node holds.
+func (b *bench) groupsOne(ctx context.Context, lk *nsqlocal.Lookupd, node *nsqlocal.NSQD, rep int) error {
+	n, name, topic := b.o.scaleMessages, repeatName("groups-1", rep, b.o.repeat), repeatName("groups-one", rep, b.o.repeat)
+	set, err := b.publishOn(ctx, node, topic, []string{"drain"}, n, b.o.seed+uint64(100*rep))
 	if err != nil {
 		return err
 	}
-	if err := waitProducers(ctx, lk.HTTPAddr, "groups-one", 1); err != nil {
+	if err := waitProducers(ctx, lk.HTTPAddr, topic, 1); err != nil {
 		return err
 	}
-	v := one.verifier()
+	v := set.verifier()
 	srv, err := nullsink.Start(nullsink.Config{Stream: streamName, Shards: b.o.shards, Verifier: v, Latency: b.o.sinkLatency})
 	if err != nil {
 		return err
 	}
-	res := scaleResult{Name: "groups-1", Section: "groups", Routes: 1, Nodes: 1, Processes: 1}
-	b.scaleDrain(ctx, &res, []scaleChannel{{nodes[0], "groups-one", "drain", n}},
-		[]scaleBridge{{name: "groups-1", endpoint: srv.URL, messages: n, args: append(slicesClone(lookupd), "--topic", "groups-one", "--channel", "drain", "--stream", streamName)}})
+	defer srv.Close()
+	res := scaleResult{Name: name, Section: "groups", Routes: 1, Nodes: 1, Processes: 1}
+	b.scaleDrain(ctx, &res, []scaleChannel{{node, topic, "drain", n}}, []scaleBridge{{name: name, endpoint: srv.URL, messages: n,
+		args: []string{"--lookupd-http-address", lk.HTTPAddr, "--topic", topic, "--channel", "drain", "--stream", streamName}}})
 	b.finishScale(&res, []*nullsink.Server{srv}, []*nullsink.Verifier{v})
-	srv.Close()
 	b.r.Scaling = append(b.r.Scaling, res)
-	if ctx.Err() != nil {
-		return nil
-	}
+	return nil
+}
 
-	// Two partitioned bridges, two nodes: each bridge writes into its own sink, which expects
-	// exactly the messages of the node its partition owns.
+// groupsTwo drains --scale-messages from each node with two partitioned bridges. Each bridge
+// writes into its own sink, which expects exactly the messages of the node its partition owns.
+func (b *bench) groupsTwo(ctx context.Context, lk *nsqlocal.Lookupd, nodes []*nsqlocal.NSQD, rep int) error {
+	n, name, topic := b.o.scaleMessages, repeatName("groups-2", rep, b.o.repeat), repeatName("groups-two", rep, b.o.repeat)
 	var chans []scaleChannel
 	var bridges []scaleBridge
 	var sinks []*nullsink.Server
@@ -232,7 +244,7 @@ func (b *bench) groupsScaling(ctx context.Context) error {
 		}
 	}()
 	for i, node := range nodes {
-		set, err := b.publishOn(ctx, node, "groups-two", []string{"drain"}, n, b.o.seed+101+uint64(i))
+		set, err := b.publishOn(ctx, node, topic, []string{"drain"}, n, b.o.seed+uint64(100*rep+1+i))
 		if err != nil {
 			return err
 		}
@@ -242,21 +254,20 @@ func (b *bench) groupsScaling(ctx context.Context) error {
 			return err
 		}
 		sinks, verifiers = append(sinks, srv), append(verifiers, v)
-		chans = append(chans, scaleChannel{node, "groups-two", "drain", n})
-		bridges = append(bridges, scaleBridge{name: fmt.Sprintf("groups-2-p%d", i), endpoint: srv.URL, messages: n,
-			args: append(slicesClone(lookupd), "--topic", "groups-two", "--channel", "drain", "--stream", streamName, "--nsqd-partition", fmt.Sprintf("%d/2", i))})
+		chans = append(chans, scaleChannel{node, topic, "drain", n})
+		bridges = append(bridges, scaleBridge{name: fmt.Sprintf("%s-p%d", name, i), endpoint: srv.URL, messages: n,
+			args: []string{"--lookupd-http-address", lk.HTTPAddr, "--topic", topic, "--channel", "drain", "--stream", streamName,
+				"--nsqd-partition", fmt.Sprintf("%d/2", i)}})
 	}
-	if err := waitProducers(ctx, lk.HTTPAddr, "groups-two", 2); err != nil {
+	if err := waitProducers(ctx, lk.HTTPAddr, topic, 2); err != nil {
 		return err
 	}
-	res = scaleResult{Name: "groups-2", Section: "groups", Routes: 1, Nodes: 2, Processes: 2}
+	res := scaleResult{Name: name, Section: "groups", Routes: 1, Nodes: 2, Processes: 2}
 	b.scaleDrain(ctx, &res, chans, bridges)
 	b.finishScale(&res, sinks, verifiers)
 	b.r.Scaling = append(b.r.Scaling, res)
 	return nil
 }
-
-func slicesClone(s []string) []string { return append([]string(nil), s...) }
 
 // partitionedNodes starts two nsqd nodes registered with lk whose TCP addresses hash to different
 // partitions of 2 (node i is read by the bridge with --nsqd-partition i/2). The second node's
@@ -568,68 +579,105 @@ func jsonString(body []byte, field string) (string, bool) {
 	return string(rest[:j]), true
 }
 
-// scaleFigures: the rate of each scaling run, the ratios judged against their targets, each
-// bridge's CPU per message, the orchestrator's share and the exact-once checks.
+// scalingOf returns the scaling runs named base or base-N (the repetitions of one kind of run).
+func (r *Report) scalingOf(base string) []scaleResult {
+	var out []scaleResult
+	for _, x := range r.Scaling {
+		if isRepeatOf(x.Name, base) {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// scaleFigures: the rate of each kind of scaling run (median over --repeat), the ratios (median of
+// the i-th runs' ratios) judged against their targets, each bridge's CPU per message, the
+// benchmark process's share and the exact-once checks.
 func scaleFigures(r *Report) {
 	const s = "scaling"
-	runs := map[string]scaleResult{}
-	for _, x := range r.Scaling {
-		runs[x.Name] = x
-	}
-	row := func(x scaleResult, what string) {
-		if !x.Drained {
-			r.add(s, what, math.NaN(), "msg/s", "not drained: "+firstLine(x.Error), "", verdictFail)
-			return
-		}
-		r.add(s, what, x.Rate, "msg/s", fmt.Sprintf("%s (%s messages)", rateText(x.Rate), thousands(float64(x.Messages))), "", "")
-		for _, p := range x.Bridges {
-			r.add(s, "  "+p.Name+": bridge CPU per message", p.CPUMicrosPerMsg, "us/msg",
-				fmt.Sprintf("%s (drain only %s, %.0f%% of a core; per 1k msgs %.2f records, %.2f PutRecords)", usText(p.CPUMicrosPerMsg),
-					usText(p.DrainCPUMicrosPerMsg), p.DrainCPUPercent, p.RecordsPer1k, p.PutCallsPer1k), "", "")
-		}
-		r.add(s, "  "+x.Name+": orchestrator CPU per message (nsqd, sinks, poller)", x.OrchestratorCPUMicrosPerMsg, "us/msg",
-			fmt.Sprintf("%s (%.0f%% of a core, spawn to exit; sinks %s)", usText(x.OrchestratorCPUMicrosPerMsg), x.OrchestratorCPUPercent,
-				usText(x.SinkCPUMicrosPerMsg)), "", "")
-		ok, text := x.verified(), ""
-		var uniq, exp, dup, miss, ooo int64
-		for _, v := range x.Verification {
-			uniq, exp, dup, miss, ooo = uniq+v.Unique, exp+v.Expected, dup+v.Duplicates, miss+v.Missing, ooo+v.OutOfOrder
-			if !v.OK {
-				r.note("%s: exact-once check failed: %s; %s", x.Name, v.Summary(), strings.Join(v.Problems, "; "))
+	med := func(runs []scaleResult, f func(scaleResult) float64) float64 {
+		var v []float64
+		for _, x := range runs {
+			if x.Drained {
+				v = append(v, f(x))
 			}
 		}
-		text = fmt.Sprintf("%d/%d once, %d dup, %d missing, %d out of order (%d sinks)", uniq, exp, dup, miss, ooo, len(x.Verification))
-		r.add(s, "  "+x.Name+": exact-once", math.NaN(), "", text, "every message once, in order", passIf(ok, verdictFail))
-		if x.OtherCPUPercent > 15 {
-			r.note("%s: other processes took %.0f%% of all cores during the run", x.Name, x.OtherCPUPercent)
-		}
+		return medianValue(v)
 	}
-	ratio := func(a, b scaleResult, what string, target float64) {
-		if !a.Drained || !b.Drained {
+	row := func(runs []scaleResult, base, what string) {
+		if len(runs) == 0 {
 			return
 		}
-		v := a.Rate / b.Rate
-		r.add(s, what, v, "x", fmt.Sprintf("%.2fx", v), fmt.Sprintf(">= %.2fx", target), passIf(v >= target, verdictMiss))
+		for _, x := range runs {
+			if !x.Drained {
+				r.add(s, what, math.NaN(), "msg/s", x.Name+" not drained: "+firstLine(x.Error), "", verdictFail)
+				return
+			}
+		}
+		rate := med(runs, func(x scaleResult) float64 { return x.Rate })
+		r.add(s, what+medianOf(len(runs)), rate, "msg/s", fmt.Sprintf("%s (%s messages)", rateText(rate), thousands(float64(runs[0].Messages))), "", "")
+		for j := range runs[0].Bridges {
+			bp := func(f func(scaleProc) float64) float64 {
+				return med(runs, func(x scaleResult) float64 {
+					if j < len(x.Bridges) {
+						return f(x.Bridges[j])
+					}
+					return math.NaN()
+				})
+			}
+			label := "  " + base + ": bridge CPU per message"
+			if len(runs[0].Bridges) > 1 {
+				label = fmt.Sprintf("  %s: bridge %d/%d CPU per message", base, j, len(runs[0].Bridges))
+			}
+			cpu := bp(func(p scaleProc) float64 { return p.CPUMicrosPerMsg })
+			r.add(s, label, cpu, "us/msg", fmt.Sprintf("%s (drain only %s, %.0f%% of a core; per 1k msgs %.2f records, %.2f PutRecords)", usText(cpu),
+				usText(bp(func(p scaleProc) float64 { return p.DrainCPUMicrosPerMsg })), bp(func(p scaleProc) float64 { return p.DrainCPUPercent }),
+				bp(func(p scaleProc) float64 { return p.RecordsPer1k }), bp(func(p scaleProc) float64 { return p.PutCallsPer1k })), "", "")
+		}
+		orch := med(runs, func(x scaleResult) float64 { return x.OrchestratorCPUMicrosPerMsg })
+		r.add(s, "  "+base+": orchestrator CPU per message (nsqd, sinks, poller)", orch, "us/msg",
+			fmt.Sprintf("%s (%.0f%% of a core, spawn to exit; sinks %s)", usText(orch), med(runs, func(x scaleResult) float64 { return x.OrchestratorCPUPercent }),
+				usText(med(runs, func(x scaleResult) float64 { return x.SinkCPUMicrosPerMsg }))), "", "")
+		ok, sinks := true, 0
+		var uniq, exp, dup, miss, ooo int64
+		for _, x := range runs {
+			ok = ok && x.verified()
+			for _, v := range x.Verification {
+				uniq, exp, dup, miss, ooo = uniq+v.Unique, exp+v.Expected, dup+v.Duplicates, miss+v.Missing, ooo+v.OutOfOrder
+				sinks++
+				if !v.OK {
+					r.note("%s: exact-once check failed: %s; %s", x.Name, v.Summary(), strings.Join(v.Problems, "; "))
+				}
+			}
+			if x.OtherCPUPercent > 15 {
+				r.note("%s: other processes took %.0f%% of all cores during the run", x.Name, x.OtherCPUPercent)
+			}
+		}
+		text := fmt.Sprintf("%d/%d once, %d dup, %d missing, %d out of order (%d sinks)", uniq, exp, dup, miss, ooo, sinks)
+		r.add(s, "  "+base+": exact-once", math.NaN(), "", text, "every message once, in order", passIf(ok, verdictFail))
 	}
-	one, four := runs["routes-1"], runs["routes-4"]
-	if one.Name != "" {
-		row(one, "1 route, one bridge")
+	ratio := func(a, b []scaleResult, what string, target float64) {
+		var v []float64
+		for i := range min(len(a), len(b)) {
+			if a[i].Drained && b[i].Drained && b[i].Rate > 0 {
+				v = append(v, a[i].Rate/b[i].Rate)
+			}
+		}
+		if len(v) == 0 {
+			return
+		}
+		m := medianValue(v)
+		r.add(s, what+medianOf(len(v)), m, "x", fmt.Sprintf("%.2fx", m), fmt.Sprintf(">= %.2fx", target), passIf(m >= target, verdictMiss))
 	}
-	if four.Name != "" {
-		row(four, "4 routes (4 topics -> 4 streams), one bridge")
-	}
-	if one.Name != "" && four.Name != "" {
-		ratio(four, one, "4 routes / 1 route: drain rate", targetRoutesRatio)
-	}
-	g1, g2 := runs["groups-1"], runs["groups-2"]
-	if g1.Name != "" {
-		row(g1, "one bridge, one nsqd node (nsqlookupd)")
-	}
-	if g2.Name != "" {
-		row(g2, "two bridges (--nsqd-partition 0/2, 1/2), two nsqd nodes")
-	}
-	if g1.Name != "" && g2.Name != "" {
-		ratio(g2, g1, "two bridges on two nodes / one bridge on one node: drain rate", targetGroupsRatio)
+	one, four := r.scalingOf("routes-1"), r.scalingOf("routes-4")
+	row(one, "routes-1", "1 route, one bridge")
+	row(four, "routes-4", "4 routes (4 topics -> 4 streams), one bridge")
+	ratio(four, one, "4 routes / 1 route: drain rate", targetRoutesRatio)
+	g1, g2 := r.scalingOf("groups-1"), r.scalingOf("groups-2")
+	row(g1, "groups-1", "one bridge, one nsqd node (nsqlookupd)")
+	row(g2, "groups-2", "two bridges (--nsqd-partition 0/2, 1/2), two nsqd nodes")
+	ratio(g2, g1, "two bridges on two nodes / one bridge on one node: drain rate", targetGroupsRatio)
+	if len(g2) > 0 {
 		r.note("groups: the nsqd nodes, nsqlookupd and the null sinks run in the benchmark process on the same %d cores as the bridges; "+
 			"see the orchestrator rows for their share", r.Machine.Cores)
 	}

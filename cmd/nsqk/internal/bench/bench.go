@@ -21,7 +21,7 @@ import (
 )
 
 // sectionNames are the parts of `nsqk bench`, in the order they run; --skip names them.
-var sectionNames = []string{"baseline", "null", "null-latency", "kinesalite", "shards", "latency", "latency-kinesalite"}
+var sectionNames = []string{"baseline", "null", "null-latency", "kinesalite", "shards", "latency", "latency-kinesalite", "routes", "groups"}
 
 type options struct {
 	messages       int
@@ -37,6 +37,7 @@ type options struct {
 	users          int
 	seed           uint64
 	smallMessages  int
+	scaleMessages  int
 	shardCounts    string
 	latencyRates   string
 	latencyMBT     string
@@ -75,6 +76,7 @@ func Command() *ffcli.Command {
 	fs.IntVar(&o.users, "users", 100000, "distinct users in the generated messages (10-character ids)")
 	fs.Uint64Var(&o.seed, "seed", 1, "generator seed")
 	fs.IntVar(&o.smallMessages, "small-messages", 200_000, "messages of the smaller runs: each shard-scaling run and the Kinesis-latency drain")
+	fs.IntVar(&o.scaleMessages, "scale-messages", 400_000, "messages of the scaling runs: in total through 1 and through 4 routes (routes), per nsqd node (groups)")
 	fs.StringVar(&o.shardCounts, "shard-counts", "1,4,16", "shard counts of the shard-scaling runs (throttling null sink)")
 	fs.StringVar(&o.latencyRates, "latency-rates", "5000,20000", "offered rates (msg/s) of the latency runs")
 	fs.StringVar(&o.latencyMBT, "latency-max-buffered-times", "100ms,20ms", "bridge --max-buffered-time values of the latency runs")
@@ -96,7 +98,9 @@ func Command() *ffcli.Command {
 plain go-nsq consumer (the physical limit) and with the bridge (child processes, so their CPU
 time and peak RSS are their own) into a null sink that verifies every message, into the null
 sink answering after a Kinesis-like 20 ms, and into kinesalite. Then latency at fixed rates and
-throughput against 1, 4 and 16 shards throttled like Kinesis.
+throughput against 1, 4 and 16 shards throttled like Kinesis. Then scaling: the same messages
+through 4 routes of one bridge against 1 route, and two nsqd nodes behind an nsqlookupd drained
+by two partitioned bridges against one node drained by one bridge.
 Prints a table with a target and PASS/MISS per figure and writes a JSON report.
 make bench runs the Go micro-benchmarks first and passes them with --micro.
 
@@ -127,6 +131,9 @@ func (o *options) applyQuick(set map[string]bool) {
 	if !set["small-messages"] {
 		o.smallMessages = 20_000
 	}
+	if !set["scale-messages"] {
+		o.scaleMessages = 100_000
+	}
 	if !set["latency-duration"] {
 		o.latencyFor = 5 * time.Second
 	}
@@ -145,8 +152,8 @@ func (o *options) validate() error {
 			errs = append(errs, fmt.Errorf("--skip: unknown section %q (sections: %s)", s, strings.Join(sectionNames, ", ")))
 		}
 	}
-	if o.messages < 1 || o.smallMessages < 1 {
-		errs = append(errs, errors.New("--messages and --small-messages must be positive"))
+	if o.messages < 1 || o.smallMessages < 1 || o.scaleMessages < 4 {
+		errs = append(errs, errors.New("--messages and --small-messages must be positive, --scale-messages at least 4"))
 	}
 	if o.maxInFlight < 1 || o.shards < 1 || o.repeat < 1 || o.users < 1 {
 		errs = append(errs, errors.New("--max-in-flight, --shards, --repeat and --users must be positive"))
@@ -251,6 +258,8 @@ func runBench(ctx context.Context, o options, out io.Writer) error {
 	b.section(ctx, "shards", "", b.shardScaling)
 	b.section(ctx, "latency", "", func(ctx context.Context) error { return b.latencyRuns(ctx, sinkNull) })
 	b.section(ctx, "latency-kinesalite", "", func(ctx context.Context) error { return b.latencyRuns(ctx, sinkKinesalite) })
+	b.section(ctx, "routes", "", b.routesScaling)
+	b.section(ctx, "groups", "", b.groupsScaling)
 	if o.micro != "" {
 		b.section(ctx, "micro", "", b.microBenchmarks)
 	}

@@ -80,7 +80,7 @@ func TestBenchSmoke(t *testing.T) {
 	}
 	o := options{
 		messages: 3000, quick: true, skip: skip, dir: dir, micro: micro, maxInFlight: 500, maxBuffered: 20 * time.Millisecond,
-		shards: 2, repeat: 1, users: 500, seed: 7, smallMessages: 1500, shardCounts: "1,4",
+		shards: 2, repeat: 1, users: 500, seed: 7, smallMessages: 1500, scaleMessages: 2000, shardCounts: "1,4",
 		latencyRates: "2000", latencyMBT: "20ms", latencyFor: 1500 * time.Millisecond, latencyWarmup: 300 * time.Millisecond,
 		verifyReadback: true, timeout: 60 * time.Second, kinesisLatency: 5 * time.Millisecond,
 		exe: exe, childEnv: []string{childEnvVar + "=1"}, args: []string{"nsqk", "bench", "(test)"},
@@ -142,6 +142,28 @@ func TestBenchSmoke(t *testing.T) {
 		!r.Latency[0].Verification.OK || r.Latency[0].P99 <= 0 {
 		t.Fatalf("latency %+v", r.Latency)
 	}
+	scaling := map[string]scaleResult{}
+	for _, x := range r.Scaling {
+		scaling[x.Name] = x
+	}
+	for name, want := range map[string]struct{ procs, msgs, sinks int }{
+		"routes-1": {1, 2000, 1}, "routes-4": {1, 2000, 4}, "groups-1": {1, 2000, 1}, "groups-2": {2, 4000, 2},
+	} {
+		x := scaling[name]
+		if !x.Drained || x.Error != "" || x.Rate <= 0 || x.Messages != want.msgs || len(x.Bridges) != want.procs || len(x.Verification) != want.sinks || !x.verified() {
+			t.Fatalf("scaling run %s: %+v", name, x)
+		}
+		for _, v := range x.Verification {
+			if v.Unique != v.Expected || v.Expected == 0 {
+				t.Fatalf("scaling run %s: verification %+v", name, v)
+			}
+		}
+		for _, p := range x.Bridges {
+			if p.ExitCode != 0 || p.CPUMicrosPerMsg <= 0 || p.MaxRSSMB <= 0 || p.Acked != float64(p.Messages) {
+				t.Fatalf("scaling run %s, bridge %+v", name, p)
+			}
+		}
+	}
 	if r.Micro == nil || len(r.Micro.Benchmarks) != 2 {
 		t.Fatalf("micro %+v", r.Micro)
 	}
@@ -151,7 +173,8 @@ func TestBenchSmoke(t *testing.T) {
 	}
 	for _, n := range []string{"bridge / patched baseline: drain rate", "bridge / compared bridge: CPU per message", "bridge CPU per message (process lifetime)", "bridge peak RSS",
 		"payload bytes out / bytes in (bridge metrics)", "exact-once at the null sink", "exact-once through throttling retries",
-		"bridge graceful shutdown (SIGTERM after drain)", "kpl.Aggregate", "consumer", "bridge -> null sink answering after 5ms"} {
+		"bridge graceful shutdown (SIGTERM after drain)", "kpl.Aggregate", "consumer", "bridge -> null sink answering after 5ms",
+		"4 routes / 1 route: drain rate", "two bridges on two nodes / one bridge on one node: drain rate"} {
 		if _, ok := names[n]; !ok {
 			t.Errorf("figure %q missing", n)
 		}
@@ -355,7 +378,7 @@ func TestDrainsOf(t *testing.T) {
 func TestQuickDefaults(t *testing.T) {
 	o := options{messages: 1_000_000, smallMessages: 200_000, latencyFor: 20 * time.Second, latencyWarmup: 3 * time.Second, repeat: 3, quick: true}
 	o.applyQuick(map[string]bool{"messages": true})
-	if o.messages != 1_000_000 || o.smallMessages != 20_000 || o.latencyFor != 5*time.Second || o.repeat != 1 {
+	if o.messages != 1_000_000 || o.smallMessages != 20_000 || o.scaleMessages != 100_000 || o.latencyFor != 5*time.Second || o.repeat != 1 {
 		t.Fatalf("%+v", o)
 	}
 	o = options{messages: 5, smallMessages: 5, maxInFlight: 1, shards: 1, repeat: 1, users: 1, shardCounts: "1,x",
@@ -363,5 +386,57 @@ func TestQuickDefaults(t *testing.T) {
 	err := o.validate()
 	if err == nil || !strings.Contains(err.Error(), "nope") || !strings.Contains(err.Error(), "shard-counts") {
 		t.Fatalf("validate: %v", err)
+	}
+}
+
+func TestStreamOf(t *testing.T) {
+	for body, want := range map[string]string{
+		`{"Records":[{"Data":"eyJ1c2VyX2lkIjoidTAwMDAwMDAwMSJ9","PartitionKey":"u000000001"}],"StreamName":"nsqk-bench-4-2"}`: "nsqk-bench-4-2",
+		`{"StreamARN":"arn:aws:kinesis:us-east-1:123456789012:stream/nsqk-bench-4-3"}`:                                        "nsqk-bench-4-3",
+		`{"Records":[]}`: "",
+	} {
+		if got := streamOf([]byte(body)); got != want {
+			t.Errorf("streamOf(%s) = %q, want %q", body, got, want)
+		}
+	}
+}
+
+func TestScaleFiguresVerdicts(t *testing.T) {
+	ok := nullsink.Verification{Expected: 1000, Received: 1000, Unique: 1000, OK: true}
+	bad := nullsink.Verification{Expected: 1000, Received: 999, Unique: 999, Missing: 1}
+	r := newReport(options{messages: 1000})
+	run := func(name string, rate float64, v ...nullsink.Verification) scaleResult {
+		return scaleResult{Name: name, Drained: true, Messages: 1000, Rate: rate, DrainSeconds: 1, Verification: v,
+			Bridges: []scaleProc{{Name: name, Messages: 1000, CPUMicrosPerMsg: 5}}}
+	}
+	r.Scaling = []scaleResult{run("routes-1", 100_000, ok), run("routes-4", 85_000, ok, ok, ok, ok),
+		run("groups-1", 50_000, ok), run("groups-2", 90_000, ok, bad)}
+	computeFigures(r)
+	v := verdicts(r)
+	if f := v["4 routes / 1 route: drain rate"]; f.Verdict != verdictMiss || f.Text != "0.85x" {
+		t.Errorf("routes ratio %+v", f)
+	}
+	if f := v["two bridges on two nodes / one bridge on one node: drain rate"]; f.Verdict != verdictPass || f.Text != "1.80x" {
+		t.Errorf("groups ratio %+v", f)
+	}
+	if r.OK {
+		t.Error("a missing message in groups-2 must fail the report")
+	}
+	r.Scaling[3].Verification[1] = ok
+	computeFigures(r)
+	if !r.OK {
+		t.Errorf("report not OK: %v", r.Notes)
+	}
+
+	// Repetitions: the ratio is the median of the i-th runs' ratios (1.1, 0.8, 1.0 -> 1.0).
+	r.Scaling = []scaleResult{run("routes-1-1", 100_000, ok), run("routes-4-1", 110_000, ok),
+		run("routes-1-2", 100_000, ok), run("routes-4-2", 80_000, ok), run("routes-1-3", 50_000, ok), run("routes-4-3", 50_000, ok)}
+	computeFigures(r)
+	v = verdicts(r)
+	if f := v["4 routes / 1 route: drain rate (median of 3)"]; f.Verdict != verdictPass || f.Text != "1.00x" {
+		t.Errorf("routes ratio over repetitions %+v", f)
+	}
+	if f := v["1 route, one bridge (median of 3)"]; f.Value == nil || *f.Value != 100_000 {
+		t.Errorf("median rate %+v", f)
 	}
 }

@@ -13,12 +13,17 @@ import (
 func (r *Report) drainsOf(base string) []drainResult {
 	var out []drainResult
 	for _, d := range r.Drains {
-		rest, ok := strings.CutPrefix(d.Name, base)
-		if ok && (rest == "" || len(rest) > 1 && rest[0] == '-' && strings.Trim(rest[1:], "0123456789") == "") {
+		if isRepeatOf(d.Name, base) {
 			out = append(out, d)
 		}
 	}
 	return out
+}
+
+// isRepeatOf reports whether name is base or base-N.
+func isRepeatOf(name, base string) bool {
+	rest, ok := strings.CutPrefix(name, base)
+	return ok && (rest == "" || len(rest) > 1 && rest[0] == '-' && strings.Trim(rest[1:], "0123456789") == "")
 }
 
 func medianValue(v []float64) float64 {
@@ -139,6 +144,7 @@ func computeFigures(r *Report) {
 	}
 
 	shardFigures(r, nullRate)
+	scaleFigures(r)
 	latencyFigures(r)
 	microFigures(r)
 	stageFigures(r)
@@ -152,6 +158,11 @@ func computeFigures(r *Report) {
 	}
 	for _, d := range r.Drains {
 		if d.Error != "" {
+			r.OK = false
+		}
+	}
+	for _, x := range r.Scaling {
+		if x.Error != "" || !x.verified() {
 			r.OK = false
 		}
 	}

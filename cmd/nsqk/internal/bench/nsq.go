@@ -88,7 +88,7 @@ func (b *bench) setup(ctx context.Context) error {
 
 	// Every queue stays in memory: MemQueueSize covers the largest topic (nsqd allocates a
 	// channel buffer of that many pointers per topic and channel: 8 MB per million).
-	memQ := max(b.o.messages, b.o.smallMessages) + 10_000
+	memQ := max(b.o.messages, b.o.smallMessages, b.o.scaleMessages) + 10_000
 	if rates, _ := b.o.rateList(); len(rates) > 0 {
 		memQ = max(memQ, int(float64(slices.Max(rates))*b.o.latencyFor.Seconds()*1.2)+10_000)
 	}
@@ -160,8 +160,13 @@ func repeatName(base string, i, n int) string {
 // in-process (nsqd.Topic.PutMessages, batches of 200: the same code path as an MPUB, minus the
 // TCP hop, in order) and waits until nsqd has copied them to every channel.
 func (b *bench) publish(ctx context.Context, topic string, channels []string, count int, seed uint64) (*messageSet, error) {
+	return b.publishOn(ctx, b.nsqd, topic, channels, count, seed)
+}
+
+// publishOn is publish into one of several nsqd nodes.
+func (b *bench) publishOn(ctx context.Context, node *nsqlocal.NSQD, topic string, channels []string, count int, seed uint64) (*messageSet, error) {
 	t0 := time.Now()
-	t := b.nsqd.GetTopic(topic)
+	t := node.GetTopic(topic)
 	for _, c := range channels {
 		t.GetChannel(c)
 	}
@@ -194,7 +199,7 @@ func (b *bench) publish(ctx context.Context, topic string, channels []string, co
 	// with the first run.
 	if err := poll(ctx, 5*time.Minute, time.Millisecond*5, func() bool {
 		for _, c := range channels {
-			if st := b.channelStats(topic, c); st.MessageCount < uint64(count) {
+			if st := channelStatsOn(node, topic, c); st.MessageCount < uint64(count) {
 				return false
 			}
 		}
@@ -276,7 +281,11 @@ func (s *messageSet) verifier() *nullsink.Verifier { return nullsink.NewVerifier
 
 // channelStats returns one channel's counters (zero if it does not exist).
 func (b *bench) channelStats(topic, channel string) nsqd.ChannelStats {
-	st := b.nsqd.GetStats(topic, channel, false)
+	return channelStatsOn(b.nsqd, topic, channel)
+}
+
+func channelStatsOn(node *nsqlocal.NSQD, topic, channel string) nsqd.ChannelStats {
+	st := node.GetStats(topic, channel, false)
 	for _, t := range st.Topics {
 		for _, c := range t.Channels {
 			return c

@@ -24,6 +24,7 @@ type Report struct {
 	Messages          *messageSet          `json:"messages,omitempty"`
 	SmallMessages     *messageSet          `json:"small_messages,omitempty"`
 	Drains            []drainResult        `json:"drains"`
+	Scaling           []scaleResult        `json:"scaling,omitempty"`
 	Latency           []latencyResult      `json:"latency"`
 	Micro             *benchkit.GoBenchRun `json:"micro,omitempty"`
 	Profile           *profileResult       `json:"profile,omitempty"`
@@ -65,7 +66,7 @@ func newReport(o options) *Report {
 		Settings: map[string]any{
 			"messages": o.messages, "quick": o.quick, "skip": o.skipList(), "max_in_flight": o.maxInFlight,
 			"max_buffered_time": o.maxBuffered.String(), "shards": o.shards, "repeat": o.repeat, "users": o.users,
-			"seed": o.seed, "small_messages": o.smallMessages, "shard_counts": o.shardCounts,
+			"seed": o.seed, "small_messages": o.smallMessages, "scale_messages": o.scaleMessages, "shard_counts": o.shardCounts,
 			"latency_rates": o.latencyRates, "latency_max_buffered_times": o.latencyMBT,
 			"latency_duration": o.latencyFor.String(), "latency_warmup": o.latencyWarmup.String(),
 			"profile": o.profile, "released_baseline": o.released, "compare_exe": o.compareExe, "bridge_args": o.bridgeArgs, "sink_latency": o.sinkLatency.String(), "go_env": goEnvironment(),
@@ -122,6 +123,13 @@ var methodsOf = map[string]string{
 		"utilisation = accepted record bytes per second / (shards x 1 MiB/s).",
 	"null-latency": "the same null sink, answering every PutRecords after --kinesis-latency (default 20 ms, what Kinesis takes): with a zero-latency sink " +
 		"a client's batching faults stay hidden.",
+	"routes": "--scale-messages in total: published to one topic, drained by a bridge with one route (config file, one stream), then the same number split over 4 topics, " +
+		"drained by one bridge with 4 routes into 4 streams; the null sinks (one per stream) sit behind one endpoint that passes each request to its stream's sink. " +
+		"Drain time runs from the first delivery on any channel to every channel empty; rate = all messages / drain time.",
+	"groups": "an embedded nsqlookupd and two embedded nsqd nodes in this process, on ports whose rendezvous hash gives one node to each partition; " +
+		"--scale-messages per node. One bridge (through nsqlookupd) drains a topic that only one node holds; then two bridges with --nsqd-partition 0/2 and 1/2 " +
+		"drain a topic both nodes hold, each into its own null sink that verifies its node's messages (a bridge reading the other node would fail the check). " +
+		"nsqd, nsqlookupd and the sinks run in this process and compete with the bridges for the same cores: the orchestrator row says how much they took.",
 	"kinesalite": "kinesalite (node, in-memory) started via shared/local/kinesislocal, stream created with --shards; it competes for the same cores, " +
 		"so its rate is a floor, not the bridge's limit; read back afterwards with GetRecords and verified like the null sink.",
 }

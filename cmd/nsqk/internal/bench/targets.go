@@ -14,6 +14,10 @@ const (
 	// this close to the unthrottled bridge rate (the NSQ-side limit of the bridge).
 	targetShardGrowth  = 1.5
 	targetShardCeiling = 0.85
+	// Scaling: 4 routes in one process against 1 route for the same messages, and two partitioned
+	// bridges on two nsqd nodes against one bridge on one node (on the 2-core bench machine).
+	targetRoutesRatio = 0.9
+	targetGroupsRatio = 1.6
 )
 
 // Verdicts.

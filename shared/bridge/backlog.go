@@ -51,6 +51,7 @@ func (b *Bridge) backlog(ctx context.Context, client *http.Client) (int64, chann
 		}
 		b.topicNowhere.Store(len(addrs) == 0)
 	}
+	b.m.owned(len(addrs))
 	var total int64
 	for _, a := range addrs {
 		var stats struct {

@@ -9,8 +9,11 @@ import (
 )
 
 // cloudWatch holds the bridge's metrics in CloudWatch Embedded Metric Format (namespace
-// NSQK/Bridge, dimension Stream, and Route for one of several routes). They reach CloudWatch through the container's log group, so the
-// task role needs no cloudwatch:PutMetricData and nothing on the hot path calls an API.
+// NSQK/Bridge, dimension Stream, and Route for one of several routes). With an nsqd partition
+// every metric is published twice: with dimension Partition too (one group's view, for its own
+// alarms) and without it (CloudWatch aggregates the groups of a route). They reach CloudWatch
+// through the container's log group, so the task role needs no cloudwatch:PutMetricData and
+// nothing on the hot path calls an API.
 type cloudWatch struct {
 	reg                                             *emf.Registry
 	in, acked, deadLettered, failedEntries, retries *emf.Counter
@@ -18,8 +21,8 @@ type cloudWatch struct {
 	backlog, inFlight                               *emf.Gauge
 	evicted                                         map[string]*emf.Counter // by memory
 
-	backlogFailures                         *emf.Counter
-	nsqdConns, rdy, otherClients, sinceLast *emf.Gauge
+	backlogFailures                                     *emf.Counter
+	nsqdConns, rdy, otherClients, sinceLast, ownedNodes *emf.Gauge
 }
 
 // newCloudWatch returns the EMF side of the metrics, or nil when o.EMFOutput is nil.
@@ -31,7 +34,12 @@ func newCloudWatch(o *Options) *cloudWatch {
 	if o.Route != "" {
 		dims = append(dims, emf.Dimension{Name: "Route", Value: o.Route})
 	}
-	r := emf.New(emf.Config{Namespace: "NSQK/Bridge", Dimensions: dims, Output: o.EMFOutput})
+	var rollups []int
+	if o.NSQDPartition.Count > 0 {
+		rollups = []int{len(dims)}
+		dims = append(dims, emf.Dimension{Name: "Partition", Value: o.NSQDPartition.String()})
+	}
+	r := emf.New(emf.Config{Namespace: "NSQK/Bridge", Dimensions: dims, Rollups: rollups, Output: o.EMFOutput})
 	return &cloudWatch{
 		reg:           r,
 		in:            r.Counter("MessagesIn", emf.Count),
@@ -51,6 +59,7 @@ func newCloudWatch(o *Options) *cloudWatch {
 		rdy:             r.Gauge("NSQRdy", emf.Count),
 		otherClients:    r.Gauge("ChannelOtherClients", emf.Count),
 		sinceLast:       r.Gauge("SecondsSinceLastMessage", emf.Seconds),
+		ownedNodes:      r.Gauge("OwnedNodes", emf.Count),
 	}
 }
 

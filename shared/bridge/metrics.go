@@ -45,6 +45,7 @@ type metrics struct {
 	rdy             prometheus.Gauge
 	otherClients    prometheus.Gauge
 	sinceLast       prometheus.Gauge
+	ownedNodes      prometheus.Gauge
 	ackLatency      prometheus.Histogram
 	putLatency      prometheus.Histogram
 }
@@ -113,6 +114,7 @@ func newMetrics(reg prometheus.Registerer, cw *cloudWatch) *metrics {
 		rdy:             g("nsq_rdy", "RDY nsqd counts for this bridge's connections (messages nsqd may send before more FINs), from its /stats."),
 		otherClients:    g("nsq_channel_other_clients", "Other clients consuming the bridge's NSQ channel, from nsqd's /stats: nsqd splits the messages between them, so the stream is incomplete and a key's order is lost."),
 		sinceLast:       g("seconds_since_last_message", "Seconds since the bridge last received an NSQ message (since start before the first)."),
+		ownedNodes:      g("owned_nodes", "nsqd nodes carrying the topic that this bridge reads, from the last nsqlookupd lookup (with --nsqd-partition, the nodes of its partition; with nsqd HTTP addresses, their count)."),
 		ackLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "ack_latency_seconds",
 			Help: "NSQ publish timestamp to Kinesis acceptance, per message.", Buckets: ackBuckets}),
 		putLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "putrecords_latency_seconds",
@@ -122,10 +124,18 @@ func newMetrics(reg prometheus.Registerer, cw *cloudWatch) *metrics {
 		reg.MustRegister(m.messagesIn, m.messagesAcked, m.messagesRequeue, m.deadLettered, m.deadLetterFail,
 			m.bytesIn, m.bytesOut, m.aggregates, m.shardMessages, m.userRecords, m.putCalls, m.putEntries, m.putFailed,
 			m.retries, m.touches, m.misrouted, m.reshards, m.late, m.outOfOrder, m.redelivered, m.memoryEvicted, m.memoryEntries, m.housekeeping, m.inFlight, m.buffered, m.shards, m.backlog,
-			m.backlogFailures, m.nsqdConns, m.rdy, m.otherClients, m.sinceLast,
+			m.backlogFailures, m.nsqdConns, m.rdy, m.otherClients, m.sinceLast, m.ownedNodes,
 			m.ackLatency, m.putLatency)
 	}
 	return m
+}
+
+// owned records how many nsqd nodes carrying the topic the bridge reads.
+func (m *metrics) owned(n int) {
+	m.ownedNodes.Set(float64(n))
+	if m.cw != nil {
+		m.cw.ownedNodes.Set(float64(n))
+	}
 }
 
 // received records one message taken from NSQ.

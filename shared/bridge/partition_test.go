@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"github.com/nsqio/go-nsq"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/nsqk/nsqk/shared/local/emfread"
 	"github.com/nsqk/nsqk/shared/local/localtest"
 	"github.com/nsqk/nsqk/shared/local/nsqlocal"
 )
@@ -253,10 +255,54 @@ func TestPartitionedBacklogCountsOwnedNodes(t *testing.T) {
 		o.NSQDPartition = Partition{i, 2}
 		o.Topic, o.Stream = topic, h.stream
 		o.BacklogInterval = 50 * time.Millisecond
+		out := &syncBuffer{}
+		o.EMFOutput, o.EMFInterval = out, 100*time.Millisecond
 		h.start(o)
 		waitFor(t, 30*time.Second, fmt.Sprintf("bridge %d/2's backlog gauge at %d", i, depth[i]), func() bool {
 			return gaugeValue(t, h.reg, "nsqk_bridge_nsq_backlog_messages") == float64(depth[i])
 		})
+		if got := gaugeValue(t, h.reg, "nsqk_bridge_owned_nodes"); got != float64(owned[i]) {
+			t.Errorf("bridge %d/2 owns %v nodes, want %d", i, got, owned[i])
+		}
+		// The group's own series (with Partition) and the route's (without) carry the owned nodes.
+		want := `"Dimensions":[["Stream","Partition"],["Stream"]]`
+		val := fmt.Sprintf(`"Partition":"%d/2"`, i)
+		waitFor(t, 10*time.Second, fmt.Sprintf("EMF with %s, %s and OwnedNodes %d", want, val, owned[i]), func() bool {
+			for _, line := range strings.Split(out.String(), "\n") {
+				if !strings.Contains(line, want) || !strings.Contains(line, val) {
+					continue
+				}
+				d, err := emfread.Decode([]byte(line))
+				if err != nil {
+					t.Fatalf("%v: %s", err, line)
+				}
+				if v, ok := d.Metrics["OwnedNodes"]; ok && v.Number != nil && *v.Number == float64(owned[i]) {
+					return true
+				}
+			}
+			return false
+		})
+	}
+}
+
+// Without a partition the EMF dimension sets stay as they were: Stream, and Route with routes.
+func TestEMFDimensionsWithoutPartition(t *testing.T) {
+	for _, route := range []string{"", "orders"} {
+		var buf bytes.Buffer
+		o := NewOptions()
+		o.Stream, o.Route, o.EMFOutput = "arn:aws:kinesis:eu-west-1:123456789012:stream/s", route, &buf
+		m := newMetrics(nil, newCloudWatch(&o))
+		m.owned(2)
+		if err := m.cw.reg.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		want := `"Dimensions":[["Stream"]]`
+		if route != "" {
+			want = `"Dimensions":[["Stream","Route"]]`
+		}
+		if s := buf.String(); !strings.Contains(s, want) || strings.Contains(s, "Partition") || !strings.Contains(s, `"OwnedNodes":2`) {
+			t.Errorf("route %q: %s", route, s)
+		}
 	}
 }
 

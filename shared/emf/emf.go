@@ -73,6 +73,10 @@ type Config struct {
 	// Dimensions is the one dimension set every metric is published with, for example
 	// [{Function, nsqk-monitor}]. May be empty.
 	Dimensions []Dimension
+	// Rollups are further dimension sets every metric is also published with, each the first n
+	// Dimensions for one n in Rollups (0 <= n < len(Dimensions)): CloudWatch then aggregates the
+	// publishers that differ only in the dimensions left out.
+	Rollups []int
 	// Output receives the documents, one JSON line each, one Write call per line. Default
 	// io.Discard.
 	Output io.Writer
@@ -115,14 +119,26 @@ func New(cfg Config) *Registry {
 	}
 	r := &Registry{cfg: cfg, byName: map[string]metric{}}
 	var b bytes.Buffer
-	b.WriteString(`"Dimensions":[[`)
-	for i, d := range cfg.Dimensions {
-		if i > 0 {
-			b.WriteByte(',')
+	b.WriteString(`"Dimensions":[`)
+	set := func(n int) {
+		b.WriteByte('[')
+		for i, d := range cfg.Dimensions[:n] {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			writeJSONString(&b, d.Name)
 		}
-		writeJSONString(&b, d.Name)
+		b.WriteByte(']')
 	}
-	b.WriteString(`]]`)
+	set(len(cfg.Dimensions))
+	for _, n := range cfg.Rollups {
+		if n < 0 || n >= len(cfg.Dimensions) {
+			panic("emf: rollup " + strconv.Itoa(n) + " out of range")
+		}
+		b.WriteByte(',')
+		set(n)
+	}
+	b.WriteByte(']')
 	r.dimJSON = b.Bytes()
 	return r
 }

@@ -332,3 +332,33 @@ func TestHistogramIsExactUpTo100DistinctValuesThenBinned(t *testing.T) {
 		}
 	}
 }
+
+// A rollup publishes every metric under a leading part of the dimensions too, with the values of
+// all of them at the root.
+func TestRollupsAddDimensionSets(t *testing.T) {
+	var buf bytes.Buffer
+	r := emf.New(emf.Config{Namespace: "NSQK/Bridge", Output: &buf, Rollups: []int{1},
+		Dimensions: []emf.Dimension{{"Stream", "s"}, {"Partition", "0/2"}}})
+	r.Gauge("OwnedNodes", emf.Count).Set(3)
+	if err := r.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	raw := buf.String()
+	if !strings.Contains(raw, `"Dimensions":[["Stream","Partition"],["Stream"]]`) ||
+		!strings.Contains(raw, `"Stream":"s","Partition":"0/2","OwnedNodes":3`) {
+		t.Fatalf("document %s", raw)
+	}
+	if d := decodeAll(t, &buf); len(d) != 1 || d[0].Dimensions["Partition"] != "0/2" {
+		t.Fatalf("decoded %+v", d)
+	}
+	for _, n := range []int{-1, 2} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("rollup %d accepted", n)
+				}
+			}()
+			emf.New(emf.Config{Namespace: "n", Rollups: []int{n}, Dimensions: []emf.Dimension{{"A", "a"}, {"B", "b"}}})
+		}()
+	}
+}

@@ -26,10 +26,13 @@ const (
 	BridgeNamespace      = "NSQK/Bridge"
 	BridgeDimension      = "Stream"
 	BridgeRouteDimension = "Route" // with routes, besides Stream
-	ConsumerNamespace    = "NSQK/Consumer"
-	ConsumerDimension    = "Function"
-	bridgeContainerName  = "bridge"
-	bridgeUID            = "65532:65532" // distroless "nonroot"
+	// With bridgeGroups N > 1, group i's metrics are published under Partition "i/N" too (and
+	// also without it, aggregated over the groups).
+	BridgePartitionDimension = "Partition"
+	ConsumerNamespace        = "NSQK/Consumer"
+	ConsumerDimension        = "Function"
+	bridgeContainerName      = "bridge"
+	bridgeUID                = "65532:65532" // distroless "nonroot"
 )
 
 // BridgeTaskActions is the complete list of actions the bridge task role gets on the stream.

@@ -38,7 +38,7 @@ func TestDocsDescribeEverything(t *testing.T) {
 		AlarmBridgeDeadLettered, AlarmBridgeAckLatency, AlarmBridgeNSQBacklog, AlarmLambdaErrors + "-<consumer>",
 		AlarmLambdaThrottles + "-<consumer>", AlarmLambdaIteratorAge + "-<consumer>", AlarmDLQVisible + "-<consumer>", AlarmOrderViolations,
 		AlarmDLQExpiring + "-<consumer>", AlarmDeadLettersVisible + "-<consumer>", AlarmDeadLetteredRecords + "-<consumer>", AlarmFailedBatchesStored,
-		AlarmBridgeStalled, AlarmBridgeChannelShared, AlarmBridgeLateWindowEvicted, AlarmBridgeWrittenEvicted} {
+		AlarmBridgeStalled, AlarmBridgeStalled + "-<i>", AlarmBridgeChannelShared, AlarmBridgeLateWindowEvicted, AlarmBridgeWrittenEvicted} {
 		want = append(want, "| `"+a+"` |")
 	}
 	for _, w := range want {

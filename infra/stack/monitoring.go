@@ -93,9 +93,18 @@ func opts(stat string, period awscdk.Duration, label string) *awscloudwatch.Metr
 // bridgeMetric is one of the bridge's EMF metrics about a stream (namespace NSQK/Bridge, dimension
 // Stream; with routes the bridge adds dimension Route).
 func bridgeMetric(st *StreamResources, name, stat string, period awscdk.Duration, label string) awscloudwatch.Metric {
+	return bridgeGroupMetric(st, "", name, stat, period, label)
+}
+
+// bridgeGroupMetric is one of the bridge's EMF metrics as one group (partition "i/N") reports it;
+// with an empty partition, as the whole route (every group together).
+func bridgeGroupMetric(st *StreamResources, partition, name, stat string, period awscdk.Duration, label string) awscloudwatch.Metric {
 	dims := map[string]*string{BridgeDimension: jsii.String(st.Config.Name)}
 	if st.Route != nil {
 		dims[BridgeRouteDimension] = jsii.String(st.Route.Name)
+	}
+	if partition != "" {
+		dims[BridgePartitionDimension] = jsii.String(partition)
 	}
 	return awscloudwatch.NewMetric(&awscloudwatch.MetricProps{
 		Namespace:     jsii.String(BridgeNamespace),
@@ -183,7 +192,7 @@ func newMonitoring(scope constructs.Construct, cfg *config.Config, s *NsqkStack)
 
 	m.consumerAlarms(s, consumers)
 	for _, st := range s.Streams {
-		m.safetyAlarms(cfg, st)
+		m.safetyAlarms(cfg, st, b.Groups)
 	}
 
 	m.Dashboard = newDashboard(scope, cfg, s, tasksBelow, m.Alarms)

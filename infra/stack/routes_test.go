@@ -1,6 +1,7 @@
 package stack
 
 import (
+	"fmt"
 	"sort"
 	"strings"
 	"testing"
@@ -186,6 +187,32 @@ func TestRoutesAndGroupsStack(t *testing.T) {
 			// A group owning none of the topic's nodes reports no connection: with groups the alarm
 			// takes the best group's connections and any group's backlog.
 			wantEq(t, "stalled-"+r.route+" statistics", stats, map[string]any{"conns": "Maximum", "taken": "Sum", "backlog": "Maximum"})
+			// Each group's own stall alarm reads the group's series (dimension Partition).
+			for i, part := range []string{"0/2", "1/2"} {
+				name := fmt.Sprintf("nsqk-%s-%s-%d", AlarmBridgeStalled, r.route, i)
+				p, ok := names[name]
+				if !ok {
+					t.Errorf("missing alarm %s", name)
+					continue
+				}
+				wantEq(t, name+" missing data", p["TreatMissingData"], "notBreaching")
+				wantEq(t, name+" periods", []any{p["EvaluationPeriods"], p["DatapointsToAlarm"], p["Threshold"]}, []any{10.0, 10.0, 1.0})
+				stats := map[string]any{}
+				for _, m := range asList(p["Metrics"]) {
+					if e := get(m, "Expression"); e != nil {
+						wantEq(t, name+" expression", e, BridgeGroupStalledExpression)
+					}
+					if dims := get(m, "MetricStat", "Metric", "Dimensions"); dims != nil {
+						wantEq(t, name+" dimensions", dims, []any{
+							map[string]any{"Name": "Partition", "Value": part},
+							map[string]any{"Name": "Route", "Value": r.route}, map[string]any{"Name": "Stream", "Value": r.stream},
+						})
+						stats[get(m, "Id").(string)] = []any{get(m, "MetricStat", "Metric", "MetricName"), get(m, "MetricStat", "Stat")}
+					}
+				}
+				wantEq(t, name+" metrics", stats, map[string]any{"owned": []any{"OwnedNodes", "Minimum"},
+					"conns": []any{"NSQDConnections", "Minimum"}, "taken": []any{"MessagesIn", "Sum"}, "backlog": []any{"NSQBacklog", "Minimum"}})
+			}
 		}
 		for i := range 2 {
 			name := "nsqk-" + AlarmBridgeTasksBelow + "-" + []string{"0", "1"}[i]
@@ -210,8 +237,9 @@ func TestRoutesAndGroupsStack(t *testing.T) {
 				t.Errorf("alarm %s without route or group", n)
 			}
 		}
-		// 10 per route, 1 per group, 7 per consumer with its queues, the monitor's order violations.
-		wantEq(t, "alarm count", len(names), 2*10+2+2*7+1)
+		// 10 per route, 1 per group, 1 per group and route, 7 per consumer with its queues, the
+		// monitor's order violations.
+		wantEq(t, "alarm count", len(names), 2*10+2+2*2+2*7+1)
 	})
 
 	t.Run("DashboardRowsPerRoute", func(t *testing.T) {

@@ -28,17 +28,28 @@ const (
 // and intake are filled with 0 because a bridge without nsqd HTTP addresses reports no backlog.
 const BridgeStalledExpression = "IF(conns < 1 OR (FILL(taken, 0) == 0 AND FILL(backlog, 0) > 0), 1, 0)"
 
+// BridgeGroupStalledExpression is 1 for a minute in which a bridge group owned at least one of
+// the topic's nsqd nodes and had no nsqd connection, or took no message while the channel on its
+// nodes had a backlog. A group owning none of the nodes has nothing to read and is never stalled.
+// OwnedNodes is reported from the first successful nsqlookupd lookup on (and keeps its last value
+// while lookups fail), so a minute without it but with other metrics means the group does not yet
+// know its nodes: it counts as owning none, and lookupd being unreachable for every group is left
+// to the route-wide bridge-stalled (no group connected).
+const BridgeGroupStalledExpression = "IF(FILL(owned, 0) >= 1 AND (FILL(conns, 0) < 1 OR (FILL(taken, 0) == 0 AND FILL(backlog, 0) > 0)), 1, 0)"
+
 // safetyAlarms adds the alarms of a stalled bridge, a shared channel and memories over budget.
-func (m *Monitoring) safetyAlarms(cfg *config.Config, st *StreamResources) {
+func (m *Monitoring) safetyAlarms(cfg *config.Config, st *StreamResources, groups []*BridgeGroup) {
 	rid, rname := routeIDs(st)
 	channel := cfg.NSQ.Channel
 	if st.Route != nil && st.Route.Channel != "" {
 		channel = st.Route.Channel
 	}
-	// Bridge groups publish under the same dimensions, and a group may own none of the topic's
-	// nodes (it then reports no connection and no backlog, and is healthy). With groups the alarm
-	// is about the route as a whole: no group connected, or nothing taken while a group saw a
-	// backlog; a group's own task is watched by its bridge-tasks-below-desired-<i>.
+	// With groups this alarm is about the route as a whole (the metrics every group publishes
+	// without its Partition dimension): no group connected, nothing taken while a group saw a
+	// backlog, or no group reporting at all. A group may own none of the topic's nodes (it then
+	// reports no connection and no backlog, and is healthy), so each group's own stall is the
+	// bridge-stalled-<i> alarm below; this one still catches what no group alarm can see: every
+	// group silent, or nsqlookupd never answering any group (no group then knows its nodes).
 	connsStat, backlogStat := "Minimum", "Minimum"
 	if cfg.Bridge.Groups > 1 {
 		connsStat, backlogStat = "Maximum", "Maximum"
@@ -60,6 +71,11 @@ func (m *Monitoring) safetyAlarms(cfg *config.Config, st *StreamResources) {
 		metric:     stalled,
 		threshold:  1, evaluationPeriods: 10, datapoints: 10, missing: awscloudwatch.TreatMissingData_BREACHING,
 	})
+	if len(groups) > 1 {
+		for _, g := range groups {
+			m.groupStalledAlarm(st, g)
+		}
+	}
 	if cfg.Bridge.MaxCount == 1 {
 		// With several tasks the channel is shared on purpose (the user accepted the reordering).
 		m.alarm(alarmSpec{
@@ -133,5 +149,32 @@ func bridgeNSQWidget(st *StreamResources, graph func(string, float64, []awscloud
 		bridgeMetric(st, "BacklogPollFailures", "Sum", oneMinute(), "failed /stats polls"),
 	}, []awscloudwatch.IMetric{
 		bridgeMetric(st, "SecondsSinceLastMessage", "Maximum", oneMinute(), "seconds since the last message"),
+	})
+}
+
+// groupStalledAlarm is bridge-stalled-<i> (bridge-stalled-<route>-<i> with routes): group i owns
+// nsqd nodes of the topic and has not read them for 10 minutes. Missing data is not breaching: a
+// minute without any of the group's metrics means its task is not running (or not reporting),
+// which its bridge-tasks-below-desired-<i> treats as breaching and the route-wide bridge-stalled
+// sees when every group is silent.
+func (m *Monitoring) groupStalledAlarm(st *StreamResources, g *BridgeGroup) {
+	rid, rname := routeIDs(st)
+	stalled := awscloudwatch.NewMathExpression(&awscloudwatch.MathExpressionProps{
+		Expression: jsii.String(BridgeGroupStalledExpression),
+		UsingMetrics: &map[string]awscloudwatch.IMetric{
+			"owned":   bridgeGroupMetric(st, g.Partition, "OwnedNodes", "Minimum", oneMinute(), "owned nsqd nodes"),
+			"conns":   bridgeGroupMetric(st, g.Partition, "NSQDConnections", "Minimum", oneMinute(), "nsqd connections"),
+			"taken":   bridgeGroupMetric(st, g.Partition, "MessagesIn", "Sum", oneMinute(), "messages taken"),
+			"backlog": bridgeGroupMetric(st, g.Partition, "NSQBacklog", "Minimum", oneMinute(), "channel backlog"),
+		},
+		Label:  jsii.String(fmt.Sprintf("group %s stalled (1 = owns nodes and has no nsqd connection, or took nothing with a backlog)", g.Partition)),
+		Period: oneMinute(),
+	})
+	m.alarm(alarmSpec{
+		id: rid + "Bridge" + g.suffix() + "StalledAlarm", name: fmt.Sprintf("%s%s-%d", AlarmBridgeStalled, rname, g.Index),
+		meaning:    fmt.Sprintf("For 10 minutes bridge group %s (NSQK_NSQD_PARTITION) owned at least one nsqd node of the topic and had no nsqd connection, or took no message while the channel on its nodes had a backlog: those nodes' messages wait in NSQ and no other group reads them.", g.Partition),
+		firstCheck: fmt.Sprintf("the bridge log group, task family %s-bridge-%d, for go-nsq connection errors to the group's nodes (DNS, security group, TLS, AUTH) and 'nsq backlog poll failed'; OwnedNodes, NSQDConnections, NSQRdy with dimension Partition %s; a paused channel on one of its nodes (nsqadmin).", m.cfg.StackName, g.Index, g.Partition),
+		metric:     stalled,
+		threshold:  1, evaluationPeriods: 10, datapoints: 10, missing: awscloudwatch.TreatMissingData_NOT_BREACHING,
 	})
 }

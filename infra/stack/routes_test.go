@@ -298,3 +298,38 @@ func TestSynthRefusesGroupsWithoutLookupd(t *testing.T) {
 		}
 	}
 }
+
+// Groups without routes: one stall alarm per group, named by its index, on its Partition series,
+// besides the stream-wide bridge-stalled.
+func TestGroupStalledAlarmsWithoutRoutes(t *testing.T) {
+	v := synthVariant(t, "groups", map[string]any{config.KeyBridgeGroups: 3.0})
+	names := map[string]map[string]any{}
+	for _, a := range v.resources("AWS::CloudWatch::Alarm") {
+		names[props(a)["AlarmName"].(string)] = props(a)
+	}
+	if _, ok := names["nsqk-"+AlarmBridgeStalled]; !ok {
+		t.Errorf("no stream-wide %s", AlarmBridgeStalled)
+	}
+	for i := range 3 {
+		name := fmt.Sprintf("nsqk-%s-%d", AlarmBridgeStalled, i)
+		p, ok := names[name]
+		if !ok {
+			t.Errorf("missing alarm %s", name)
+			continue
+		}
+		for _, m := range asList(p["Metrics"]) {
+			if dims := get(m, "MetricStat", "Metric", "Dimensions"); dims != nil {
+				got := map[string]string{}
+				for _, d := range asList(dims) {
+					got[get(d, "Name").(string)] = ref(get(d, "Value"))
+				}
+				if got["Partition"] != fmt.Sprintf("%d/3", i) || got["Stream"] == "" || len(got) != 2 {
+					t.Errorf("%s reads dimensions %v", name, got)
+				}
+			}
+		}
+	}
+	if _, ok := names[fmt.Sprintf("nsqk-%s-3", AlarmBridgeStalled)]; ok {
+		t.Errorf("a stall alarm for a fourth group")
+	}
+}

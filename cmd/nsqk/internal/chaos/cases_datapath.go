@@ -33,8 +33,8 @@ func datapathCases() []Case {
 	return []Case{
 		{
 			Name: "backlog-late-window-sigkill", Group: "datapath", Quick: true,
-			Summary: "a backlog older than --late-window (3 s) is caught up slowly (--max-in-flight 200, every PutRecords 250 ms) by the bridge program; " +
-				"SIGKILL mid-way, restarted at once (nsqd msg timeout 5 s, --mem-queue-size=0): the killed bridge's messages come back behind newer ones of their keys",
+			Summary: "a backlog older than --late-window (4 s, above the 2 s message timeout) is caught up slowly (--max-in-flight 200, every PutRecords 250 ms) by the bridge program; " +
+				"SIGKILL mid-way, restarted at once (nsqd msg timeout 2 s, --mem-queue-size=0): the killed bridge's messages come back behind newer ones of their keys",
 			Rule: "strict mode: lost=0, reordered=0; duplicated <= messages nsqd redelivered; good messages dead-lettered only as late_redelivery, " +
 				"each a redelivery (attempts >= 2); the restarted bridge recognised late redeliveries although every key's publish time is older than --late-window; final SIGTERM exits 0",
 			Run: backlogLateWindowSIGKILL,
@@ -74,8 +74,12 @@ func datapathCases() []Case {
 // back after the message timeout, behind newer messages of their keys, which the new bridge
 // accepted moments before: it must still know those keys.
 func backlogLateWindowSIGKILL(ctx context.Context, t *T) error {
-	const lateWindow = 3 * time.Second
-	r, err := t.NewRig(ctx, RigOptions{Shards: 2, MsgTimeout: 5 * time.Second, DiskOnly: true})
+	// The window must outlast the message timeout, as in production (a key is remembered for the
+	// window after its last message; a redelivery comes back one timeout after the kill): with a
+	// window shorter than the timeout, a key whose last message the new bridge took right after the
+	// kill could be forgotten before its redelivery arrives.
+	const lateWindow, msgTimeout = 4 * time.Second, 2 * time.Second
+	r, err := t.NewRig(ctx, RigOptions{Shards: 2, MsgTimeout: msgTimeout, DiskOnly: true})
 	if err != nil {
 		return err
 	}
@@ -93,7 +97,7 @@ func backlogLateWindowSIGKILL(ctx context.Context, t *T) error {
 	}
 	// Slow Kinesis so that catching up takes well beyond the message timeout.
 	r.Front.Set(kinesisfault.Faults{Delay: 250 * time.Millisecond})
-	args := []string{"--msg-timeout", "5s", "--late-window", lateWindow.String(), "--max-in-flight", "200"}
+	args := []string{"--msg-timeout", msgTimeout.String(), "--late-window", lateWindow.String(), "--max-in-flight", "200"}
 	c1, err := r.StartChild(ctx, "bridge-1", args...)
 	if err != nil {
 		return err

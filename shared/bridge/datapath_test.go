@@ -395,3 +395,27 @@ func TestRetiredLanesPossiblyWrittenEntryIsKeptWhole(t *testing.T) {
 		t.Fatalf("shardId-01's lane holds %d messages; want the entry's 2 and then %s#2, which follows its key's retried record", len(held), high)
 	}
 }
+
+// Both memories must outlast the message timeout: that is when nsqd redelivers what a lost
+// connection or a crash left unanswered.
+func TestWindowsAtLeastTheMessageTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		late, written time.Duration
+		want          string
+	}{
+		{"late window shorter", 30 * time.Second, time.Minute, "--late-window"},
+		{"written window shorter", time.Minute, 30 * time.Second, "--written-window"},
+	} {
+		o := NewOptions()
+		o.MsgTimeout, o.LateWindow, o.WrittenWindow = time.Minute, tc.late, tc.written
+		if err := o.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: Validate() = %v, want an error about %s", tc.name, err, tc.want)
+		}
+	}
+	o := NewOptions()
+	o.MsgTimeout, o.LateWindow, o.WrittenWindow = time.Minute, time.Minute, time.Minute
+	if err := o.Validate(); err != nil && (strings.Contains(err.Error(), "--late-window") || strings.Contains(err.Error(), "--written-window")) {
+		t.Errorf("windows equal to the timeout refused: %v", err)
+	}
+}

@@ -223,8 +223,8 @@ func (o *Options) Validate() error {
 	default:
 		bad("--late-redelivery must be dead-letter or write")
 	}
-	if o.LateWindow < time.Second {
-		bad("--late-window must be at least 1s")
+	if o.LateWindow < time.Second || o.LateWindow < o.MsgTimeout {
+		bad("--late-window must be at least 1s and at least --msg-timeout: a crashed bridge's messages come back one timeout later, and their keys must still be known")
 	}
 	if o.WrittenWindow < o.MsgTimeout {
 		bad("--written-window must be at least --msg-timeout: nsqd redelivers a message whose FIN was lost after its timeout")

@@ -80,37 +80,17 @@ func (b *Bridge) backlog(ctx context.Context, client *http.Client) (int64, chann
 	return total, cc, others, nil
 }
 
+// lookup returns the HTTP addresses of the topic's nodes this bridge reads.
 func (b *Bridge) lookup(ctx context.Context, client *http.Client) ([]string, error) {
-	seen := map[string]bool{}
-	var out []string
-	var lastErr error
-	for _, l := range b.o.LookupdHTTPAddresses {
-		var resp struct {
-			Producers []struct {
-				BroadcastAddress string `json:"broadcast_address"`
-				TCPPort          int    `json:"tcp_port"`
-				HTTPPort         int    `json:"http_port"`
-			} `json:"producers"`
-		}
-		if err := getJSON(ctx, client, httpURL(l, "/lookup", url.Values{"topic": {b.o.Topic}}), &resp); err != nil {
-			if !errors.Is(err, errNotFound) { // nsqlookupd answers 404 for a topic no nsqd has
-				lastErr = err
-			}
-			continue
-		}
-		for _, p := range resp.Producers {
-			if !b.o.NSQDPartition.Owns(net.JoinHostPort(p.BroadcastAddress, strconv.Itoa(p.TCPPort))) {
-				continue // another bridge's node
-			}
-			a := net.JoinHostPort(p.BroadcastAddress, strconv.Itoa(p.HTTPPort))
-			if !seen[a] {
-				seen[a] = true
-				out = append(out, a)
-			}
-		}
+	ps, err := b.producers(ctx, client)
+	if err != nil {
+		return nil, err
 	}
-	if len(out) == 0 && lastErr != nil {
-		return nil, lastErr
+	var out []string
+	for _, p := range ps {
+		if b.o.NSQDPartition.Owns(p.tcpAddr()) { // else another bridge's node
+			out = append(out, net.JoinHostPort(p.BroadcastAddress, strconv.Itoa(p.HTTPPort)))
+		}
 	}
 	return out, nil
 }

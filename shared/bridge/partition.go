@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -152,14 +151,12 @@ func (b *Bridge) producers(ctx context.Context, client *http.Client) ([]producer
 	var out []producer
 	seen := map[string]bool{}
 	var lastErr error
-	answered := false
 	for _, l := range b.o.LookupdHTTPAddresses {
 		ps, err := lookupTopic(ctx, client, httpURL(l, "/lookup", url.Values{"topic": {b.o.Topic}}))
 		if err != nil {
 			lastErr = err
 			continue
 		}
-		answered = true
 		for _, p := range ps {
 			if a := p.tcpAddr(); !seen[a] {
 				seen[a] = true
@@ -167,7 +164,9 @@ func (b *Bridge) producers(ctx context.Context, client *http.Client) ([]producer
 			}
 		}
 	}
-	if !answered {
+	// An error only when nothing was found and some nsqlookupd did not answer: a partial answer
+	// that names nodes is used, an empty one may be missing the nodes of the silent instance.
+	if len(out) == 0 && lastErr != nil {
 		return nil, lastErr
 	}
 	return out, nil
@@ -175,27 +174,14 @@ func (b *Bridge) producers(ctx context.Context, client *http.Client) ([]producer
 
 // lookupTopic returns the nodes one nsqlookupd lists at u; its 404 says no nsqd has the topic.
 func lookupTopic(ctx context.Context, client *http.Client, u string) ([]producer, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	switch resp.StatusCode {
-	case http.StatusOK:
-	case http.StatusNotFound:
-		return nil, nil
-	default:
-		return nil, fmt.Errorf("GET %s: %s", u, resp.Status)
-	}
 	var body struct {
 		Producers []producer `json:"producers"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		return nil, fmt.Errorf("GET %s: %w", u, err)
+	if err := getJSON(ctx, client, u, &body); err != nil {
+		if errors.Is(err, errNotFound) {
+			return nil, nil
+		}
+		return nil, err
 	}
 	return body.Producers, nil
 }

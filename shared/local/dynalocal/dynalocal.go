@@ -13,7 +13,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -29,15 +28,8 @@ import (
 // Region is the region every local client uses.
 const Region = nodeproc.Region
 
-// Options configures Start.
-type Options struct {
-	// Port to listen on; default a free port.
-	Port int
-	// Stdout/Stderr receive dynalite's output; default discarded.
-	Stdout, Stderr *os.File
-	// StartTimeout bounds waiting for dynalite to answer; default 30 s.
-	StartTimeout time.Duration
-}
+// Options configures Start (default StartTimeout: 30 s).
+type Options = nodeproc.Options
 
 // Dynalite is a running dynalite process.
 type Dynalite struct {
@@ -97,21 +89,12 @@ func CreateTable(ctx context.Context, c *dynamodb.Client, name, hashKey string) 
 	if err != nil {
 		return fmt.Errorf("create table %s: %w", name, err)
 	}
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
+	return nodeproc.Until(ctx, "table "+name+" not active", func(ctx context.Context) (bool, error) {
 		out, err := c.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(name)})
-		if err == nil && out.Table.TableStatus == types.TableStatusActive {
-			return nil
-		}
 		var nf *types.ResourceNotFoundException
-		if err != nil && !errors.As(err, &nf) {
-			return err
+		if err != nil && errors.As(err, &nf) {
+			err = nil
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("table %s not active: %w", name, ctx.Err())
-		case <-tick.C:
-		}
-	}
+		return err == nil && out != nil && out.Table.TableStatus == types.TableStatusActive, err
+	})
 }

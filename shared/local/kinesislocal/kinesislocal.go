@@ -148,23 +148,14 @@ func CreateStream(ctx context.Context, c *kinesis.Client, name string, shards in
 
 // WaitActive waits until the stream's status is ACTIVE (after create or a reshard).
 func WaitActive(ctx context.Context, c *kinesis.Client, name string) error {
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for {
+	return nodeproc.Until(ctx, "stream "+name+" not active", func(ctx context.Context) (bool, error) {
 		out, err := c.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(name)})
-		if err == nil && out.StreamDescriptionSummary.StreamStatus == types.StreamStatusActive {
-			return nil
-		}
 		var nf *types.ResourceNotFoundException
-		if err != nil && !errors.As(err, &nf) {
-			return err
+		if err != nil && errors.As(err, &nf) {
+			err = nil // not visible yet
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("stream %s not active: %w", name, ctx.Err())
-		case <-tick.C:
-		}
-	}
+		return err == nil && out != nil && out.StreamDescriptionSummary.StreamStatus == types.StreamStatusActive, err
+	})
 }
 
 // FreePort returns a TCP port that was free on 127.0.0.1 a moment ago.

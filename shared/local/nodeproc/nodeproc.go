@@ -149,3 +149,31 @@ func Endpoint(port int) (int, string, error) {
 func AWSConfig() aws.Config {
 	return aws.Config{Region: Region, Credentials: credentials.NewStaticCredentialsProvider("local", "local", "")}
 }
+
+// Options configures the start of a stand-in.
+type Options struct {
+	// Port to listen on; default a free port.
+	Port int
+	// Stdout/Stderr receive the program's output; default discarded.
+	Stdout, Stderr *os.File
+	// StartTimeout bounds waiting for the program to answer; each stand-in has its default.
+	StartTimeout time.Duration
+}
+
+// Until calls done every 20 ms until it reports true or an error, or ctx ends; what names the
+// awaited state in the error.
+func Until(ctx context.Context, what string, done func(context.Context) (bool, error)) error {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ok, err := done(ctx)
+		if ok || err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w", what, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}

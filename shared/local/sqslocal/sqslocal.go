@@ -33,15 +33,8 @@ import (
 // Region is the region every local client uses.
 const Region = nodeproc.Region
 
-// Options configures Start.
-type Options struct {
-	// Port to listen on; default a free port.
-	Port int
-	// Stdout/Stderr receive the server's output (one access-log line per request); default discarded.
-	Stdout, Stderr *os.File
-	// StartTimeout bounds waiting for the server to answer; default 60 s.
-	StartTimeout time.Duration
-}
+// Options configures Start (default StartTimeout: 60 s).
+type Options = nodeproc.Options
 
 // Server is a running local SQS endpoint.
 type Server struct {

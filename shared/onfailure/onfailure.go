@@ -21,25 +21,36 @@ import (
 	"github.com/nsqk/nsqk/shared/logread"
 )
 
-// Record is an on-failure invocation record of a Kinesis event source mapping.
+// Record is the invocation record a Kinesis event source mapping sends to its on-failure
+// destination, field for field as in the AWS example ("Retain discarded batch records for a
+// Kinesis Data Streams event source in Lambda"): it locates the discarded records in the stream
+// (shard, first and last sequence number); it does not carry their data.
 type Record struct {
-	RequestContext struct {
-		RequestID              string `json:"requestId"`
-		FunctionArn            string `json:"functionArn"`
-		Condition              string `json:"condition"`
-		ApproximateInvokeCount int    `json:"approximateInvokeCount"`
-	} `json:"requestContext"`
-	ResponseContext struct {
-		StatusCode      int    `json:"statusCode"`
-		ExecutedVersion string `json:"executedVersion"`
-		FunctionError   string `json:"functionError"`
-	} `json:"responseContext"`
-	Version          string    `json:"version"`
-	Timestamp        string    `json:"timestamp"`
-	KinesisBatchInfo BatchInfo `json:"KinesisBatchInfo"`
+	RequestContext   RequestContext  `json:"requestContext"`
+	ResponseContext  ResponseContext `json:"responseContext"`
+	Version          string          `json:"version"`
+	Timestamp        string          `json:"timestamp"`
+	KinesisBatchInfo BatchInfo       `json:"KinesisBatchInfo"`
 }
 
-// BatchInfo locates the records that failed.
+// RequestContext of a Record.
+type RequestContext struct {
+	RequestID              string `json:"requestId"`
+	FunctionArn            string `json:"functionArn"`
+	Condition              string `json:"condition"`
+	ApproximateInvokeCount int    `json:"approximateInvokeCount"`
+}
+
+// ResponseContext of a Record: the last invocation's.
+type ResponseContext struct {
+	StatusCode      int    `json:"statusCode"`
+	ExecutedVersion string `json:"executedVersion"`
+	FunctionError   string `json:"functionError,omitempty"`
+}
+
+// BatchInfo locates the records that failed: every record of ShardID from StartSequenceNumber to
+// EndSequenceNumber, both included. BatchSize is how many records that range held in the batch;
+// a range AWS consolidated may include records between two discarded pieces that were processed.
 type BatchInfo struct {
 	ShardID                         string `json:"shardId"`
 	StartSequenceNumber             string `json:"startSequenceNumber"`

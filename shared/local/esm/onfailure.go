@@ -1,7 +1,6 @@
 package esm
 
 import (
-	"bytes"
 	"encoding/json"
 	"log/slog"
 	"os"
@@ -9,6 +8,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 
 	"github.com/nsqk/nsqk/shared/consumer"
+	"github.com/nsqk/nsqk/shared/onfailure"
 )
 
 // Conditions of an invocation record (requestContext.condition).
@@ -25,46 +25,8 @@ const (
 )
 
 // FailureRecord is the invocation record Lambda sends to an SQS or SNS on-failure destination for
-// a Kinesis event source, field for field as in the AWS example ("Retain discarded batch records
-// for a Kinesis Data Streams event source in Lambda"): it locates the discarded records in the
-// stream (shard, first and last sequence number); it does not carry their data. The OnFailure
-// file holds one per line.
-type FailureRecord struct {
-	RequestContext   RequestContext  `json:"requestContext"`
-	ResponseContext  ResponseContext `json:"responseContext"`
-	Version          string          `json:"version"`
-	Timestamp        string          `json:"timestamp"`
-	KinesisBatchInfo BatchInfo       `json:"KinesisBatchInfo"`
-}
-
-// RequestContext of a FailureRecord.
-type RequestContext struct {
-	RequestID              string `json:"requestId"`
-	FunctionArn            string `json:"functionArn"`
-	Condition              string `json:"condition"`
-	ApproximateInvokeCount int    `json:"approximateInvokeCount"`
-}
-
-// ResponseContext of a FailureRecord: the last invocation's.
-type ResponseContext struct {
-	StatusCode      int    `json:"statusCode"`
-	ExecutedVersion string `json:"executedVersion"`
-	FunctionError   string `json:"functionError,omitempty"`
-}
-
-// BatchInfo locates the discarded records in the stream: every record of ShardID from
-// StartSequenceNumber to EndSequenceNumber, both included. BatchSize is how many records that
-// range holds in the batch; with ConsolidateDiscards the range may include records between two
-// discarded pieces that were processed successfully.
-type BatchInfo struct {
-	ShardID                         string `json:"shardId"`
-	StartSequenceNumber             string `json:"startSequenceNumber"`
-	EndSequenceNumber               string `json:"endSequenceNumber"`
-	ApproximateArrivalOfFirstRecord string `json:"approximateArrivalOfFirstRecord"`
-	ApproximateArrivalOfLastRecord  string `json:"approximateArrivalOfLastRecord"`
-	BatchSize                       int    `json:"batchSize"`
-	StreamArn                       string `json:"streamArn"`
-}
+// a Kinesis event source (the product's reader defines it); the OnFailure file holds one per line.
+type FailureRecord = onfailure.Record
 
 const isoMillis = "2006-01-02T15:04:05.000Z"
 
@@ -134,16 +96,16 @@ func (m *Mapping) flushDiscards(sr *shardRun, batch []item, d *discards, log *sl
 
 func (m *Mapping) writeFailure(sr *shardRun, first, lastItem item, size int, condition string, invokes int, last invocation, log *slog.Logger) {
 	fr := FailureRecord{
-		RequestContext: RequestContext{
+		RequestContext: onfailure.RequestContext{
 			RequestID:              consumer.NewUUID(),
 			FunctionArn:            consumer.FunctionARN(m.cfg.FunctionName),
 			Condition:              condition,
 			ApproximateInvokeCount: invokes,
 		},
-		ResponseContext: ResponseContext{ExecutedVersion: "$LATEST"},
+		ResponseContext: onfailure.ResponseContext{ExecutedVersion: "$LATEST"},
 		Version:         "1.0",
 		Timestamp:       m.cfg.Now().UTC().Format(isoMillis),
-		KinesisBatchInfo: BatchInfo{
+		KinesisBatchInfo: onfailure.BatchInfo{
 			ShardID:                         sr.id,
 			StartSequenceNumber:             aws.ToString(first.rec.SequenceNumber),
 			EndSequenceNumber:               aws.ToString(lastItem.rec.SequenceNumber),
@@ -173,18 +135,10 @@ func (m *Mapping) writeFailure(sr *shardRun, first, lastItem item, size int, con
 
 // ReadOnFailure reads the invocation records of an OnFailure file.
 func ReadOnFailure(path string) ([]FailureRecord, error) {
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	var out []FailureRecord
-	dec := json.NewDecoder(bytes.NewReader(b))
-	for dec.More() {
-		var fr FailureRecord
-		if err := dec.Decode(&fr); err != nil {
-			return out, err
-		}
-		out = append(out, fr)
-	}
-	return out, nil
+	defer f.Close()
+	return onfailure.Parse(f)
 }

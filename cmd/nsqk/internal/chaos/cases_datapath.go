@@ -117,28 +117,15 @@ func backlogLateWindowSIGKILL(ctx context.Context, t *T) error {
 	if err != nil {
 		return err
 	}
-	if err := r.WaitDrained(ctx, 3*time.Minute); err != nil {
-		return err
-	}
-	mf, _ := c2.Scrape(ctx)
-	c2.Signal(syscall.SIGTERM)
-	code2, err := c2.Wait(time.Minute)
+	end, err := r.EndChild(ctx, c2, 3*time.Minute)
 	if err != nil {
 		return err
 	}
-	t.Check("bridge-2 exits 0 on SIGTERM", code2 == 0, "exit code %d; log tail: %s", code2, tailIf(code2 != 0, c2))
+	a, obs := end.A, end.Obs
 	st, _ := r.NSQ.Channel(r.Topic, r.Channel)
 	redelivered := int(st.TimeoutCount + st.RequeueCount)
 	t.Event("nsqd redelivered %d messages (%d timed out, %d requeued)", redelivered, st.TimeoutCount, st.RequeueCount)
 	t.Metric("nsqd_redelivered", redelivered)
-	obs, _, err := r.Observe(ctx)
-	if err != nil {
-		return err
-	}
-	a := r.Account(obs)
-	if mf != nil {
-		noteBridge(t, mf)
-	}
 	nLate, firstDelivery := noteLate(t, obs.DeadLetters)
 	t.Judge(a, Expect{MaxDup: max(redelivered, 0), DupWhy: "messages nsqd redelivered after the kill", GoodDL: []bridge.Reason{bridge.ReasonLate}})
 	t.Check("late dead letters were redeliveries", firstDelivery == 0, "%d of %d late_redelivery dead letters had attempts 1", firstDelivery, nLate)

@@ -109,26 +109,13 @@ func bridgeSIGKILLRedrive(ctx context.Context, t *T) error {
 		"outside view: %d in the stream, %d only dead-lettered; redrive: %d already in the stream, %d redriven", pre.GoodDLAlsoInStream, pre.GoodDLOnly, late.Present, late.Redriven)
 
 	// bridge-2 writes the redriven messages.
-	if err := r.WaitDrained(ctx, 2*time.Minute); err != nil {
-		return err
-	}
-	mf, _ := c2.Scrape(ctx)
-	c2.Signal(syscall.SIGTERM)
-	code2, err := c2.Wait(time.Minute)
+	end, err := r.EndChild(ctx, c2, 2*time.Minute)
 	if err != nil {
 		return err
 	}
-	t.Check("bridge-2 exits 0 on SIGTERM", code2 == 0, "exit code %d; log tail: %s", code2, tailIf(code2 != 0, c2))
+	a := end.A
 	st, _ := r.NSQ.Channel(r.Topic, r.Channel)
 	redelivered := int(st.TimeoutCount + st.RequeueCount)
-	obs, _, err = r.Observe(ctx)
-	if err != nil {
-		return err
-	}
-	a := r.Account(obs)
-	if mf != nil {
-		noteBridge(t, mf)
-	}
 	t.Check("every published message is in the stream", a.Delivered == a.Good && a.GoodDLOnly == 0,
 		"%d of %d good messages in the stream; %d only dead-lettered", a.Delivered, a.Good, a.GoodDLOnly)
 	t.Check("the redrive added no duplicate", a.Duplicated == pre.Duplicated, "duplicates in the stream: %d before the redrive, %d after", pre.Duplicated, a.Duplicated)
